@@ -1,0 +1,114 @@
+use super::*;
+use alloc::vec::Vec;
+
+fn client() -> DeviceClient {
+    let mut c = DeviceClient::new(Millis(0), DeviceId("dev-\"1".into()), "tok".into(), ClientConfig::default());
+    assert_eq!(c.poll_output(), Some(ClientOutput::Connect));
+    c
+}
+
+fn drain(c: &mut DeviceClient) -> Vec<ClientOutput> {
+    core::iter::from_fn(|| c.poll_output()).take(64).collect()
+}
+
+fn registered(now: u64) -> DeviceClient {
+    let mut c = client();
+    c.handle_connected(Millis(now));
+    c.handle_text(Millis(now), r#"{"code":200,"content":"Subscribed"}"#);
+    drain(&mut c);
+    c
+}
+
+#[test]
+fn connecting_sends_an_escaped_registration() {
+    let mut c = client();
+    c.handle_connected(Millis(1));
+    let out = drain(&mut c);
+    let [ClientOutput::Send(text)] = out.as_slice() else { panic!("{out:?}") };
+    let parsed = crate::message::parse(text).unwrap();
+    assert_eq!(parsed, crate::message::ClientMessage::Device { device: DeviceId("dev-\"1".into()), token: "tok".into() });
+}
+
+#[test]
+fn replies_become_events() {
+    let mut c = registered(0);
+    c.handle_text(Millis(1), r#"{"code":1024,"content":{"b":1.50,"x":"\u00e9"}}"#);
+    c.handle_text(Millis(2), r#"{"code":202,"content":"PONG"}"#);
+    c.handle_text(Millis(3), r#"{"code":500,"content":"x"}"#);
+    c.handle_text(Millis(4), r#"{"code":401,"content":"Invalid device token"}"#);
+    c.handle_text(Millis(5), "garbage");
+    c.handle_text(Millis(6), r#"{"code":999}"#);
+    assert_eq!(
+        drain(&mut c),
+        [
+            ClientOutput::Event(ClientEvent::Actuation(r#"{"b":1.50,"x":"\u00e9"}"#.into())),
+            ClientOutput::Event(ClientEvent::Pong),
+            ClientOutput::Event(ClientEvent::ServerError),
+            ClientOutput::Event(ClientEvent::Rejected),
+        ]
+    );
+}
+
+#[test]
+fn pings_every_30_seconds_after_a_200() {
+    let mut c = registered(1_000);
+    assert_eq!(c.poll_timeout(), Some(Millis(31_000)));
+    c.handle_timeout(Millis(31_000));
+    assert_eq!(drain(&mut c), [ClientOutput::Send(r#"{"type":"ping"}"#.into())]);
+    c.handle_text(Millis(31_050), r#"{"code":202,"content":"PONG"}"#);
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(Millis(61_000)));
+}
+
+#[test]
+fn missing_pong_closes_the_connection() {
+    let mut c = registered(0);
+    c.handle_timeout(Millis(30_000));
+    drain(&mut c);
+    assert_eq!(c.poll_timeout(), Some(Millis(40_000)));
+    c.handle_timeout(Millis(40_000));
+    assert_eq!(drain(&mut c), [ClientOutput::Event(ClientEvent::PongMissed), ClientOutput::Close]);
+    c.handle_disconnected(Millis(40_010));
+    assert_eq!(c.poll_timeout(), Some(Millis(42_510)));
+}
+
+#[test]
+fn backoff_doubles_up_to_ten_minutes() {
+    let mut c = client();
+    let mut now = 0;
+    let mut delays = Vec::new();
+    for _ in 0..12 {
+        c.handle_disconnected(Millis(now));
+        let at = c.poll_timeout().unwrap().0;
+        delays.push(at - now);
+        now = at;
+        c.handle_timeout(Millis(now));
+        assert_eq!(drain(&mut c), [ClientOutput::Connect]);
+    }
+    assert_eq!(delays[..4], [2_500, 5_000, 10_000, 20_000]);
+    assert_eq!(*delays.last().unwrap(), 600_000);
+    assert!(delays.windows(2).all(|w| w[1] == (w[0] * 2).min(600_000)));
+}
+
+#[test]
+fn a_200_resets_the_backoff() {
+    let mut c = client();
+    c.handle_disconnected(Millis(0));
+    c.handle_timeout(Millis(2_500));
+    c.handle_disconnected(Millis(2_600)); // next delay 5 s
+    c.handle_timeout(Millis(7_600));
+    c.handle_connected(Millis(7_700));
+    c.handle_text(Millis(7_800), r#"{"code":200}"#);
+    c.handle_disconnected(Millis(8_000));
+    assert_eq!(c.poll_timeout(), Some(Millis(10_500)));
+}
+
+#[test]
+fn reconnects_only_when_the_time_comes() {
+    let mut c = client();
+    c.handle_disconnected(Millis(0));
+    c.handle_timeout(Millis(2_499));
+    assert!(drain(&mut c).is_empty());
+    c.handle_timeout(Millis(2_500));
+    assert_eq!(drain(&mut c), [ClientOutput::Connect]);
+}

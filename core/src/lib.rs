@@ -1,0 +1,40 @@
+//! Sans-IO core of the IoT WebSocket actuation server.
+//!
+//! Everything here is pure logic: no sockets, no clock, no crypto, no database. The host (the
+//! `iot-ws-server` binary, a browser, an edge device) feeds facts in and performs the commands
+//! that come out. That is what lets the same rules be unit-tested with a fake clock, fuzzed,
+//! built `no_std` and compiled to WASM.
+//!
+//! - [`message`]: the wire format, parsed from text into [`ClientMessage`] and answered with [`Reply`].
+//! - [`session`]: one server-side connection's state machine, [`Session`].
+//! - [`hub`]: which session currently holds which device, [`Hub`].
+//! - [`held`]: actuations kept for a device between two of its connections, [`HeldActuations`].
+//! - [`claims`]: the claims check of a device token whose signature the host verified.
+//! - [`client`]: the device end of the protocol, [`DeviceClient`].
+#![no_std]
+#![forbid(unsafe_code)]
+#![warn(missing_docs, unreachable_pub)]
+
+extern crate alloc;
+
+pub mod claims;
+pub mod client;
+mod credentials;
+#[cfg(feature = "fuzzing")]
+pub mod fuzzing;
+pub mod held;
+pub mod hub;
+pub mod message;
+pub mod session;
+mod time;
+#[cfg(feature = "wasm")]
+pub mod wasm;
+
+pub use claims::{check_claims, TokenRejected, UnixSeconds};
+pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+pub use credentials::Credentials;
+pub use held::HeldActuations;
+pub use hub::{Hub, SessionId};
+pub use message::{parse, Body, RouteOutcome, ClientMessage, CloseCode, DeviceId, FormatError, Reply};
+pub use session::{Input, Output, Session, SessionConfig, StoreFailed};
+pub use time::Millis;

@@ -1,0 +1,388 @@
+//! One server-side connection's state machine.
+//!
+//! The rules, in one place:
+//!
+//! - `{"type":"ping"}` is answered 202 `"PONG"` in every open state, registered or not.
+//! - A registration moves `AwaitingInit -> Verifying -> Storing -> Registered`: the host is asked
+//!   to verify the token ([`Output::VerifyToken`]), then to store the binding
+//!   ([`Output::StoreBinding`]); exactly one 200 follows. An invalid token is answered 401
+//!   "Invalid device token" and closed 1008; a binding that cannot be stored is answered 500 and
+//!   closed 1011. A repeat registration while one is pending is ignored; a registered device that
+//!   registers again under its own id is answered 200 again, under another id it is a format error.
+//! - An actuation is accepted in every open state when its credentials match the configured pair
+//!   (compared in constant time; none configured refuses all): the host routes it
+//!   ([`Output::Route`]). Its sender hears nothing unless it asked with `"ack": true`, and then
+//!   exactly one reply per actuation, once the host reports the [`RouteOutcome`]. Wrong
+//!   credentials are answered 401 and closed 1008.
+//! - Anything else (not JSON, unknown type, missing field, binary frame) is answered 401 "Wrong
+//!   message format" and closed 1003.
+//! - A connection that is not a registered device and sends nothing for the register timeout is
+//!   closed 1000: the dashboard opens one connection per actuation and never closes it.
+//! - A newer registration of the same device elsewhere supersedes this one: closed 1000 and, since
+//!   the device lives on, never marked disconnected.
+//! - When a registered device's connection ends any other way (peer gone, error, shutdown) the
+//!   host is asked to mark it disconnected, once.
+//! - Nothing is sent after a close; every input in every state has a defined outcome, and inputs
+//!   that do not apply to the current state are ignored.
+
+use alloc::collections::VecDeque;
+
+use crate::claims::TokenRejected;
+use crate::credentials::Credentials;
+use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome};
+use crate::time::Millis;
+
+/// Settings shared by every session of a server.
+#[derive(Clone, Debug)]
+pub struct SessionConfig {
+    /// The actuator's credentials; `None` refuses every actuation.
+    pub actuator: Option<Credentials>,
+    /// How long a connection that is not a registered device may stay silent, in milliseconds.
+    pub register_timeout_ms: u64,
+}
+
+impl Default for SessionConfig {
+    fn default() -> Self {
+        SessionConfig { actuator: None, register_timeout_ms: 10_000 }
+    }
+}
+
+/// The host could not record the device's binding.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StoreFailed;
+
+/// A fact the host observed, fed to [`Session::handle_input`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Input<'a> {
+    /// A complete text message arrived.
+    Text(&'a str),
+    /// A complete binary message arrived.
+    Binary,
+    /// The verdict on the token of the pending [`Output::VerifyToken`].
+    TokenChecked(Result<(), TokenRejected>),
+    /// The result of the pending [`Output::StoreBinding`].
+    BindingStored(Result<(), StoreFailed>),
+    /// What became of an actuation this session asked to [`Output::Route`], in the same order.
+    Routed(RouteOutcome),
+    /// An actuation for a device, routed to this session.
+    Deliver {
+        /// The device it is for.
+        device: DeviceId,
+        /// Its body, raw.
+        body: Body,
+    },
+    /// A newer connection of the same device registered.
+    Superseded,
+    /// The peer went away (close frame, reset, timeout): nothing more can be sent.
+    PeerGone,
+    /// The server is shutting down.
+    Shutdown,
+}
+
+/// A command for the host, drained with [`Session::poll_output`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output {
+    /// Send this reply as a text frame.
+    Send(Reply),
+    /// Send a close frame with this code; the session is closed.
+    Close(CloseCode),
+    /// Verify this token for this device, then feed [`Input::TokenChecked`].
+    VerifyToken {
+        /// The device the token must be for.
+        device: DeviceId,
+        /// The JWT, as sent.
+        token: alloc::string::String,
+    },
+    /// Record that the device is connected here and make this session its route, then feed
+    /// [`Input::BindingStored`].
+    StoreBinding {
+        /// The device.
+        device: DeviceId,
+    },
+    /// The device's connection ended: stop routing to this session and, if it was still the
+    /// device's current one, record the device as disconnected.
+    MarkDisconnected {
+        /// The device.
+        device: DeviceId,
+    },
+    /// Route an actuation to its device; if `ack`, feed back [`Input::Routed`].
+    Route {
+        /// The device it is for.
+        device: DeviceId,
+        /// Its body, raw.
+        body: Body,
+        /// Whether the sender wants to know what became of it.
+        ack: bool,
+    },
+    /// A delivered actuation this session can no longer pass on (it is not, or no longer, the
+    /// device's connection): route it again rather than lose it.
+    Undelivered {
+        /// The device it is for.
+        device: DeviceId,
+        /// Its body, raw.
+        body: Body,
+    },
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+enum State {
+    AwaitingInit { deadline: Millis },
+    Verifying { device: DeviceId },
+    Storing { device: DeviceId },
+    Registered { device: DeviceId },
+    Closed,
+}
+
+/// One connection's protocol state.
+///
+/// Drive it like this: feed every fact with [`handle_input`](Session::handle_input) (or
+/// [`handle_timeout`](Session::handle_timeout) when the timer fires), then drain
+/// [`poll_output`](Session::poll_output) until `None`, performing each command (whose results
+/// come back as inputs), then re-arm the timer from [`poll_timeout`](Session::poll_timeout).
+///
+/// ```
+/// use iot_ws_core::{Input, Millis, Output, Reply, Session, SessionConfig};
+///
+/// let mut session = Session::new(Millis(0), &SessionConfig::default());
+/// let mut sent = Vec::new();
+/// session.handle_input(Millis(5), Input::Text(r#"{"type":"ping"}"#));
+/// // Bounded drive loop: a session never produces unbounded output for one input.
+/// for _ in 0..16 {
+///     match session.poll_output() {
+///         Some(Output::Send(reply)) => sent.push(reply.to_text()),
+///         Some(other) => panic!("unexpected {other:?}"),
+///         None => break,
+///     }
+/// }
+/// assert_eq!(sent, [r#"{"code":202,"content":"PONG"}"#]);
+/// // Still unregistered: the register timeout is armed, 10 s after the last message.
+/// assert_eq!(session.poll_timeout(), Some(Millis(10_005)));
+/// session.handle_timeout(Millis(10_005));
+/// assert_eq!(session.poll_output(), Some(Output::Close(iot_ws_core::CloseCode::NORMAL)));
+/// assert!(session.is_closed());
+/// ```
+#[derive(Clone, Debug)]
+pub struct Session {
+    state: State,
+    config: SessionConfig,
+    now: Millis,
+    outputs: VecDeque<Output>,
+    /// Devices of routed actuations whose sender asked for an ack, oldest first.
+    pending_acks: VecDeque<DeviceId>,
+}
+
+impl Session {
+    /// A session for a connection that has just been accepted at `now`.
+    pub fn new(now: Millis, config: &SessionConfig) -> Self {
+        Session {
+            state: State::AwaitingInit { deadline: now.plus(config.register_timeout_ms) },
+            config: config.clone(),
+            now,
+            outputs: VecDeque::new(),
+            pending_acks: VecDeque::new(),
+        }
+    }
+
+    /// Feeds one fact observed at `now`. Then drain [`poll_output`](Session::poll_output).
+    pub fn handle_input(&mut self, now: Millis, input: Input<'_>) {
+        self.advance(now);
+        if self.is_closed() {
+            self.handle_after_close(input);
+            return;
+        }
+        match input {
+            Input::Text(text) => self.handle_text(text),
+            Input::Binary => self.reject_format(FormatError::Binary),
+            Input::TokenChecked(verdict) => self.handle_verdict(verdict),
+            Input::BindingStored(result) => self.handle_stored(result),
+            Input::Routed(outcome) => self.handle_routed(outcome),
+            Input::Deliver { device, body } => self.handle_deliver(device, body),
+            Input::Superseded => self.handle_superseded(),
+            Input::PeerGone => self.close(None),
+            Input::Shutdown => self.close(Some(CloseCode::GOING_AWAY)),
+        }
+    }
+
+    /// Tells the session that `now` has come; call it when [`poll_timeout`](Session::poll_timeout)
+    /// is reached. Then drain [`poll_output`](Session::poll_output).
+    pub fn handle_timeout(&mut self, now: Millis) {
+        self.advance(now);
+        if let State::AwaitingInit { deadline } = self.state {
+            if self.now >= deadline {
+                self.close(Some(CloseCode::NORMAL));
+            }
+        }
+    }
+
+    /// The next command for the host; call after every `handle_*` until it returns `None`.
+    pub fn poll_output(&mut self) -> Option<Output> {
+        self.outputs.pop_front()
+    }
+
+    /// When [`handle_timeout`](Session::handle_timeout) must be called next, if ever; read it
+    /// after draining the outputs.
+    pub fn poll_timeout(&self) -> Option<Millis> {
+        match self.state {
+            State::AwaitingInit { deadline } => Some(deadline),
+            _ => None,
+        }
+    }
+
+    /// Whether the session is over; the host ends the connection once outputs are drained.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The registered device, once its 200 has been sent.
+    pub fn registered_device(&self) -> Option<&DeviceId> {
+        match &self.state {
+            State::Registered { device } => Some(device),
+            _ => None,
+        }
+    }
+
+    /// Time never goes backwards here, whatever the host says.
+    fn advance(&mut self, now: Millis) {
+        self.now = self.now.max(now);
+    }
+
+    fn handle_text(&mut self, text: &str) {
+        match parse(text) {
+            Err(error) => self.reject_format(error),
+            Ok(message) => {
+                self.note_activity();
+                match message {
+                    ClientMessage::Ping => self.send(Reply::Pong),
+                    ClientMessage::Device { device, token } => self.handle_registration(device, token),
+                    ClientMessage::Actuation { credentials, device, body, ack } => {
+                        self.handle_actuation(&credentials, device, body, ack)
+                    }
+                }
+            }
+        }
+    }
+
+    /// Any message pushes the register timeout back: only silence closes.
+    fn note_activity(&mut self) {
+        if let State::AwaitingInit { deadline } = &mut self.state {
+            *deadline = self.now.plus(self.config.register_timeout_ms);
+        }
+    }
+
+    fn handle_registration(&mut self, device: DeviceId, token: alloc::string::String) {
+        match &self.state {
+            State::AwaitingInit { .. } => {
+                self.state = State::Verifying { device: device.clone() };
+                self.outputs.push_back(Output::VerifyToken { device, token });
+            }
+            State::Registered { device: current } if *current == device => self.send(Reply::Subscribed),
+            State::Registered { .. } => self.reject_format(FormatError::WrongType("deviceId")),
+            State::Verifying { .. } | State::Storing { .. } | State::Closed => {}
+        }
+    }
+
+    fn handle_actuation(&mut self, offered: &Credentials, device: DeviceId, body: Body, ack: bool) {
+        let authorised = self.config.actuator.as_ref().is_some_and(|c| c.matches(offered));
+        if !authorised {
+            self.send(Reply::InvalidCredentials);
+            self.close(Some(CloseCode::POLICY_VIOLATION));
+            return;
+        }
+        if ack {
+            self.pending_acks.push_back(device.clone());
+        }
+        self.outputs.push_back(Output::Route { device, body, ack });
+    }
+
+    fn handle_verdict(&mut self, verdict: Result<(), TokenRejected>) {
+        let State::Verifying { device } = &self.state else { return };
+        match verdict {
+            Ok(()) => {
+                let device = device.clone();
+                self.state = State::Storing { device: device.clone() };
+                self.outputs.push_back(Output::StoreBinding { device });
+            }
+            Err(_) => {
+                // Not registered: nothing to mark disconnected.
+                self.state = State::AwaitingInit { deadline: self.now };
+                self.send(Reply::InvalidToken);
+                self.close(Some(CloseCode::POLICY_VIOLATION));
+            }
+        }
+    }
+
+    fn handle_stored(&mut self, result: Result<(), StoreFailed>) {
+        let State::Storing { device } = &self.state else { return };
+        match result {
+            Ok(()) => {
+                self.state = State::Registered { device: device.clone() };
+                self.send(Reply::Subscribed);
+            }
+            Err(StoreFailed) => {
+                self.state = State::AwaitingInit { deadline: self.now };
+                self.send(Reply::CannotStoreBinding);
+                self.close(Some(CloseCode::INTERNAL_ERROR));
+            }
+        }
+    }
+
+    fn handle_routed(&mut self, outcome: RouteOutcome) {
+        // An outcome nobody asked for is a host mistake: ignore it rather than invent a reply.
+        if let Some(device) = self.pending_acks.pop_front() {
+            self.send(Reply::Ack { device, status: outcome });
+        }
+    }
+
+    fn handle_deliver(&mut self, device: DeviceId, body: Body) {
+        match &self.state {
+            State::Registered { device: current } if *current == device => self.send(Reply::Actuation(body)),
+            _ => self.outputs.push_back(Output::Undelivered { device, body }),
+        }
+    }
+
+    fn handle_superseded(&mut self) {
+        if let State::Registered { .. } | State::Storing { .. } = self.state {
+            // The device lives on in its newer connection: do not mark it disconnected.
+            self.state = State::Closed;
+            self.outputs.push_back(Output::Close(CloseCode::NORMAL));
+        }
+    }
+
+    /// After the close only deliveries matter: hand them back so they are not lost.
+    fn handle_after_close(&mut self, input: Input<'_>) {
+        if let Input::Deliver { device, body } = input {
+            self.outputs.push_back(Output::Undelivered { device, body });
+        }
+    }
+
+    fn reject_format(&mut self, error: FormatError) {
+        let (reply, code) = error.reply();
+        self.send(reply);
+        self.close(Some(code));
+    }
+
+    fn send(&mut self, reply: Reply) {
+        if !self.is_closed() {
+            self.outputs.push_back(Output::Send(reply));
+        }
+    }
+
+    /// Ends the session: a close frame if the peer can still hear one, then the device's
+    /// disconnection if it had registered.
+    fn close(&mut self, code: Option<CloseCode>) {
+        let previous = core::mem::replace(&mut self.state, State::Closed);
+        if matches!(previous, State::Closed) {
+            return;
+        }
+        if let Some(code) = code {
+            self.outputs.push_back(Output::Close(code));
+        }
+        if let State::Registered { device } | State::Storing { device } = previous {
+            self.outputs.push_back(Output::MarkDisconnected { device });
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "session_tests.rs"]
+mod tests;
