@@ -10,7 +10,7 @@ use core::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::message::DeviceId;
+use crate::message::{DeviceId, Field};
 
 /// Wall-clock seconds since the Unix epoch, as the host reads them. The core never does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -53,10 +53,10 @@ impl fmt::Display for TokenRejected {
 #[derive(Deserialize)]
 struct Claims<'a> {
     sub: Option<String>,
-    #[serde(borrow)]
-    exp: Option<&'a RawValue>,
-    #[serde(borrow)]
-    nbf: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    exp: Field<'a>,
+    #[serde(default, borrow)]
+    nbf: Field<'a>,
 }
 
 /// Decides whether the claims (the token's decoded payload, JSON text) admit `device` at `now`.
@@ -73,12 +73,12 @@ pub fn check_claims(claims_json: &str, device: &DeviceId, now: UnixSeconds) -> R
     if claims.sub.as_deref() != Some(device.as_str()) {
         return Err(TokenRejected::Subject);
     }
-    if let Some(exp) = claims.exp {
+    if let Some(exp) = claims.exp.0 {
         if now.0 >= time_claim(exp)?.saturating_add(LEEWAY_SECS) {
             return Err(TokenRejected::Expired);
         }
     }
-    if let Some(nbf) = claims.nbf {
+    if let Some(nbf) = claims.nbf.0 {
         if now.0.saturating_add(LEEWAY_SECS) < time_claim(nbf)? {
             return Err(TokenRejected::NotYetValid);
         }

@@ -140,41 +140,53 @@ impl fmt::Display for FormatError {
     }
 }
 
+/// A field that stays raw until its type is known. Unlike `Option<&RawValue>`, a present `null`
+/// is `Some("null")`, not absent: `"deviceToken": null` is the wrong type, not a missing field.
+#[derive(Default)]
+#[derive(Clone, Copy)]
+pub(crate) struct Field<'a>(pub(crate) Option<&'a RawValue>);
+
+impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        <&'a RawValue>::deserialize(deserializer).map(|raw| Field(Some(raw)))
+    }
+}
+
 /// The top level of any message; each field stays raw until its type is known.
 #[derive(Deserialize)]
 struct Envelope<'a> {
-    #[serde(rename = "type", borrow)]
-    kind: Option<&'a RawValue>,
-    #[serde(rename = "deviceId", borrow)]
-    device_id: Option<&'a RawValue>,
-    #[serde(rename = "deviceToken", borrow)]
-    device_token: Option<&'a RawValue>,
-    #[serde(borrow)]
-    credentials: Option<&'a RawValue>,
-    #[serde(borrow)]
-    body: Option<&'a RawValue>,
-    #[serde(borrow)]
-    ack: Option<&'a RawValue>,
+    #[serde(rename = "type", default, borrow)]
+    kind: Field<'a>,
+    #[serde(rename = "deviceId", default, borrow)]
+    device_id: Field<'a>,
+    #[serde(rename = "deviceToken", default, borrow)]
+    device_token: Field<'a>,
+    #[serde(default, borrow)]
+    credentials: Field<'a>,
+    #[serde(default, borrow)]
+    body: Field<'a>,
+    #[serde(default, borrow)]
+    ack: Field<'a>,
 }
 
 #[derive(Deserialize)]
 struct RawCredentials<'a> {
-    #[serde(borrow)]
-    username: Option<&'a RawValue>,
-    #[serde(borrow)]
-    password: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    username: Field<'a>,
+    #[serde(default, borrow)]
+    password: Field<'a>,
 }
 
 #[derive(Deserialize)]
 struct RawBody<'a> {
-    #[serde(borrow)]
-    content: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    content: Field<'a>,
 }
 
 #[derive(Deserialize)]
 struct RawContent<'a> {
-    #[serde(rename = "deviceId", borrow)]
-    device_id: Option<&'a RawValue>,
+    #[serde(rename = "deviceId", default, borrow)]
+    device_id: Field<'a>,
 }
 
 /// Parses one text message.
@@ -193,13 +205,13 @@ pub fn parse(text: &str) -> Result<ClientMessage, FormatError> {
 }
 
 fn parse_actuation(envelope: &Envelope<'_>) -> Result<ClientMessage, FormatError> {
-    let credentials = envelope.credentials.ok_or(FormatError::MissingField("credentials"))?;
+    let credentials = envelope.credentials.0.ok_or(FormatError::MissingField("credentials"))?;
     let credentials: RawCredentials<'_> = nested(credentials, "credentials")?;
-    let body = envelope.body.ok_or(FormatError::MissingField("body"))?;
+    let body = envelope.body.0.ok_or(FormatError::MissingField("body"))?;
     let raw_body: RawBody<'_> = nested(body, "body")?;
-    let content = raw_body.content.ok_or(FormatError::MissingField("body.content"))?;
+    let content = raw_body.content.0.ok_or(FormatError::MissingField("body.content"))?;
     let content: RawContent<'_> = nested(content, "body.content")?;
-    let ack = match envelope.ack {
+    let ack = match envelope.ack.0 {
         None => false,
         Some(raw) => serde_json::from_str::<bool>(raw.get()).map_err(|_| FormatError::WrongType("ack"))?,
     };
@@ -232,12 +244,12 @@ fn nested<'a, T: Deserialize<'a>>(raw: &'a RawValue, name: &'static str) -> Resu
     serde_json::from_str(raw.get()).map_err(|_| FormatError::DuplicateField)
 }
 
-fn string(raw: Option<&RawValue>, name: &'static str) -> Result<String, FormatError> {
-    let raw = raw.ok_or(FormatError::MissingField(name))?;
+fn string(raw: Field<'_>, name: &'static str) -> Result<String, FormatError> {
+    let raw = raw.0.ok_or(FormatError::MissingField(name))?;
     serde_json::from_str::<String>(raw.get()).map_err(|_| FormatError::WrongType(name))
 }
 
-fn device_id(raw: Option<&RawValue>, name: &'static str) -> Result<DeviceId, FormatError> {
+fn device_id(raw: Field<'_>, name: &'static str) -> Result<DeviceId, FormatError> {
     let id = string(raw, name)?;
     if id.is_empty() {
         return Err(FormatError::WrongType(name));

@@ -1,1 +1,336 @@
-// placeholder
+use super::*;
+use crate::hub::{Hub, SessionId};
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+const CREDS: &str = r#""credentials":{"username":"admin","password":"s3cret"}"#;
+
+fn config() -> SessionConfig {
+    SessionConfig {
+        actuator: Some(Credentials { username: "admin".into(), password: "s3cret".into() }),
+        register_timeout_ms: 10_000,
+    }
+}
+
+fn dev(id: &str) -> DeviceId {
+    DeviceId(id.to_string())
+}
+
+fn register_text(id: &str) -> String {
+    alloc::format!(r#"{{"type":"device","deviceId":"{id}","deviceToken":"tok-{id}"}}"#)
+}
+
+fn actuation_text(id: &str, extra: &str) -> String {
+    alloc::format!(r#"{{"type":"actuation",{CREDS},"body":{{"content":{{"deviceId":"{id}","v":1.0}}}}{extra}}}"#)
+}
+
+fn body(id: &str) -> Body {
+    Body::from_json_object(&alloc::format!(r#"{{"content":{{"deviceId":"{id}","v":1.0}}}}"#)).unwrap()
+}
+
+/// One session with a fake clock.
+struct Harness {
+    s: Session,
+    now: u64,
+}
+
+impl Harness {
+    fn new() -> Self {
+        Harness { s: Session::new(Millis(0), &config()), now: 0 }
+    }
+    fn with(config: SessionConfig) -> Self {
+        Harness { s: Session::new(Millis(0), &config), now: 0 }
+    }
+    fn input(&mut self, input: Input<'_>) -> Vec<Output> {
+        self.s.handle_input(Millis(self.now), input);
+        self.take()
+    }
+    fn text(&mut self, text: &str) -> Vec<Output> {
+        self.input(Input::Text(text))
+    }
+    fn advance(&mut self, ms: u64) -> Vec<Output> {
+        self.now += ms;
+        self.s.handle_timeout(Millis(self.now));
+        self.take()
+    }
+    fn take(&mut self) -> Vec<Output> {
+        core::iter::from_fn(|| self.s.poll_output()).take(64).collect()
+    }
+    /// Registers `id` with a valid token and a stored binding.
+    fn registered(id: &str) -> Self {
+        let mut h = Harness::new();
+        h.text(&register_text(id));
+        h.input(Input::TokenChecked(Ok(())));
+        assert_eq!(h.input(Input::BindingStored(Ok(()))), [send(Reply::Subscribed)]);
+        h
+    }
+}
+
+fn send(reply: Reply) -> Output {
+    Output::Send(reply)
+}
+
+fn close(code: CloseCode) -> Output {
+    Output::Close(code)
+}
+
+#[test]
+fn ping_before_registration_gets_pong() {
+    let mut h = Harness::new();
+    assert_eq!(h.text(r#"{"type":"ping"}"#), [send(Reply::Pong)]);
+    assert!(!h.s.is_closed());
+}
+
+#[test]
+fn ping_when_registered_gets_pong() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.text(r#"{"type":"ping"}"#), [send(Reply::Pong)]);
+}
+
+#[test]
+fn registration_asks_to_verify_then_store_then_replies_200_once() {
+    let mut h = Harness::new();
+    assert_eq!(h.text(&register_text("d1")), [Output::VerifyToken { device: dev("d1"), token: "tok-d1".into() }]);
+    assert_eq!(h.input(Input::TokenChecked(Ok(()))), [Output::StoreBinding { device: dev("d1") }]);
+    assert_eq!(h.input(Input::BindingStored(Ok(()))), [send(Reply::Subscribed)]);
+    assert_eq!(h.s.registered_device(), Some(&dev("d1")));
+    // A stray second verdict or store result changes nothing.
+    assert!(h.input(Input::BindingStored(Ok(()))).is_empty());
+    assert!(h.input(Input::TokenChecked(Ok(()))).is_empty());
+}
+
+#[test]
+fn bad_token_replies_401_then_closes_1008() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    assert_eq!(
+        h.input(Input::TokenChecked(Err(TokenRejected::Signature))),
+        [send(Reply::InvalidToken), close(CloseCode::POLICY_VIOLATION)]
+    );
+    assert!(h.s.is_closed());
+}
+
+#[test]
+fn store_failure_replies_500_then_closes_1011() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    h.input(Input::TokenChecked(Ok(())));
+    assert_eq!(
+        h.input(Input::BindingStored(Err(StoreFailed))),
+        [send(Reply::CannotStoreBinding), close(CloseCode::INTERNAL_ERROR)]
+    );
+    assert!(h.s.is_closed());
+}
+
+#[test]
+fn repeat_registration_while_pending_is_ignored() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    assert!(h.text(&register_text("d1")).is_empty());
+    h.input(Input::TokenChecked(Ok(())));
+    assert!(h.text(&register_text("d2")).is_empty());
+}
+
+#[test]
+fn registered_device_registering_again_gets_200_again() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.text(&register_text("d1")), [send(Reply::Subscribed)]);
+}
+
+#[test]
+fn registered_device_registering_as_another_id_is_a_format_error() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(
+        h.text(&register_text("d2")),
+        [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), Output::MarkDisconnected { device: dev("d1") }]
+    );
+}
+
+#[test]
+fn malformed_text_replies_401_wrong_format_then_closes_1003() {
+    for text in ["", "{", "[]", r#"{"type":"nope"}"#, r#"{"type":"device"}"#] {
+        let mut h = Harness::new();
+        assert_eq!(h.text(text), [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA)], "{text}");
+        assert!(h.s.is_closed());
+    }
+}
+
+#[test]
+fn binary_frame_is_a_format_error() {
+    let mut h = Harness::new();
+    assert_eq!(h.input(Input::Binary), [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA)]);
+}
+
+#[test]
+fn registered_device_sending_garbage_is_closed_and_marked_disconnected() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(
+        h.text("garbage"),
+        [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), Output::MarkDisconnected { device: dev("d1") }]
+    );
+}
+
+#[test]
+fn valid_actuation_is_routed_without_a_reply() {
+    let mut h = Harness::new();
+    assert_eq!(h.text(&actuation_text("d1", "")), [Output::Route { device: dev("d1"), body: body("d1"), ack: false }]);
+    assert!(h.input(Input::Routed(RouteOutcome::Delivered)).is_empty());
+    assert!(!h.s.is_closed());
+}
+
+#[test]
+fn acknowledged_actuation_gets_exactly_one_reply_per_actuation() {
+    let mut h = Harness::new();
+    h.text(&actuation_text("d1", r#","ack":true"#));
+    h.text(&actuation_text("d2", r#","ack":true"#));
+    assert_eq!(
+        h.input(Input::Routed(RouteOutcome::Held)),
+        [send(Reply::Ack { device: dev("d1"), status: RouteOutcome::Held })]
+    );
+    assert_eq!(
+        h.input(Input::Routed(RouteOutcome::NotConnected)),
+        [send(Reply::Ack { device: dev("d2"), status: RouteOutcome::NotConnected })]
+    );
+    assert!(h.input(Input::Routed(RouteOutcome::Delivered)).is_empty());
+}
+
+#[test]
+fn wrong_credentials_reply_401_then_close_1008() {
+    let mut h = Harness::new();
+    let text = actuation_text("d1", "").replace("s3cret", "guess");
+    assert_eq!(h.text(&text), [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]);
+}
+
+#[test]
+fn without_configured_credentials_every_actuation_is_refused() {
+    let mut h = Harness::with(SessionConfig { actuator: None, ..config() });
+    assert_eq!(h.text(&actuation_text("d1", "")), [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]);
+}
+
+#[test]
+fn delivered_actuation_reaches_the_registered_device_verbatim() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.input(Input::Deliver { device: dev("d1"), body: body("d1") }), [send(Reply::Actuation(body("d1")))]);
+}
+
+#[test]
+fn delivery_to_a_session_that_is_not_the_device_is_handed_back() {
+    let mut h = Harness::new();
+    assert_eq!(
+        h.input(Input::Deliver { device: dev("d1"), body: body("d1") }),
+        [Output::Undelivered { device: dev("d1"), body: body("d1") }]
+    );
+    let mut h = Harness::registered("d1");
+    h.input(Input::PeerGone);
+    assert_eq!(
+        h.input(Input::Deliver { device: dev("d1"), body: body("d1") }),
+        [Output::Undelivered { device: dev("d1"), body: body("d1") }]
+    );
+}
+
+#[test]
+fn silent_unregistered_connection_is_closed_after_the_register_timeout() {
+    let mut h = Harness::new();
+    assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
+    assert!(h.advance(9_999).is_empty());
+    assert_eq!(h.advance(1), [close(CloseCode::NORMAL)]);
+    assert!(h.s.is_closed());
+}
+
+#[test]
+fn each_message_pushes_the_register_timeout_back() {
+    let mut h = Harness::new();
+    h.advance(9_000);
+    h.text(&actuation_text("d1", ""));
+    assert_eq!(h.s.poll_timeout(), Some(Millis(19_000)));
+    assert!(h.advance(9_999).is_empty());
+    assert_eq!(h.advance(1), [close(CloseCode::NORMAL)]);
+}
+
+#[test]
+fn registered_device_has_no_timeout() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.s.poll_timeout(), None);
+    assert!(h.advance(3_600_000).is_empty());
+}
+
+#[test]
+fn time_going_backwards_is_ignored() {
+    let mut h = Harness::new();
+    h.advance(5_000);
+    h.s.handle_timeout(Millis(1));
+    h.s.handle_input(Millis(2), Input::Text(r#"{"type":"ping"}"#));
+    h.take();
+    // The ping counted as happening at 5 s, not 2 ms.
+    assert_eq!(h.s.poll_timeout(), Some(Millis(15_000)));
+}
+
+#[test]
+fn peer_gone_marks_a_registered_device_disconnected_once() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.input(Input::PeerGone), [Output::MarkDisconnected { device: dev("d1") }]);
+    assert!(h.input(Input::PeerGone).is_empty());
+    assert!(h.input(Input::Shutdown).is_empty());
+}
+
+#[test]
+fn shutdown_closes_1001_and_marks_disconnected() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY), Output::MarkDisconnected { device: dev("d1") }]);
+    let mut h = Harness::new();
+    assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY)]);
+}
+
+#[test]
+fn nothing_is_sent_after_close() {
+    let mut h = Harness::new();
+    h.text("junk");
+    assert!(h.s.is_closed());
+    assert!(h.text(r#"{"type":"ping"}"#).is_empty());
+    assert!(h.text(&actuation_text("d1", "")).is_empty());
+    assert!(h.input(Input::TokenChecked(Ok(()))).is_empty());
+    assert!(h.advance(60_000).is_empty());
+}
+
+#[test]
+fn prototype_names_register_like_any_id() {
+    let mut h = Harness::new();
+    h.text(&register_text("__proto__"));
+    h.input(Input::TokenChecked(Ok(())));
+    h.input(Input::BindingStored(Ok(())));
+    assert_eq!(h.s.registered_device(), Some(&dev("__proto__")));
+}
+
+/// Two sessions and a hub, wired the way the server wires them.
+#[test]
+fn newer_registration_supersedes_the_older_without_marking_disconnected() {
+    let mut hub = Hub::new();
+    let mut old = Harness::registered("d1");
+    assert_eq!(hub.register(SessionId(1), dev("d1")), None);
+    let mut new = Harness::new();
+    new.text(&register_text("d1"));
+    assert_eq!(new.input(Input::TokenChecked(Ok(()))), [Output::StoreBinding { device: dev("d1") }]);
+    // The host stores, then routes the device to the new session and supersedes the old one.
+    assert_eq!(hub.register(SessionId(2), dev("d1")), Some(SessionId(1)));
+    assert_eq!(old.input(Input::Superseded), [close(CloseCode::NORMAL)]);
+    assert_eq!(new.input(Input::BindingStored(Ok(()))), [send(Reply::Subscribed)]);
+    // The old connection's end is not the device's: no MarkDisconnected, and the hub agrees.
+    assert!(old.input(Input::PeerGone).is_empty());
+    assert_eq!(hub.remove(SessionId(1)), None);
+    assert_eq!(hub.route(&dev("d1")), Some(SessionId(2)));
+}
+
+#[test]
+fn actuation_routes_through_the_hub_to_the_device() {
+    let mut hub = Hub::new();
+    let mut device = Harness::registered("d1");
+    hub.register(SessionId(1), dev("d1"));
+    let mut dashboard = Harness::new();
+    let out = dashboard.text(&actuation_text("d1", ""));
+    let [Output::Route { device: target, body, ack: false }] = out.as_slice() else { panic!("{out:?}") };
+    assert_eq!(hub.route(target), Some(SessionId(1)));
+    let delivered = device.input(Input::Deliver { device: target.clone(), body: body.clone() });
+    assert_eq!(delivered, [send(Reply::Actuation(body.clone()))]);
+    let Output::Send(reply) = &delivered[0] else { unreachable!() };
+    assert_eq!(reply.to_text(), r#"{"code":1024,"content":{"content":{"deviceId":"d1","v":1.0}}}"#);
+}
