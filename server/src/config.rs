@@ -1,0 +1,266 @@
+//! Settings: flag > environment > Cloud Foundry `VCAP_SERVICES` > default.
+//!
+//! Every mistake here is fatal before anything is bound: one clear line, exit status 2.
+
+use std::collections::HashMap;
+use std::net::{SocketAddr, ToSocketAddrs};
+use std::path::PathBuf;
+
+use iot_ws_core::Credentials;
+use serde_json::Value;
+
+/// A setting that cannot be used; `main` prints it on one line and exits 2.
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub struct ConfigError(pub String);
+
+fn bad(message: impl Into<String>) -> ConfigError {
+    ConfigError(message.into())
+}
+
+/// Everything `serve` needs to know.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub public_key: PathBuf,
+    /// A libpq-style connection string; `None` means the in-memory registry.
+    pub database_url: Option<String>,
+    pub actuator: Option<Credentials>,
+    /// Stored as `server` in the bindings, exactly as given.
+    pub external_address: String,
+    pub max_message_bytes: usize,
+    pub register_timeout_secs: u64,
+    pub hold_secs: u64,
+    pub demo: bool,
+}
+
+pub const USAGE: &str = "\
+iot-ws-server: WebSocket actuation server for IoT devices (subprotocol echo-protocol)
+
+USAGE:
+    iot-ws-server [OPTIONS]                 serve
+    iot-ws-server --demo                    serve with a throw-away key and print a demo token
+    iot-ws-server keygen [--dir DIR]        write DIR/private.pem and DIR/public.pem (default keys/)
+    iot-ws-server token --private-key PATH --device-id ID [--ttl SECS]
+                                            print a device token signed with PATH
+
+OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATION are read too):
+    --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)
+    --public-key PATH             IOT_WS_PUBLIC_KEY         default keys/public.pem
+    --database-url URL            DATABASE_URL              else VCAP mypostgres, else in memory
+    --actuator-username U         IOT_WS_ACTUATOR_USERNAME  else VCAP websocket-ups, else refuse actuations
+    --actuator-password P         IOT_WS_ACTUATOR_PASSWORD
+    --external-address HOST:PORT  IOT_WS_EXTERNAL_ADDRESS   stored as `server` in the bindings
+    --max-message-bytes N         IOT_WS_MAX_MESSAGE_BYTES  default 65536
+    --register-timeout-secs N     IOT_WS_REGISTER_TIMEOUT_SECS default 10
+    --hold-actuations-secs N      IOT_WS_HOLD_ACTUATIONS_SECS default 30 (0 disables)
+    --help
+";
+
+/// Command-line flags as `--name value` pairs, looked up by name.
+pub struct Flags {
+    values: HashMap<String, String>,
+    switches: Vec<String>,
+}
+
+impl Flags {
+    /// Splits `args` into `--name value` pairs and the bare switches named in `switches`.
+    pub fn parse(args: &[String], switches: &[&str]) -> Result<Flags, ConfigError> {
+        let mut flags = Flags { values: HashMap::new(), switches: Vec::new() };
+        let mut it = args.iter();
+        while let Some(arg) = it.next() {
+            let Some(name) = arg.strip_prefix("--") else {
+                return Err(bad(format!("unexpected argument {arg:?} (see --help)")));
+            };
+            let (name, inline) = match name.split_once('=') {
+                Some((n, v)) => (n, Some(v.to_string())),
+                None => (name, None),
+            };
+            if switches.contains(&name) && inline.is_none() {
+                flags.switches.push(name.to_string());
+                continue;
+            }
+            let value = match inline {
+                Some(v) => v,
+                None => it.next().cloned().ok_or_else(|| bad(format!("--{name} needs a value")))?,
+            };
+            if flags.values.insert(name.to_string(), value).is_some() {
+                return Err(bad(format!("--{name} given twice")));
+            }
+        }
+        Ok(flags)
+    }
+
+    pub fn has(&self, switch: &str) -> bool {
+        self.switches.iter().any(|s| s == switch)
+    }
+
+    pub fn take(&mut self, name: &str) -> Option<String> {
+        self.values.remove(name)
+    }
+
+    /// Fails on any flag nobody asked for: a typo must not be silently ignored.
+    pub fn finish(self) -> Result<(), ConfigError> {
+        match self.values.keys().next() {
+            Some(name) => Err(bad(format!("unknown option --{name} (see --help)"))),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Where settings come from besides flags; tests pass their own.
+pub type Env = dyn Fn(&str) -> Option<String>;
+
+impl Config {
+    /// Reads the configuration for `serve` from flags and environment.
+    pub fn load(mut flags: Flags, env: &Env) -> Result<Config, ConfigError> {
+        let mut setting = |flag: &str, var: &str| flags.take(flag).or_else(|| env(var).filter(|v| !v.is_empty()));
+        let listen = setting("listen", "IOT_WS_LISTEN");
+        let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
+        let database_url = setting("database-url", "DATABASE_URL");
+        let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
+        let password = setting("actuator-password", "IOT_WS_ACTUATOR_PASSWORD");
+        let external = setting("external-address", "IOT_WS_EXTERNAL_ADDRESS");
+        let max_message = setting("max-message-bytes", "IOT_WS_MAX_MESSAGE_BYTES");
+        let register_timeout = setting("register-timeout-secs", "IOT_WS_REGISTER_TIMEOUT_SECS");
+        let hold = setting("hold-actuations-secs", "IOT_WS_HOLD_ACTUATIONS_SECS");
+        let demo = flags.has("demo");
+        flags.finish()?;
+
+        let vcap = VcapServices::parse(env("VCAP_SERVICES"))?;
+        let listen = match (listen, env("PORT")) {
+            (Some(addr), _) => parse_addr(&addr, "--listen")?,
+            (None, Some(port)) => parse_addr(&format!("0.0.0.0:{port}"), "PORT")?,
+            (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
+        };
+        let database_url = if demo { None } else { database_url.or(vcap.postgres_url()?) };
+        let actuator = match (username, password) {
+            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (None, None) => vcap.actuator(),
+            _ => return Err(bad("--actuator-username and --actuator-password go together")),
+        };
+        let external_address = match external {
+            Some(address) => address,
+            None => default_external_address(env, listen)?,
+        };
+        check_external_address(&external_address)?;
+        Ok(Config {
+            listen,
+            public_key: PathBuf::from(public_key.unwrap_or_else(|| "keys/public.pem".into())),
+            database_url,
+            actuator,
+            external_address,
+            max_message_bytes: number(max_message, "--max-message-bytes", 65_536, 64..=64 << 20)? as usize,
+            register_timeout_secs: number(register_timeout, "--register-timeout-secs", 10, 1..=86_400)?,
+            hold_secs: number(hold, "--hold-actuations-secs", 30, 0..=3_600)?,
+            demo,
+        })
+    }
+}
+
+fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
+    text.to_socket_addrs()
+        .ok()
+        .and_then(|mut addrs| addrs.next())
+        .ok_or_else(|| bad(format!("{what}: {text:?} is not an address to listen on (HOST:PORT)")))
+}
+
+fn number(text: Option<String>, what: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    let Some(text) = text else { return Ok(default) };
+    match text.parse::<u64>() {
+        Ok(n) if range.contains(&n) => Ok(n),
+        _ => Err(bad(format!("{what}: {text:?} is not a whole number from {} to {}", range.start(), range.end()))),
+    }
+}
+
+/// The dashboard splits `server` on ':' into a host and a port to connect back.
+fn check_external_address(address: &str) -> Result<(), ConfigError> {
+    let valid = address
+        .rsplit_once(':')
+        .is_some_and(|(host, port)| !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0));
+    if !valid {
+        return Err(bad(format!("--external-address: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
+    }
+    if address.starts_with("0.0.0.0:") {
+        return Err(bad("--external-address: 0.0.0.0 cannot be connected to; give this instance's own address"));
+    }
+    Ok(())
+}
+
+/// Cloud Foundry's route if there is one, else this host's name and the listening port.
+fn default_external_address(env: &Env, listen: SocketAddr) -> Result<String, ConfigError> {
+    if let Some(app) = env("VCAP_APPLICATION") {
+        let app: Value = serde_json::from_str(&app).map_err(|_| bad("VCAP_APPLICATION is not JSON"))?;
+        if let Some(uri) = app["uris"].get(0).and_then(Value::as_str) {
+            // Behind the Cloud Foundry router the route is reached on the standard port.
+            return Ok(format!("{uri}:80"));
+        }
+    }
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .ok()
+        .map(|h| h.trim().to_string())
+        .filter(|h| !h.is_empty())
+        .or_else(|| env("HOSTNAME"))
+        .unwrap_or_else(|| "localhost".into());
+    Ok(format!("{host}:{}", listen.port()))
+}
+
+/// The services bound to a Cloud Foundry app.
+struct VcapServices(Value);
+
+impl VcapServices {
+    fn parse(text: Option<String>) -> Result<VcapServices, ConfigError> {
+        match text {
+            None => Ok(VcapServices(Value::Null)),
+            Some(text) => serde_json::from_str(&text).map(VcapServices).map_err(|_| bad("VCAP_SERVICES is not JSON")),
+        }
+    }
+
+    /// The credentials of the bound service instance called `name`, whatever its label.
+    fn credentials(&self, name: &str) -> Option<&Value> {
+        let services = self.0.as_object()?;
+        services
+            .values()
+            .filter_map(Value::as_array)
+            .flatten()
+            .find(|s| s["name"] == name)
+            .map(|s| &s["credentials"])
+    }
+
+    fn postgres_url(&self) -> Result<Option<String>, ConfigError> {
+        let Some(c) = self.credentials("mypostgres") else { return Ok(None) };
+        if let Some(uri) = c["uri"].as_str() {
+            return Ok(Some(uri.to_string()));
+        }
+        let field = |k: &str| match &c[k] {
+            Value::String(s) => Some(s.clone()),
+            Value::Number(n) => Some(n.to_string()),
+            _ => None,
+        };
+        let (Some(host), Some(dbname), Some(user)) = (field("hostname"), field("dbname"), field("username")) else {
+            return Err(bad("VCAP_SERVICES mypostgres: credentials need uri, or hostname, dbname and username"));
+        };
+        let mut url = format!("host={} dbname={} user={}", quote(&host), quote(&dbname), quote(&user));
+        if let Some(port) = field("port") {
+            url += &format!(" port={}", quote(&port));
+        }
+        if let Some(password) = field("password") {
+            url += &format!(" password={}", quote(&password));
+        }
+        Ok(Some(url))
+    }
+
+    fn actuator(&self) -> Option<Credentials> {
+        let c = self.credentials("websocket-ups")?;
+        Some(Credentials { username: c["username"].as_str()?.to_string(), password: c["password"].as_str()?.to_string() })
+    }
+}
+
+/// Quotes a value for a libpq key=value connection string.
+fn quote(value: &str) -> String {
+    format!("'{}'", value.replace('\\', "\\\\").replace('\'', "\\'"))
+}
+
+#[cfg(test)]
+#[path = "config_tests.rs"]
+mod tests;

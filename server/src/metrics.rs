@@ -1,0 +1,72 @@
+//! Counters for `GET /metrics`, in the Prometheus text format.
+
+use std::fmt::Write;
+use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+
+/// One process's counters; cheap to bump from any task.
+#[derive(Default)]
+pub struct Metrics {
+    pub connections: AtomicI64,
+    pub registered_devices: AtomicI64,
+    pub registrations_ok: AtomicU64,
+    pub registrations_invalid_token: AtomicU64,
+    pub registrations_store_failed: AtomicU64,
+    pub actuations_delivered: AtomicU64,
+    pub actuations_held: AtomicU64,
+    pub actuations_not_connected: AtomicU64,
+    pub actuations_refused: AtomicU64,
+    pub actuations_dropped_after_hold: AtomicU64,
+    pub messages_rejected: AtomicU64,
+}
+
+impl Metrics {
+    pub fn inc(counter: &AtomicU64) {
+        counter.fetch_add(1, Relaxed);
+    }
+
+    /// The whole exposition, as served.
+    pub fn render(&self) -> String {
+        let mut out = String::with_capacity(2048);
+        let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
+        };
+        gauge(&mut out, "iot_ws_connections", "Open WebSocket connections.", self.connections.load(Relaxed));
+        gauge(&mut out, "iot_ws_registered_devices", "Devices registered on this instance.", self.registered_devices.load(Relaxed));
+        let counter = |out: &mut String, name: &str, help: &str, label: &str, rows: &[(&str, &AtomicU64)]| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
+            for (value, n) in rows {
+                let _ = writeln!(out, "{name}{{{label}=\"{value}\"}} {}", n.load(Relaxed));
+            }
+        };
+        counter(
+            &mut out,
+            "iot_ws_registrations_total",
+            "Device registrations by outcome.",
+            "outcome",
+            &[
+                ("ok", &self.registrations_ok),
+                ("invalid_token", &self.registrations_invalid_token),
+                ("store_failed", &self.registrations_store_failed),
+            ],
+        );
+        counter(
+            &mut out,
+            "iot_ws_actuations_total",
+            "Actuations by outcome.",
+            "outcome",
+            &[
+                ("delivered", &self.actuations_delivered),
+                ("held", &self.actuations_held),
+                ("not_connected", &self.actuations_not_connected),
+                ("refused", &self.actuations_refused),
+                ("dropped_after_hold", &self.actuations_dropped_after_hold),
+            ],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP iot_ws_messages_rejected_total Messages answered \"Wrong message format\".\n# TYPE iot_ws_messages_rejected_total counter\niot_ws_messages_rejected_total {}",
+            self.messages_rejected.load(Relaxed)
+        );
+        out
+    }
+}

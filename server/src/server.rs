@@ -1,0 +1,156 @@
+//! `serve`: binds, runs the executor threads, the hub task and one task per connection, and
+//! stops gracefully on SIGTERM / SIGINT.
+
+use std::net::TcpListener;
+use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use futures_lite::future;
+use iot_ws_core::{Millis, SessionConfig};
+use smol::{Async, Executor};
+
+use crate::auth::TokenVerifier;
+use crate::config::{Config, ConfigError};
+use crate::hub_task::{HubTask, Request};
+use crate::metrics::Metrics;
+use crate::pg::PgStore;
+use crate::store::{MemoryStore, Store};
+
+/// How long a graceful stop waits for connections to close and bindings to be written.
+const STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// What every connection task shares.
+pub struct Ctx {
+    pub session_config: SessionConfig,
+    pub verifier: TokenVerifier,
+    pub hub: Sender<Request>,
+    pub metrics: Arc<Metrics>,
+    pub ws_config: WebSocketConfig,
+    pub next_session: AtomicU64,
+    /// Closed (never written) when the server stops: every task wakes up.
+    pub shutdown: Receiver<()>,
+    start: Instant,
+}
+
+impl Ctx {
+    /// The one `Instant -> Millis` conversion: milliseconds since the server started.
+    pub fn now(&self) -> Millis {
+        Millis(self.start.elapsed().as_millis() as u64)
+    }
+
+    pub fn instant(&self, at: Millis) -> Instant {
+        self.start + Duration::from_millis(at.0)
+    }
+}
+
+/// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
+/// connection should cost a few KiB.
+pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        .read_buffer_size(4 * 1024)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_bytes.saturating_mul(4).max(64 * 1024))
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
+
+/// Runs the server until a signal stops it. Errors before binding are configuration errors.
+pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
+    let store = Arc::new(match &config.database_url {
+        Some(url) => Store::Postgres(PgStore::start(url, config.external_address.clone())?),
+        None => Store::Memory(MemoryStore::default()),
+    });
+    let listener = TcpListener::bind(config.listen)
+        .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let local = listener.get_ref().local_addr()?;
+    let metrics = Arc::new(Metrics::default());
+    let start = Instant::now();
+    let (hub_tx, hub_rx) = async_channel::unbounded();
+    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
+    let ctx = Arc::new(Ctx {
+        session_config: SessionConfig { actuator: config.actuator.clone(), register_timeout_ms: config.register_timeout_secs * 1_000 },
+        verifier,
+        hub: hub_tx,
+        metrics: metrics.clone(),
+        ws_config: ws_config(config.max_message_bytes),
+        next_session: AtomicU64::new(1),
+        shutdown: shutdown_rx,
+        start,
+    });
+    let signals = crate::signals::watch()?;
+
+    eprintln!("{}", store.describe());
+    if config.actuator.is_none() {
+        eprintln!("actuations: no actuator credentials configured; every actuation is refused");
+    }
+    eprintln!("bindings name this instance {:?}", config.external_address);
+    eprintln!("listening on {local}");
+
+    let ex = Arc::new(Executor::new());
+    let (stop_threads, threads_stop) = async_channel::bounded::<()>(1);
+    let workers = std::thread::available_parallelism().map_or(1, |n| n.get()).saturating_sub(1);
+    for i in 0..workers {
+        let (ex, stop) = (ex.clone(), threads_stop.clone());
+        std::thread::Builder::new().name(format!("executor-{i}")).spawn(move || smol::block_on(ex.run(stop.recv())))?;
+    }
+    let hub_task = HubTask::new(store.clone(), metrics.clone(), config.hold_secs, start);
+    let hub_done = ex.spawn(hub_task.run(hub_rx));
+    smol::block_on(ex.run(async {
+        let accept = accept_loop(&listener, &ex, &ctx);
+        future::or(accept, async {
+            let _ = signals.recv().await;
+        })
+        .await;
+        eprintln!("stopping: closing connections");
+        drop(listener);
+        drop(shutdown_tx);
+        wait_for_connections(&metrics).await;
+        // Every detach sent so far is handled before the store is flushed.
+        let (done_tx, done_rx) = async_channel::bounded(1);
+        let _ = ctx.hub.try_send(Request::Barrier(done_tx));
+        let _ = done_rx.recv().await;
+        store.flush(STOP_GRACE).await;
+        drop(ctx);
+        let _ = future::or(hub_done, smol::Timer::after(Duration::from_millis(100)).map_unit()).await;
+    }));
+    drop(stop_threads);
+    eprintln!("stopped");
+    Ok(())
+}
+
+trait MapUnit {
+    fn map_unit(self) -> impl std::future::Future<Output = ()>;
+}
+
+impl<F: std::future::Future> MapUnit for F {
+    async fn map_unit(self) {
+        self.await;
+    }
+}
+
+async fn accept_loop(listener: &Async<TcpListener>, ex: &Arc<Executor<'static>>, ctx: &Arc<Ctx>) {
+    loop {
+        match listener.accept().await {
+            Ok((stream, _)) => {
+                let _ = stream.get_ref().set_nodelay(true);
+                ex.spawn(crate::conn::serve_connection(stream, ctx.clone())).detach();
+            }
+            Err(e) => {
+                // Out of file descriptors, most likely: back off instead of spinning.
+                eprintln!("accept failed: {e}");
+                smol::Timer::after(Duration::from_millis(100)).await;
+            }
+        }
+    }
+}
+
+async fn wait_for_connections(metrics: &Metrics) {
+    let deadline = Instant::now() + STOP_GRACE;
+    while metrics.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+        smol::Timer::after(Duration::from_millis(10)).await;
+    }
+}
