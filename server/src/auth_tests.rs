@@ -1,1 +1,127 @@
+use super::*;
+use ct_codecs::{Base64UrlSafeNoPadding, Encoder};
+use jwt_simple::prelude::*;
+use rsa::pkcs1v15::SigningKey;
+use rsa::pkcs8::DecodePrivateKey;
+use rsa::signature::{SignatureEncoding, Signer};
+use std::sync::OnceLock;
+use std::time::Duration as StdDuration;
 
+use crate::keys::{mint_token, KeyPair};
+
+fn pair() -> &'static KeyPair {
+    static PAIR: OnceLock<KeyPair> = OnceLock::new();
+    PAIR.get_or_init(|| KeyPair::generate().unwrap())
+}
+
+fn verifier() -> TokenVerifier {
+    TokenVerifier::from_pem(&pair().public_pem).unwrap()
+}
+
+fn b64(bytes: &[u8]) -> String {
+    Base64UrlSafeNoPadding::encode_to_string(bytes).unwrap()
+}
+
+/// Signs arbitrary header and claims text with the test key, as the platform's own minting did.
+fn sign_raw(header: &str, claims: &str) -> String {
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pair().private_pem).unwrap();
+    let signing = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let signature = SigningKey::<Sha256>::new(key).sign(signing.as_bytes());
+    format!("{signing}.{}", b64(&signature.to_bytes()))
+}
+
+fn dev() -> DeviceId {
+    DeviceId("dev-1".into())
+}
+
+fn now() -> SystemTime {
+    SystemTime::now()
+}
+
+const RS256: &str = r#"{"alg":"RS256","typ":"JWT"}"#;
+
+#[test]
+fn token_minted_by_token_subcommand_is_valid() {
+    let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+    assert_eq!(verifier().verify(&dev(), &token, now()), Ok(()));
+}
+
+#[test]
+fn platform_token_with_iso_exp_is_valid_until_it_expires() {
+    let token = sign_raw(RS256, r#"{"sub":"dev-1","exp":"2035-11-24T10:00:00.000Z","iat":1700000000}"#);
+    assert_eq!(verifier().verify(&dev(), &token, now()), Ok(()));
+    let expired = sign_raw(RS256, r#"{"sub":"dev-1","exp":"2020-01-01T00:00:00.000Z"}"#);
+    assert_eq!(verifier().verify(&dev(), &expired, now()), Err(TokenRejected::Expired));
+}
+
+#[test]
+fn token_without_exp_is_valid() {
+    let token = sign_raw(RS256, r#"{"sub":"dev-1"}"#);
+    assert_eq!(verifier().verify(&dev(), &token, now()), Ok(()));
+}
+
+#[test]
+fn token_for_another_device_is_refused() {
+    let token = mint_token(&pair().private_pem, "dev-2", 3600).unwrap();
+    assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Subject));
+}
+
+#[test]
+fn token_signed_by_another_key_is_refused() {
+    let other = KeyPair::generate().unwrap();
+    let token = mint_token(&other.private_pem, "dev-1", 3600).unwrap();
+    assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Signature));
+}
+
+#[test]
+fn expired_numeric_token_is_refused() {
+    let token = mint_token(&pair().private_pem, "dev-1", 1).unwrap();
+    let later = now() + StdDuration::from_secs(3600);
+    assert_eq!(verifier().verify(&dev(), &token, later), Err(TokenRejected::Expired));
+}
+
+#[test]
+fn hs256_keyed_with_the_public_key_is_refused() {
+    let key = HS256Key::from_bytes(pair().public_pem.as_bytes());
+    let token = key.authenticate(Claims::create(Duration::from_hours(1)).with_subject("dev-1")).unwrap();
+    assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Algorithm));
+}
+
+#[test]
+fn alg_none_is_refused() {
+    let token = format!("{}.{}.", b64(br#"{"alg":"none","typ":"JWT"}"#), b64(br#"{"sub":"dev-1"}"#));
+    assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Algorithm));
+}
+
+#[test]
+fn tampered_claims_are_refused() {
+    let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let forged = format!("{}.{}.{}", parts[0], b64(br#"{"sub":"dev-1"}"#), parts[2]);
+    assert_eq!(verifier().verify(&dev(), &forged, now()), Err(TokenRejected::Signature));
+}
+
+#[test]
+fn garbage_is_malformed() {
+    for token in ["", "a", "a.b", "a.b.c", "a.b.c.d", "....", "\u{0}.\u{0}.\u{0}"] {
+        assert_eq!(verifier().verify(&dev(), token, now()), Err(TokenRejected::Malformed), "{token:?}");
+    }
+    let huge = "a".repeat(MAX_TOKEN_BYTES + 1);
+    assert_eq!(verifier().verify(&dev(), &huge, now()), Err(TokenRejected::Malformed));
+}
+
+#[test]
+fn critical_header_extensions_are_refused() {
+    let token = sign_raw(r#"{"alg":"RS256","crit":["exp"]}"#, r#"{"sub":"dev-1"}"#);
+    assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Malformed));
+}
+
+#[test]
+fn pkcs1_public_keys_are_read_too() {
+    use rsa::pkcs1::EncodeRsaPublicKey;
+    let key = RsaPublicKey::from_public_key_pem(&pair().public_pem).unwrap();
+    let pkcs1 = key.to_pkcs1_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+    assert!(pkcs1.starts_with("-----BEGIN RSA PUBLIC KEY-----"));
+    assert!(TokenVerifier::from_pem(&pkcs1).is_some());
+    assert!(TokenVerifier::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_none());
+}

@@ -1,1 +1,89 @@
+use super::*;
 
+fn args(list: &[&str]) -> Vec<String> {
+    list.iter().map(|s| s.to_string()).collect()
+}
+
+fn load(list: &[&str], vars: &[(&str, &str)]) -> Result<Config, ConfigError> {
+    let vars: HashMap<String, String> = vars.iter().map(|(k, v)| (k.to_string(), v.to_string())).collect();
+    let env = move |name: &str| vars.get(name).cloned();
+    Config::load(Flags::parse(&args(list), &["demo"])?, &env)
+}
+
+const VCAP: &str = r#"{
+  "postgresql": [{"name": "mypostgres", "credentials": {"hostname": "db.example", "port": 5433, "dbname": "iot", "username": "u", "password": "p'w"}}],
+  "user-provided": [{"name": "websocket-ups", "credentials": {"username": "dash", "password": "board"}}]
+}"#;
+
+#[test]
+fn defaults_need_nothing() {
+    let c = load(&[], &[("HOSTNAME", "gw")]).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:5000".parse().unwrap());
+    assert_eq!(c.public_key, PathBuf::from("keys/public.pem"));
+    assert!(c.database_url.is_none() && c.actuator.is_none());
+    assert_eq!((c.max_message_bytes, c.register_timeout_secs, c.hold_secs), (65_536, 10, 30));
+    assert!(c.external_address.ends_with(":5000"));
+}
+
+#[test]
+fn flags_beat_environment_which_beats_vcap() {
+    let vars = [("IOT_WS_LISTEN", "127.0.0.1:7000"), ("IOT_WS_ACTUATOR_USERNAME", "env"), ("IOT_WS_ACTUATOR_PASSWORD", "envpw"), ("VCAP_SERVICES", VCAP)];
+    let c = load(&["--listen", "127.0.0.1:7001"], &vars).unwrap();
+    assert_eq!(c.listen.port(), 7001);
+    assert_eq!(c.actuator.unwrap().username, "env");
+    let c = load(&[], &[("VCAP_SERVICES", VCAP)]).unwrap();
+    assert_eq!(c.actuator.unwrap().password, "board");
+}
+
+#[test]
+fn cloud_foundry_port_services_and_route_are_read() {
+    let app = r#"{"uris": ["iot-ws.apps.example.com"]}"#;
+    let c = load(&[], &[("PORT", "8080"), ("VCAP_SERVICES", VCAP), ("VCAP_APPLICATION", app)]).unwrap();
+    assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
+    assert_eq!(c.external_address, "iot-ws.apps.example.com:80");
+    let url = c.database_url.unwrap();
+    assert_eq!(url, r"host='db.example' dbname='iot' user='u' port='5433' password='p\'w'");
+    assert!(url.parse::<postgres::Config>().is_ok());
+}
+
+#[test]
+fn vcap_uri_is_used_as_given() {
+    let vcap = r#"{"p": [{"name": "mypostgres", "credentials": {"uri": "postgres://u:p@h:5432/d"}}]}"#;
+    assert_eq!(load(&[], &[("VCAP_SERVICES", vcap)]).unwrap().database_url.unwrap(), "postgres://u:p@h:5432/d");
+}
+
+#[test]
+fn external_address_is_kept_exactly() {
+    let c = load(&["--external-address", "gw-7.local:5000"], &[]).unwrap();
+    assert_eq!(c.external_address, "gw-7.local:5000");
+}
+
+#[test]
+fn invalid_settings_are_refused_with_a_reason() {
+    let cases: &[(&[&str], &str)] = &[
+        (&["--listen", "nowhere"], "--listen"),
+        (&["--max-message-bytes", "-1"], "--max-message-bytes"),
+        (&["--register-timeout-secs", "0"], "--register-timeout-secs"),
+        (&["--actuator-username", "u"], "go together"),
+        (&["--external-address", "no-port"], "--external-address"),
+        (&["--external-address", "0.0.0.0:5000"], "0.0.0.0"),
+        (&["--external-address", "h:99999"], "--external-address"),
+        (&["--bogus", "1"], "unknown option --bogus"),
+        (&["--listen"], "needs a value"),
+        (&["stray"], "unexpected argument"),
+        (&["--listen", "127.0.0.1:1", "--listen", "127.0.0.1:2"], "twice"),
+    ];
+    for (list, expected) in cases {
+        let err = load(list, &[]).unwrap_err().0;
+        assert!(err.contains(expected), "{list:?}: {err}");
+        assert!(!err.contains('\n'), "one line: {err}");
+    }
+    let err = load(&[], &[("VCAP_SERVICES", "{")]).unwrap_err().0;
+    assert!(err.contains("VCAP_SERVICES"));
+}
+
+#[test]
+fn demo_ignores_the_database() {
+    let c = load(&["--demo", "--database-url", "host=x"], &[]).unwrap();
+    assert!(c.demo && c.database_url.is_none());
+}
