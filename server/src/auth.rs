@@ -44,7 +44,8 @@ impl TokenVerifier {
 
     /// Reads "BEGIN PUBLIC KEY" (SPKI) or "BEGIN RSA PUBLIC KEY" (PKCS#1) text.
     pub fn from_pem(pem: &str) -> Option<TokenVerifier> {
-        let key = RsaPublicKey::from_public_key_pem(pem.trim()).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim())).ok()?;
+        let key =
+            RsaPublicKey::from_public_key_pem(pem.trim()).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim())).ok()?;
         Some(TokenVerifier { key: VerifyingKey::new(key) })
     }
 
@@ -54,7 +55,8 @@ impl TokenVerifier {
             return Err(TokenRejected::Malformed);
         }
         let mut parts = token.split('.');
-        let (Some(header), Some(payload), Some(signature), None) = (parts.next(), parts.next(), parts.next(), parts.next())
+        let (Some(header), Some(payload), Some(signature), None) =
+            (parts.next(), parts.next(), parts.next(), parts.next())
         else {
             return Err(TokenRejected::Malformed);
         };

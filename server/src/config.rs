@@ -165,7 +165,12 @@ fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| bad(format!("{what}: {text:?} is not an address to listen on (HOST:PORT)")))
 }
 
-fn number(text: Option<String>, what: &str, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+fn number(
+    text: Option<String>,
+    what: &str,
+    default: u64,
+    range: std::ops::RangeInclusive<u64>,
+) -> Result<u64, ConfigError> {
     let Some(text) = text else { return Ok(default) };
     match text.parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(n),
@@ -175,9 +180,9 @@ fn number(text: Option<String>, what: &str, default: u64, range: std::ops::Range
 
 /// The dashboard splits `server` on ':' into a host and a port to connect back.
 fn check_external_address(address: &str) -> Result<(), ConfigError> {
-    let valid = address
-        .rsplit_once(':')
-        .is_some_and(|(host, port)| !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0));
+    let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
+        !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
+    });
     if !valid {
         return Err(bad(format!("--external-address: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
     }
@@ -219,12 +224,7 @@ impl VcapServices {
     /// The credentials of the bound service instance called `name`, whatever its label.
     fn credentials(&self, name: &str) -> Option<&Value> {
         let services = self.0.as_object()?;
-        services
-            .values()
-            .filter_map(Value::as_array)
-            .flatten()
-            .find(|s| s["name"] == name)
-            .map(|s| &s["credentials"])
+        services.values().filter_map(Value::as_array).flatten().find(|s| s["name"] == name).map(|s| &s["credentials"])
     }
 
     fn postgres_url(&self) -> Result<Option<String>, ConfigError> {
@@ -252,7 +252,10 @@ impl VcapServices {
 
     fn actuator(&self) -> Option<Credentials> {
         let c = self.credentials("websocket-ups")?;
-        Some(Credentials { username: c["username"].as_str()?.to_string(), password: c["password"].as_str()?.to_string() })
+        Some(Credentials {
+            username: c["username"].as_str()?.to_string(),
+            password: c["password"].as_str()?.to_string(),
+        })
     }
 }
 

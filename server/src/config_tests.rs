@@ -27,7 +27,12 @@ fn defaults_need_nothing() {
 
 #[test]
 fn flags_beat_environment_which_beats_vcap() {
-    let vars = [("IOT_WS_LISTEN", "127.0.0.1:7000"), ("IOT_WS_ACTUATOR_USERNAME", "env"), ("IOT_WS_ACTUATOR_PASSWORD", "envpw"), ("VCAP_SERVICES", VCAP)];
+    let vars = [
+        ("IOT_WS_LISTEN", "127.0.0.1:7000"),
+        ("IOT_WS_ACTUATOR_USERNAME", "env"),
+        ("IOT_WS_ACTUATOR_PASSWORD", "envpw"),
+        ("VCAP_SERVICES", VCAP),
+    ];
     let c = load(&["--listen", "127.0.0.1:7001"], &vars).unwrap();
     assert_eq!(c.listen.port(), 7001);
     assert_eq!(c.actuator.unwrap().username, "env");

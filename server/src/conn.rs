@@ -6,17 +6,17 @@ use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
 use async_channel::{Receiver, Sender};
+use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
-use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncWriteExt, StreamExt};
 use iot_ws_core::{CloseCode, DeviceId, Input, Output, Reply, Session, SessionId, StoreFailed};
 use smol::Async;
 
-use crate::hub_task::{Mail, Request};
 use crate::http;
+use crate::hub_task::{Mail, Request};
 use crate::keepalive::KeepAlive;
 use crate::metrics::Metrics;
 use crate::server::Ctx;
@@ -101,7 +101,9 @@ impl Connection {
                     self.peer_done = true;
                     self.session.handle_input(now, Input::PeerGone);
                 }
-                Wake::Mail(Mail::Deliver { device, body }) => self.session.handle_input(now, Input::Deliver { device, body }),
+                Wake::Mail(Mail::Deliver { device, body }) => {
+                    self.session.handle_input(now, Input::Deliver { device, body })
+                }
                 Wake::Mail(Mail::Superseded) => self.session.handle_input(now, Input::Superseded),
                 Wake::Mail(Mail::Routed(outcome)) => self.session.handle_input(now, Input::Routed(outcome)),
                 Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
@@ -263,9 +265,7 @@ impl Connection {
             }
         }
         if !self.peer_done {
-            let drain = async {
-                while let Some(Ok(_)) = self.ws.next().await {}
-            };
+            let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
             future::or(drain, async {
                 smol::Timer::after(CLOSE_GRACE).await;
             })

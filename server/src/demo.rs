@@ -11,9 +11,11 @@ pub const DEMO_DEVICE: &str = "demo-device";
 /// Makes the demo key pair and credentials, prints how to use them, returns the verifier.
 pub fn prepare(config: &mut Config) -> anyhow::Result<TokenVerifier> {
     let pair = KeyPair::generate()?;
-    let verifier = TokenVerifier::from_pem(&pair.public_pem).ok_or_else(|| anyhow::anyhow!("generated key unreadable"))?;
+    let verifier =
+        TokenVerifier::from_pem(&pair.public_pem).ok_or_else(|| anyhow::anyhow!("generated key unreadable"))?;
     let token = mint_token(&pair.private_pem, DEMO_DEVICE, 24 * 3600)?;
-    let actuator = config.actuator.get_or_insert_with(|| Credentials { username: "demo".into(), password: random_password() });
+    let actuator =
+        config.actuator.get_or_insert_with(|| Credentials { username: "demo".into(), password: random_password() });
     let url = format!("ws://{}", config.listen).replace("0.0.0.0", "127.0.0.1");
     println!(
         "Demo mode: throw-away RSA key, in-memory registry.\n\n\

@@ -75,9 +75,14 @@ pub fn classify(buf: &[u8]) -> Request {
     };
     let headers: &[httparse::Header<'_>] = req.headers;
     let header = |name: &'static str| {
-        headers.iter().filter(move |h| h.name.eq_ignore_ascii_case(name)).filter_map(|h| std::str::from_utf8(h.value).ok())
+        headers
+            .iter()
+            .filter(move |h| h.name.eq_ignore_ascii_case(name))
+            .filter_map(|h| std::str::from_utf8(h.value).ok())
     };
-    let has_token = |name: &'static str, token: &str| header(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token));
+    let has_token = |name: &'static str, token: &str| {
+        header(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
     if !has_token("upgrade", "websocket") {
         let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/");
         return Request::Plain(match (req.method, path) {
@@ -111,7 +116,11 @@ pub fn switching_protocols(accept_key: &str) -> String {
 }
 
 /// Writes a plain answer and leaves the connection to be closed.
-pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(stream: &mut S, answer: &Answer, metrics: impl FnOnce() -> String) {
+pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
+    stream: &mut S,
+    answer: &Answer,
+    metrics: impl FnOnce() -> String,
+) {
     let (status, content_type, body) = match answer {
         Answer::Health => ("200 OK", "text/plain", "ok\n".to_string()),
         Answer::Metrics => ("200 OK", "text/plain; version=0.0.4", metrics()),
@@ -144,7 +153,10 @@ mod tests {
     #[test]
     fn upgrade_without_echo_protocol_is_refused() {
         assert!(matches!(classify(&upgrade("")), Request::Plain(Answer::BadUpgrade(_))));
-        assert!(matches!(classify(&upgrade("Sec-WebSocket-Protocol: Echo-Protocol\r\n")), Request::Plain(Answer::BadUpgrade(_))));
+        assert!(matches!(
+            classify(&upgrade("Sec-WebSocket-Protocol: Echo-Protocol\r\n")),
+            Request::Plain(Answer::BadUpgrade(_))
+        ));
     }
 
     #[test]

@@ -77,7 +77,9 @@ impl HubTask {
                 Some(Err(_)) => return,
                 None => {
                     let dropped = self.held.expire(self.now());
-                    self.metrics.actuations_dropped_after_hold.fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.metrics
+                        .actuations_dropped_after_hold
+                        .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
                 }
             }
         }

@@ -25,7 +25,7 @@ impl KeyPair {
 pub fn mint_token(private_pem: &str, device_id: &str, ttl_secs: u64) -> anyhow::Result<String> {
     let key = RS256KeyPair::from_pem(private_pem)?;
     let claims = Claims::create(Duration::from_secs(ttl_secs)).with_subject(device_id);
-    Ok(key.sign(claims)?)
+    key.sign(claims)
 }
 
 /// `iot-ws-server keygen [--dir DIR]`: writes DIR/private.pem (mode 0600) and DIR/public.pem.
@@ -61,7 +61,8 @@ pub fn token(mut flags: Flags) -> anyhow::Result<()> {
     };
     flags.finish()?;
     let pem = fs::read_to_string(&path).map_err(|e| ConfigError(format!("cannot read private key {path}: {e}")))?;
-    let token = mint_token(&pem, &device, ttl).map_err(|_| ConfigError(format!("{path} is not an RSA private key in PEM")))?;
+    let token =
+        mint_token(&pem, &device, ttl).map_err(|_| ConfigError(format!("{path} is not an RSA private key in PEM")))?;
     println!("{token}");
     Ok(())
 }

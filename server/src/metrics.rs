@@ -31,7 +31,12 @@ impl Metrics {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         };
         gauge(&mut out, "iot_ws_connections", "Open WebSocket connections.", self.connections.load(Relaxed));
-        gauge(&mut out, "iot_ws_registered_devices", "Devices registered on this instance.", self.registered_devices.load(Relaxed));
+        gauge(
+            &mut out,
+            "iot_ws_registered_devices",
+            "Devices registered on this instance.",
+            self.registered_devices.load(Relaxed),
+        );
         let counter = |out: &mut String, name: &str, help: &str, label: &str, rows: &[(&str, &AtomicU64)]| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter");
             for (value, n) in rows {

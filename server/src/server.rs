@@ -72,7 +72,10 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let (hub_tx, hub_rx) = async_channel::unbounded();
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
-        session_config: SessionConfig { actuator: config.actuator.clone(), register_timeout_ms: config.register_timeout_secs * 1_000 },
+        session_config: SessionConfig {
+            actuator: config.actuator.clone(),
+            register_timeout_ms: config.register_timeout_secs * 1_000,
+        },
         verifier,
         hub: hub_tx,
         metrics: metrics.clone(),
