@@ -1,1 +1,47 @@
+//! Harness for the end-to-end tests of the built `iot-ws-server` binary on loopback.
+//!
+//! - [`server_bin`]: the binary under test. `IOT_WS_SERVER_BIN` names one explicitly (a release
+//!   or cross build); otherwise the harness runs `cargo build -p iot-ws-server` once per test
+//!   process, into the target directory and profile the test executable itself was built in
+//!   (`<target>/<profile>/deps/<test>`), and uses `<target>/<profile>/iot-ws-server`. That build
+//!   is a no-op when the binary is fresh, and it picks up the lead's latest server edits.
+//! - [`Server`]: one server process with captured stderr, killed on drop.
+//! - [`Cluster`]: a real PostgreSQL 15, initdb'd by the harness as the `postgres` user.
+//! - [`Keys`]: fresh RSA key pairs and real (and hostile) device tokens.
+//! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`.
+//! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 
+mod bin;
+mod client;
+mod node;
+mod pg;
+mod server;
+mod temp;
+mod tokens;
+
+pub use bin::server_bin;
+pub use client::{actuation, actuation_ack, frame, Client, Event, ACTUATOR};
+pub use node::Bridge;
+pub use pg::{Cluster, Db};
+pub use server::{free_port, run_to_exit, Server, ServerOpts};
+pub use temp::TempDir;
+pub use tokens::{alg_none, b64, hs256_with_public_key, now_secs, Keys};
+
+use std::time::{Duration, Instant};
+
+/// The one generous timeout for anything that should happen "at once" on loopback.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+/// Polls `check` until it returns `Some` or `timeout` passes. Every wait in the tests is bounded.
+pub fn eventually<T>(timeout: Duration, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = Instant::now() + timeout;
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}

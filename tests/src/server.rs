@@ -1,0 +1,284 @@
+//! One `iot-ws-server` process on loopback, its stderr captured line by line.
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::{SocketAddr, TcpListener};
+use std::path::PathBuf;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::{Arc, Condvar, Mutex};
+use std::time::{Duration, Instant};
+
+use crate::bin::server_bin;
+use crate::tokens::Keys;
+use crate::WAIT;
+
+/// The actuator credentials every test server is configured with (unless told otherwise).
+pub const ACTUATOR_USER: &str = "dashboard";
+pub const ACTUATOR_PASSWORD: &str = "s3cret-Actuator-Pa55";
+
+/// The environment variables the server reads; removed so the caller's shell cannot leak in.
+const SERVER_ENV: &[&str] = &[
+    "IOT_WS_LISTEN",
+    "IOT_WS_PUBLIC_KEY",
+    "DATABASE_URL",
+    "IOT_WS_ACTUATOR_USERNAME",
+    "IOT_WS_ACTUATOR_PASSWORD",
+    "IOT_WS_EXTERNAL_ADDRESS",
+    "IOT_WS_MAX_MESSAGE_BYTES",
+    "IOT_WS_REGISTER_TIMEOUT_SECS",
+    "IOT_WS_HOLD_ACTUATIONS_SECS",
+    "PORT",
+    "VCAP_SERVICES",
+    "VCAP_APPLICATION",
+];
+
+/// How to start a server.
+#[derive(Clone, Debug)]
+pub struct ServerOpts {
+    pub public_key: PathBuf,
+    pub database_url: Option<String>,
+    /// `None`: no actuator credentials at all (every actuation refused).
+    pub actuator: Option<(String, String)>,
+    pub external_address: String,
+    /// Anything else, e.g. `["--register-timeout-secs", "1"]`.
+    pub extra: Vec<String>,
+}
+
+impl Default for ServerOpts {
+    fn default() -> Self {
+        ServerOpts {
+            public_key: Keys::shared().public_path(),
+            database_url: None,
+            actuator: Some((ACTUATOR_USER.into(), ACTUATOR_PASSWORD.into())),
+            external_address: "10.1.2.3:5000".into(),
+            extra: Vec::new(),
+        }
+    }
+}
+
+impl ServerOpts {
+    pub fn with_db(mut self, url: &str) -> Self {
+        self.database_url = Some(url.into());
+        self
+    }
+
+    pub fn arg(mut self, name: &str, value: &str) -> Self {
+        self.extra.push(name.into());
+        self.extra.push(value.into());
+        self
+    }
+
+    fn args(&self) -> Vec<String> {
+        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--public-key".into()];
+        args.push(self.public_key.display().to_string());
+        args.extend(["--external-address".into(), self.external_address.clone()]);
+        if let Some(url) = &self.database_url {
+            args.extend(["--database-url".into(), url.clone()]);
+        }
+        if let Some((user, password)) = &self.actuator {
+            args.extend(["--actuator-username".into(), user.clone(), "--actuator-password".into(), password.clone()]);
+        }
+        args.extend(self.extra.iter().cloned());
+        args
+    }
+}
+
+/// Lines a process wrote on one stream, shared with the thread that reads them.
+#[derive(Default)]
+pub(crate) struct Lines {
+    lines: Mutex<(Vec<String>, bool)>,
+    changed: Condvar,
+}
+
+impl Lines {
+    pub(crate) fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
+        let lines = Arc::new(Lines::default());
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stream).lines() {
+                let Ok(line) = line else { break };
+                sink.lines.lock().unwrap().0.push(line);
+                sink.changed.notify_all();
+            }
+            sink.lines.lock().unwrap().1 = true;
+            sink.changed.notify_all();
+        });
+        lines
+    }
+
+    /// The first line (counting from the start) that `pred` accepts, waiting up to `timeout`.
+    pub(crate) fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
+        let deadline = Instant::now() + timeout;
+        let mut guard = self.lines.lock().unwrap();
+        loop {
+            if let Some(line) = guard.0.iter().find(|l| pred(l)) {
+                return Some(line.clone());
+            }
+            let now = Instant::now();
+            if guard.1 || now >= deadline {
+                return None;
+            }
+            guard = self.changed.wait_timeout(guard, deadline - now).unwrap().0;
+        }
+    }
+
+    pub(crate) fn text(&self) -> String {
+        self.lines.lock().unwrap().0.join("\n")
+    }
+
+    pub(crate) fn all(&self) -> Vec<String> {
+        self.lines.lock().unwrap().0.clone()
+    }
+}
+
+/// A running server; killed (SIGKILL) on drop if still running.
+pub struct Server {
+    child: Child,
+    pub addr: SocketAddr,
+    pub opts: ServerOpts,
+    stderr: Arc<Lines>,
+    stdout: Arc<Lines>,
+}
+
+impl Server {
+    /// Starts the server with `opts` and waits for its `listening on` line.
+    pub fn start(opts: ServerOpts) -> Server {
+        let args = opts.args();
+        Server::spawn(opts, &args)
+    }
+
+    /// Starts `iot-ws-server ARGS` (the caller gives every flag) and waits for `listening on`.
+    pub fn spawn(opts: ServerOpts, args: &[String]) -> Server {
+        let mut cmd = Command::new(server_bin());
+        cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        for var in SERVER_ENV {
+            cmd.env_remove(var);
+        }
+        let mut child = cmd.spawn().expect("spawn iot-ws-server");
+        let stderr = Lines::collect(child.stderr.take().expect("stderr"));
+        let stdout = Lines::collect(child.stdout.take().expect("stdout"));
+        let line = stderr.wait_for(WAIT, |l| l.contains("listening on "));
+        let Some(line) = line else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("server did not say `listening on`; stderr:\n{}", stderr.text());
+        };
+        let addr = line.rsplit("listening on ").next().unwrap().trim();
+        let addr: SocketAddr = addr.parse().unwrap_or_else(|_| panic!("listening on what? {line:?}"));
+        Server { child, addr, opts, stderr, stdout }
+    }
+
+    pub fn url(&self) -> String {
+        format!("ws://{}/", self.addr)
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Everything the server wrote on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.text()
+    }
+
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout.all()
+    }
+
+    /// Waits for a stderr line containing `needle`.
+    pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stderr.wait_for(timeout, |l| l.contains(needle))
+    }
+
+    /// Asserts that `secret` (a token, a password) was never logged.
+    pub fn assert_never_logged(&self, secret: &str) {
+        // Give any late log line of the same event a moment to arrive.
+        std::thread::sleep(Duration::from_millis(50));
+        let text = self.stderr();
+        assert!(!text.contains(secret), "secret {secret:?} appears in the server's stderr:\n{text}");
+        let out = self.stdout.text();
+        assert!(!out.contains(secret), "secret {secret:?} appears in the server's stdout:\n{out}");
+    }
+
+    pub fn signal(&self, signal: i32) {
+        // SAFETY: plain kill(2) on our own child's pid.
+        let rc = unsafe { libc::kill(self.child.id() as libc::pid_t, signal) };
+        assert_eq!(rc, 0, "kill({}, {signal})", self.child.id());
+    }
+
+    pub fn sigterm(&self) {
+        self.signal(libc::SIGTERM);
+    }
+
+    /// Waits up to `timeout` for the process to exit.
+    pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            if let Some(status) = self.child.try_wait().expect("try_wait") {
+                return Some(status);
+            }
+            if Instant::now() >= deadline {
+                return None;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Prometheus text from `GET /metrics`.
+    pub fn metrics(&self) -> String {
+        let (status, body) = crate::client::http_get(self.addr, "/metrics");
+        assert_eq!(status, 200, "GET /metrics: {body}");
+        body
+    }
+
+    /// The value of one metric line (name with labels, exactly as exposed).
+    pub fn metric(&self, name_and_labels: &str) -> Option<f64> {
+        self.metrics().lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+        }
+        let _ = self.child.wait();
+    }
+}
+
+/// A loopback port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// Runs `iot-ws-server ARGS` to its end (killed after `timeout`): status, stdout, stderr.
+pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> (Option<ExitStatus>, String, String) {
+    let mut cmd = Command::new(server_bin());
+    cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
+    for var in SERVER_ENV {
+        cmd.env_remove(var);
+    }
+    cmd.envs(envs.iter().copied());
+    let mut child = cmd.spawn().expect("spawn iot-ws-server");
+    let out = Lines::collect(child.stdout.take().expect("stdout"));
+    let err = Lines::collect(child.stderr.take().expect("stderr"));
+    let deadline = Instant::now() + timeout;
+    let status = loop {
+        if let Some(status) = child.try_wait().expect("try_wait") {
+            break Some(status);
+        }
+        if Instant::now() >= deadline {
+            let _ = child.kill();
+            let _ = child.wait();
+            break None;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    };
+    // The reader threads finish at EOF, right after the exit.
+    let _ = out.wait_for(Duration::from_secs(2), |_| false);
+    let _ = err.wait_for(Duration::from_secs(2), |_| false);
+    let mut stderr = err.text();
+    if !stderr.is_empty() {
+        stderr.push('\n');
+    }
+    (status, out.text(), stderr)
+}

@@ -1,0 +1,149 @@
+//! Registration, bindings in PostgreSQL, actuation delivery, supersede, timeouts and acks.
+
+use std::time::Duration;
+
+use iot_ws_tests::{actuation, actuation_ack, Client, Cluster, Db, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT};
+use serde_json::json;
+
+fn server_with_db() -> (Server, Db) {
+    let db = Cluster::shared().create_db();
+    let server = Server::start(ServerOpts::default().with_db(&db.url()));
+    (server, db)
+}
+
+#[test]
+fn device_registers_200_and_its_binding_row_is_true_with_the_external_address() {
+    let (server, db) = server_with_db();
+    let token = Keys::shared().token("reg-1");
+    let _device = Client::registered(server.addr, "reg-1", &token);
+    assert_eq!(db.binding("reg-1"), Some((true, "10.1.2.3:5000".into())));
+    let mut client = db.client();
+    let row = client
+        .query_one(r#"SELECT type::text, "lastConnectedAt" IS NOT NULL FROM dashboard."connectionBindings" WHERE "deviceId" = 'reg-1'"#, &[])
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "ws");
+    assert!(row.get::<_, bool>(1));
+    server.assert_never_logged(&token);
+}
+
+#[test]
+fn actuation_reaches_the_device_byte_for_byte() {
+    let (server, _db) = server_with_db();
+    let mut device = Client::registered(server.addr, "byte-dev", &Keys::shared().token("byte-dev"));
+    let extra = r#""zeta":1.50,"alpha":{"b":2,"a":1},"s":"caf\u00e9 \ud83d\ude00","n":[1e3,-0.0,12345678901234567890],"t":true"#;
+    let (message, body) = actuation(ACTUATOR, "byte-dev", extra);
+    let mut dashboard = Client::connect(server.addr);
+    dashboard.send(&message);
+    let got = device.recv_text(WAIT);
+    assert_eq!(got, format!(r#"{{"code":1024,"content":{body}}}"#));
+    // The dashboard hears nothing when it did not ask for an ack.
+    dashboard.expect_silence(Duration::from_millis(300));
+    server.assert_never_logged(ACTUATOR.1);
+}
+
+#[test]
+fn ping_before_registration_gets_202_pong() {
+    let (server, _db) = server_with_db();
+    let mut client = Client::connect(server.addr);
+    assert_eq!(client.ping(), json!({"code": 202, "content": "PONG"}));
+    // Still open and usable: it can register afterwards.
+    assert_eq!(client.register("pinger", &Keys::shared().token("pinger")), json!({"code": 200, "content": "Subscribed"}));
+    assert_eq!(client.ping(), json!({"code": 202, "content": "PONG"}));
+}
+
+#[test]
+fn good_upgrade_answers_with_echo_protocol() {
+    let (server, _db) = server_with_db();
+    let client = Client::connect(server.addr);
+    assert_eq!(client.response.status(), 101);
+    let protocol = client.response.headers().get("Sec-WebSocket-Protocol").map(|v| v.to_str().unwrap().to_string());
+    assert_eq!(protocol.as_deref(), Some("echo-protocol"));
+}
+
+#[test]
+fn newer_registration_supersedes_the_old_connection_and_the_row_stays_true() {
+    let (server, db) = server_with_db();
+    let token = Keys::shared().token("twice");
+    let mut old = Client::registered(server.addr, "twice", &token);
+    let mut new = Client::registered(server.addr, "twice", &token);
+    old.expect_close(1000);
+    // The old connection's end must not mark the device disconnected.
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(db.binding("twice"), Some((true, "10.1.2.3:5000".into())));
+    // Actuations go to the new connection.
+    let (message, body) = actuation(ACTUATOR, "twice", r#""n":1"#);
+    Client::connect(server.addr).send(&message);
+    assert_eq!(new.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+}
+
+#[test]
+fn device_disconnect_sets_its_row_false() {
+    let (server, db) = server_with_db();
+    let mut device = Client::registered(server.addr, "leaver", &Keys::shared().token("leaver"));
+    assert!(db.wait_binding("leaver", true));
+    device.close(1000);
+    assert!(db.wait_binding("leaver", false), "row still {:?}", db.binding("leaver"));
+
+    let other = Client::registered(server.addr, "dropper", &Keys::shared().token("dropper"));
+    other.drop_tcp();
+    assert!(db.wait_binding("dropper", false), "row still {:?}", db.binding("dropper"));
+}
+
+#[test]
+fn register_timeout_closes_an_idle_unregistered_connection_but_not_a_registered_device() {
+    let db = Cluster::shared().create_db();
+    let server = Server::start(ServerOpts::default().with_db(&db.url()).arg("--register-timeout-secs", "1"));
+    let mut idle = Client::connect(server.addr);
+    let mut device = Client::registered(server.addr, "patient", &Keys::shared().token("patient"));
+    idle.expect_close(1000);
+    device.expect_silence(Duration::from_millis(2_500));
+    assert_eq!(device.ping(), json!({"code": 202, "content": "PONG"}));
+    assert_eq!(db.binding("patient").map(|b| b.0), Some(true));
+}
+
+#[test]
+fn ack_actuation_gets_exactly_one_reply_per_outcome() {
+    let (server, _db) = server_with_db();
+    let mut dashboard = Client::connect(server.addr);
+
+    let mut device = Client::registered(server.addr, "acked", &Keys::shared().token("acked"));
+    let (message, body) = actuation_ack("acked", r#""k":1"#);
+    dashboard.send(&message);
+    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": "acked"}));
+    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+
+    let (message, _) = actuation_ack("nobody-here", r#""k":2"#);
+    dashboard.send(&message);
+    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 500, "content": "Device not connected", "deviceId": "nobody-here"}));
+
+    // Exactly one reply each: nothing more follows.
+    dashboard.expect_silence(Duration::from_millis(300));
+}
+
+#[test]
+fn actuations_for_a_device_that_just_left_are_held_and_delivered_in_order_when_it_returns() {
+    let (server, _db) = server_with_db();
+    let token = Keys::shared().token("returner");
+    let mut device = Client::registered(server.addr, "returner", &token);
+    device.close(1000);
+    device.finish_close();
+    // The hub learns of the departure asynchronously: wait until an ack says Held.
+    let mut dashboard = Client::connect(server.addr);
+    let mut bodies = Vec::new();
+    for i in 0..3 {
+        let (message, body) = actuation_ack("returner", &format!(r#""seq":{i}"#));
+        dashboard.send(&message);
+        let reply = dashboard.recv_json(WAIT);
+        assert_eq!(reply, json!({"code": 202, "content": "Held", "deviceId": "returner"}), "actuation {i}");
+        bodies.push(body);
+    }
+    let mut back = Client::connect(server.addr);
+    assert_eq!(back.register("returner", &token), json!({"code": 200, "content": "Subscribed"}));
+    for body in &bodies {
+        assert_eq!(back.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    }
+    match back.recv(Duration::from_millis(300)) {
+        Event::Timeout => {}
+        other => panic!("nothing more expected, got {other:?}"),
+    }
+}
