@@ -18,7 +18,8 @@ pub fn server_bin() -> &'static PathBuf {
 fn build() -> PathBuf {
     // <target>/<profile>/deps/<test executable>
     let exe = std::env::current_exe().expect("current_exe");
-    let profile_dir = exe.parent().and_then(|deps| deps.parent()).expect("test executable lives in <target>/<profile>/deps");
+    let profile_dir =
+        exe.parent().and_then(|deps| deps.parent()).expect("test executable lives in <target>/<profile>/deps");
     let target_dir = profile_dir.parent().expect("target dir");
     let profile = match profile_dir.file_name().and_then(|n| n.to_str()) {
         Some("debug") | None => "dev".to_string(),
@@ -27,7 +28,18 @@ fn build() -> PathBuf {
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
-        .args(["build", "--quiet", "-p", "iot-ws-server", "--bin", "iot-ws-server", "--profile", &profile, "--manifest-path", workspace])
+        .args([
+            "build",
+            "--quiet",
+            "-p",
+            "iot-ws-server",
+            "--bin",
+            "iot-ws-server",
+            "--profile",
+            &profile,
+            "--manifest-path",
+            workspace,
+        ])
         .arg("--target-dir")
         .arg(target_dir)
         .output()

@@ -53,10 +53,11 @@ impl Client {
             request.headers_mut().insert("Sec-WebSocket-Protocol", protocol.parse().expect("header value"));
         }
         let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);
-        let (ws, response) = tungstenite::client::client_with_config(request, stream, Some(config)).map_err(|e| match e {
-            tungstenite::HandshakeError::Failure(e) => e,
-            tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(ErrorKind::TimedOut.into()),
-        })?;
+        let (ws, response) =
+            tungstenite::client::client_with_config(request, stream, Some(config)).map_err(|e| match e {
+                tungstenite::HandshakeError::Failure(e) => e,
+                tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(ErrorKind::TimedOut.into()),
+            })?;
         Ok(Client { ws, response })
     }
 

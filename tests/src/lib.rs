@@ -12,7 +12,7 @@
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 
 mod bin;
-mod client;
+pub mod client;
 mod node;
 mod pg;
 mod server;

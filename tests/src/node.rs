@@ -56,7 +56,8 @@ impl Bridge {
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
-                let event = serde_json::from_str(&line).unwrap_or_else(|e| panic!("bridge wrote non-JSON ({e}): {line}"));
+                let event =
+                    serde_json::from_str(&line).unwrap_or_else(|e| panic!("bridge wrote non-JSON ({e}): {line}"));
                 if tx.send(event).is_err() {
                     break;
                 }

@@ -39,7 +39,8 @@ impl Db {
 
     /// A fresh client connection (the test's own, not the server's).
     pub fn client(&self) -> postgres::Client {
-        postgres::Client::connect(&self.url(), postgres::NoTls).unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+        postgres::Client::connect(&self.url(), postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
     }
 
     /// `connectingStatus` and `server` of the device's 'ws' binding row, if there is one.
@@ -58,7 +59,8 @@ impl Db {
 
     /// Waits until the device's row says `connected` (bounded); returns whether it did.
     pub fn wait_binding(&self, device: &str, connected: bool) -> bool {
-        crate::eventually(crate::WAIT, || (self.binding(device).map(|b| b.0) == Some(connected)).then_some(())).is_some()
+        crate::eventually(crate::WAIT, || (self.binding(device).map(|b| b.0) == Some(connected)).then_some(()))
+            .is_some()
     }
 }
 
@@ -75,12 +77,15 @@ impl Cluster {
         std::fs::create_dir_all(dir.join("sock")).expect("mkdir sock");
         run_ok(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir));
         let data = dir.join("data");
-        run_ok(
-            as_postgres(&format!("{PG_BIN}/initdb"))
-                .arg("-D")
-                .arg(&data)
-                .args(["-U", "postgres", "--auth=trust", "--no-sync", "-E", "UTF8", "--locale=C.UTF-8"]),
-        );
+        run_ok(as_postgres(&format!("{PG_BIN}/initdb")).arg("-D").arg(&data).args([
+            "-U",
+            "postgres",
+            "--auth=trust",
+            "--no-sync",
+            "-E",
+            "UTF8",
+            "--locale=C.UTF-8",
+        ]));
         watchdog(&dir);
         for attempt in 0..20 {
             let port = candidate_port(attempt);
@@ -174,8 +179,12 @@ fn run_ok(cmd: &mut Command) {
 /// A port in 15000..32000, different per process and attempt.
 fn candidate_port(attempt: u32) -> u16 {
     static NEXT: AtomicU64 = AtomicU64::new(0);
-    let nanos = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
-    let mix = (u64::from(std::process::id()) * 7919 + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729 + nanos + u64::from(attempt) * 31)
+    let nanos =
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.subsec_nanos() as u64);
+    let mix = (u64::from(std::process::id()) * 7919
+        + NEXT.fetch_add(1, Ordering::Relaxed) * 104_729
+        + nanos
+        + u64::from(attempt) * 31)
         % 17_000;
     15_000 + mix as u16
 }

@@ -26,8 +26,14 @@ impl TempDir {
     /// it (statics are never dropped).
     pub fn remove_at_exit(self) -> PathBuf {
         let path = self.into_path();
-        let script = format!("while kill -0 {} 2>/dev/null; do sleep 1; done; rm -rf '{}'", std::process::id(), path.display());
-        let _ = Command::new("setsid").args(["sh", "-c", &script]).stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null()).spawn();
+        let script =
+            format!("while kill -0 {} 2>/dev/null; do sleep 1; done; rm -rf '{}'", std::process::id(), path.display());
+        let _ = Command::new("setsid")
+            .args(["sh", "-c", &script])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn();
         path
     }
 

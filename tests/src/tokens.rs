@@ -69,9 +69,9 @@ impl Keys {
     /// A jwt-simple token with `nbf` one hour ahead.
     pub fn token_not_yet_valid(&self, device: &str) -> String {
         let pair = RS256KeyPair::from_pem(&self.private_pem).expect("jwt-simple reads the key");
-        let claims = Claims::create(Duration::from_hours(2)).with_subject(device).invalid_before(
-            jwt_simple::prelude::Clock::now_since_epoch() + Duration::from_hours(1),
-        );
+        let claims = Claims::create(Duration::from_hours(2))
+            .with_subject(device)
+            .invalid_before(jwt_simple::prelude::Clock::now_since_epoch() + Duration::from_hours(1));
         pair.sign(claims).expect("sign")
     }
 
