@@ -30,7 +30,8 @@ fn bad_configuration_exits_2_with_one_line_and_binds_nothing() {
     let listen = format!("127.0.0.1:{port}");
     let l = listen.as_str();
     let base = ["--external-address", "h:1"];
-    let cases: Vec<(&str, Vec<&str>, Vec<(&str, &str)>)> = vec![
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>);
+    let cases: Vec<Case> = vec![
         ("missing key file", vec!["--listen", l, "--public-key", "/nonexistent/public.pem"], vec![]),
         ("key file that is not a key", vec!["--listen", l, "--public-key", junk_key], vec![]),
         ("key file that is a directory", vec!["--listen", l, "--public-key", "/tmp"], vec![]),

@@ -47,7 +47,10 @@ fn ping_before_registration_gets_202_pong() {
     let mut client = Client::connect(server.addr);
     assert_eq!(client.ping(), json!({"code": 202, "content": "PONG"}));
     // Still open and usable: it can register afterwards.
-    assert_eq!(client.register("pinger", &Keys::shared().token("pinger")), json!({"code": 200, "content": "Subscribed"}));
+    assert_eq!(
+        client.register("pinger", &Keys::shared().token("pinger")),
+        json!({"code": 200, "content": "Subscribed"})
+    );
     assert_eq!(client.ping(), json!({"code": 202, "content": "PONG"}));
 }
 
@@ -114,7 +117,10 @@ fn ack_actuation_gets_exactly_one_reply_per_outcome() {
 
     let (message, _) = actuation_ack("nobody-here", r#""k":2"#);
     dashboard.send(&message);
-    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 500, "content": "Device not connected", "deviceId": "nobody-here"}));
+    assert_eq!(
+        dashboard.recv_json(WAIT),
+        json!({"code": 500, "content": "Device not connected", "deviceId": "nobody-here"})
+    );
 
     // Exactly one reply each: nothing more follows.
     dashboard.expect_silence(Duration::from_millis(300));

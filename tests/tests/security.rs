@@ -3,7 +3,9 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{actuation, alg_none, hs256_with_public_key, now_secs, Client, Keys, Server, ServerOpts, ACTUATOR, WAIT};
+use iot_ws_tests::{
+    actuation, alg_none, hs256_with_public_key, now_secs, Client, Keys, Server, ServerOpts, ACTUATOR, WAIT,
+};
 use serde_json::{json, Value};
 
 fn invalid_token() -> Value {
@@ -44,7 +46,10 @@ fn hostile_tokens_get_401_invalid_device_token_then_close_1008_and_are_never_log
         ("nbf in the future, hand-built", keys.sign_claims(&format!(r#"{{"sub":"{dev}","nbf":{}}}"#, now + 3600))),
         ("alg none", alg_none(dev)),
         ("HS256 keyed with the public key PEM", hs256_with_public_key(&keys.public_pem, dev)),
-        ("RS256 header, HS256-style body", keys.sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &format!(r#"{{"sub":"{dev}"}}"#))),
+        (
+            "RS256 header, HS256-style body",
+            keys.sign_raw(r#"{"alg":"HS256","typ":"JWT"}"#, &format!(r#"{{"sub":"{dev}"}}"#)),
+        ),
         ("signature of another token", {
             let good = keys.token(dev);
             let other = keys.token("other");
@@ -95,7 +100,8 @@ fn the_platforms_token_shapes_are_accepted() {
 fn wrong_actuator_credentials_get_401_then_close_1008_and_the_password_is_never_logged() {
     let server = Server::start(ServerOpts::default());
     let mut device = Client::registered(server.addr, "guarded", &Keys::shared().token("guarded"));
-    let wrong = [("dashboard", "Wrong-Password-Xyz"), ("intruder", ACTUATOR.1), ("", ""), ("dashboard", "s3cret-Actuator-Pa5")];
+    let wrong =
+        [("dashboard", "Wrong-Password-Xyz"), ("intruder", ACTUATOR.1), ("", ""), ("dashboard", "s3cret-Actuator-Pa5")];
     for creds in wrong {
         let (message, _) = actuation(creds, "guarded", r#""evil":true"#);
         let mut client = Client::connect(server.addr);
