@@ -5,7 +5,8 @@
 #
 # On a fresh Debian 12 machine (as root) it first installs what is missing: the Debian cross
 # linkers with their C libraries, qemu-user-static and file (for cross/smoke.sh), and the rustup
-# targets. Linker settings live in .cargo/config.toml. Output: target/<triple>/$PROFILE/iot-ws-server
+# targets. Linker settings live in .cargo/config.toml.
+# Output: target/<triple>/$PROFILE/iot-ws-server (under $CARGO_TARGET_DIR if set)
 #
 # Environment: PROFILE (default gateway: opt-level z, LTO, strip; see Cargo.toml),
 #              CROSS_SKIP_INSTALL=1 to only check for the tools, never install.
@@ -71,7 +72,7 @@ for target in "${targets[@]}"; do
   log "building iot-ws-server for $target (profile $PROFILE)"
   start=$SECONDS
   cargo build --profile "$PROFILE" -p iot-ws-server --target "$target"
-  bin="target/$target/$PROFILE/iot-ws-server"
+  bin="${CARGO_TARGET_DIR:-target}/$target/$PROFILE/iot-ws-server"
   [ -x "$bin" ] || die "cargo reported success but $bin is missing"
   log "$target: $(stat -c %s "$bin") bytes in $((SECONDS - start)) s -> $bin"
 done

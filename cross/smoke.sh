@@ -10,7 +10,7 @@
 #     actuation delivery (1024, also a fragmented body) and ping (202 PONG);
 #   - SIGTERM stops it within STOP_SECS, with status 0;
 #   - `file` says statically linked, and the binary is at most 2 MiB.
-# Environment: PROFILE (default gateway), STOP_SECS (default 10).
+# Environment: PROFILE (default gateway), STOP_SECS (default 10), CARGO_TARGET_DIR (as for the build).
 set -euo pipefail
 
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -105,7 +105,7 @@ summary=()
 for target in "${targets[@]}"; do
   qemu=$(qemu_for "$target")
   command -v "$qemu" >/dev/null || die "$qemu not found (cross/build.sh installs qemu-user-static)"
-  bin="$root/target/$target/$PROFILE/iot-ws-server"
+  bin="${CARGO_TARGET_DIR:-$root/target}/$target/$PROFILE/iot-ws-server"
   [ -x "$bin" ] || die "$bin is missing: run cross/build.sh $target first"
   dir="$work/$target"
   mkdir -p "$dir"
