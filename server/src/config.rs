@@ -26,8 +26,9 @@ pub struct Config {
     /// A libpq-style connection string; `None` means the in-memory registry.
     pub database_url: Option<String>,
     pub actuator: Option<Credentials>,
-    /// Stored as `server` in the bindings, exactly as given.
-    pub external_address: String,
+    /// Stored as `server` in the bindings, exactly as given; `None`: this host's name and the
+    /// port actually bound (see [`Config::external_address`]).
+    pub external_address: Option<String>,
     pub max_message_bytes: usize,
     pub register_timeout_secs: u64,
     pub hold_secs: u64,
@@ -134,16 +135,23 @@ impl Config {
             (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
         };
         let database_url = if demo { None } else { database_url.or(vcap.postgres_url()?) };
+        if let Some(url) = &database_url {
+            // Checked here so that a bad URL stops the server before anything is bound.
+            url.parse::<postgres::Config>()
+                .map_err(|_| bad("--database-url is not a PostgreSQL connection string or URL"))?;
+        }
         let actuator = match (username, password) {
             (Some(username), Some(password)) => Some(Credentials { username, password }),
             (None, None) => vcap.actuator(),
             _ => return Err(bad("--actuator-username and --actuator-password go together")),
         };
         let external_address = match external {
-            Some(address) => address,
-            None => default_external_address(env, listen)?,
+            Some(address) => Some(address),
+            None => cloud_foundry_route(env)?,
         };
-        check_external_address(&external_address)?;
+        if let Some(address) = &external_address {
+            check_external_address(address)?;
+        }
         Ok(Config {
             listen,
             public_key: PathBuf::from(public_key.unwrap_or_else(|| "keys/public.pem".into())),
@@ -192,22 +200,28 @@ fn check_external_address(address: &str) -> Result<(), ConfigError> {
     Ok(())
 }
 
-/// Cloud Foundry's route if there is one, else this host's name and the listening port.
-fn default_external_address(env: &Env, listen: SocketAddr) -> Result<String, ConfigError> {
-    if let Some(app) = env("VCAP_APPLICATION") {
-        let app: Value = serde_json::from_str(&app).map_err(|_| bad("VCAP_APPLICATION is not JSON"))?;
-        if let Some(uri) = app["uris"].get(0).and_then(Value::as_str) {
-            // Behind the Cloud Foundry router the route is reached on the standard port.
-            return Ok(format!("{uri}:80"));
+/// Cloud Foundry's first route, reached through its router on the standard port.
+fn cloud_foundry_route(env: &Env) -> Result<Option<String>, ConfigError> {
+    let Some(app) = env("VCAP_APPLICATION") else { return Ok(None) };
+    let app: Value = serde_json::from_str(&app).map_err(|_| bad("VCAP_APPLICATION is not JSON"))?;
+    Ok(app["uris"].get(0).and_then(Value::as_str).map(|uri| format!("{uri}:80")))
+}
+
+impl Config {
+    /// The address stored in the bindings: as configured, else this host's name and the port
+    /// actually bound (known only after binding when `--listen` asks for port 0).
+    pub fn external_address(&self, bound: SocketAddr) -> String {
+        if let Some(address) = &self.external_address {
+            return address.clone();
         }
+        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_string())
+            .filter(|h| !h.is_empty())
+            .or_else(|| std::env::var("HOSTNAME").ok())
+            .unwrap_or_else(|| "localhost".into());
+        format!("{host}:{}", bound.port())
     }
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .ok()
-        .map(|h| h.trim().to_string())
-        .filter(|h| !h.is_empty())
-        .or_else(|| env("HOSTNAME"))
-        .unwrap_or_else(|| "localhost".into());
-    Ok(format!("{host}:{}", listen.port()))
 }
 
 /// The services bound to a Cloud Foundry app.

@@ -22,7 +22,8 @@ fn defaults_need_nothing() {
     assert_eq!(c.public_key, PathBuf::from("keys/public.pem"));
     assert!(c.database_url.is_none() && c.actuator.is_none());
     assert_eq!((c.max_message_bytes, c.register_timeout_secs, c.hold_secs), (65_536, 10, 30));
-    assert!(c.external_address.ends_with(":5000"));
+    assert_eq!(c.external_address, None);
+    assert!(c.external_address(c.listen).ends_with(":5000"));
 }
 
 #[test]
@@ -45,7 +46,7 @@ fn cloud_foundry_port_services_and_route_are_read() {
     let app = r#"{"uris": ["iot-ws.apps.example.com"]}"#;
     let c = load(&[], &[("PORT", "8080"), ("VCAP_SERVICES", VCAP), ("VCAP_APPLICATION", app)]).unwrap();
     assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
-    assert_eq!(c.external_address, "iot-ws.apps.example.com:80");
+    assert_eq!(c.external_address.as_deref(), Some("iot-ws.apps.example.com:80"));
     let url = c.database_url.unwrap();
     assert_eq!(url, r"host='db.example' dbname='iot' user='u' port='5433' password='p\'w'");
     assert!(url.parse::<postgres::Config>().is_ok());
@@ -60,7 +61,7 @@ fn vcap_uri_is_used_as_given() {
 #[test]
 fn external_address_is_kept_exactly() {
     let c = load(&["--external-address", "gw-7.local:5000"], &[]).unwrap();
-    assert_eq!(c.external_address, "gw-7.local:5000");
+    assert_eq!(c.external_address.as_deref(), Some("gw-7.local:5000"));
 }
 
 #[test]
@@ -91,4 +92,10 @@ fn invalid_settings_are_refused_with_a_reason() {
 fn demo_ignores_the_database() {
     let c = load(&["--demo", "--database-url", "host=x"], &[]).unwrap();
     assert!(c.demo && c.database_url.is_none());
+}
+
+#[test]
+fn database_url_must_parse() {
+    let err = load(&["--database-url", "postgres://[::1"], &[]).unwrap_err().0;
+    assert!(err.contains("--database-url") && !err.contains('\n'), "{err}");
 }

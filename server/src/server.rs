@@ -59,14 +59,15 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 
 /// Runs the server until a signal stops it. Errors before binding are configuration errors.
 pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
-    let store = Arc::new(match &config.database_url {
-        Some(url) => Store::Postgres(PgStore::start(url, config.external_address.clone())?),
-        None => Store::Memory(MemoryStore::default()),
-    });
     let listener = TcpListener::bind(config.listen)
         .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.get_ref().local_addr()?;
+    let external_address = config.external_address(local);
+    let store = Arc::new(match &config.database_url {
+        Some(url) => Store::Postgres(PgStore::start(url, external_address.clone())?),
+        None => Store::Memory(MemoryStore::default()),
+    });
     let metrics = Arc::new(Metrics::default());
     let start = Instant::now();
     let (hub_tx, hub_rx) = async_channel::unbounded();
@@ -90,7 +91,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     if config.actuator.is_none() {
         eprintln!("actuations: no actuator credentials configured; every actuation is refused");
     }
-    eprintln!("bindings name this instance {:?}", config.external_address);
+    eprintln!("bindings name this instance {external_address:?}");
     eprintln!("listening on {local}");
 
     let ex = Arc::new(Executor::new());
