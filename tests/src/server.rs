@@ -148,6 +148,12 @@ impl Server {
 
     /// Starts `iot-ws-server ARGS` (the caller gives every flag) and waits for `listening on`.
     pub fn spawn(opts: ServerOpts, args: &[String]) -> Server {
+        Server::spawn_waiting(opts, args, WAIT)
+    }
+
+    /// Like [`spawn`](Server::spawn), waiting up to `startup` (`--demo` generates an RSA key
+    /// first, which an unoptimised build under load can take many seconds to do).
+    pub fn spawn_waiting(opts: ServerOpts, args: &[String], startup: Duration) -> Server {
         let mut cmd = Command::new(server_bin());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for var in SERVER_ENV {
@@ -156,7 +162,7 @@ impl Server {
         let mut child = cmd.spawn().expect("spawn iot-ws-server");
         let stderr = Lines::collect(child.stderr.take().expect("stderr"));
         let stdout = Lines::collect(child.stdout.take().expect("stdout"));
-        let line = stderr.wait_for(WAIT, |l| l.contains("listening on "));
+        let line = stderr.wait_for(startup, |l| l.contains("listening on "));
         let Some(line) = line else {
             let _ = child.kill();
             let _ = child.wait();

@@ -98,13 +98,20 @@ fn help_prints_usage_and_exits_0() {
     assert!(stdout.contains("echo-protocol") && stdout.contains("--listen"), "{stdout}");
 }
 
+/// `--demo` generates a 2048-bit RSA key before it listens; a debug build may take a while.
+const DEMO_STARTUP: Duration = Duration::from_secs(90);
+
 fn demo_args(extra: &[&str]) -> Vec<String> {
     ["--demo", "--listen", "127.0.0.1:0"].iter().chain(extra).map(|s| s.to_string()).collect()
 }
 
 #[test]
 fn demo_prints_a_token_that_works_against_that_very_server() {
-    let server = Server::spawn(ServerOpts::default(), &demo_args(&["--external-address", "localhost:5000"]));
+    let server = Server::spawn_waiting(
+        ServerOpts::default(),
+        &demo_args(&["--external-address", "localhost:5000"]),
+        DEMO_STARTUP,
+    );
     let out = server.stdout_lines();
     let token_line = out.iter().position(|l| l.contains("Device token for demo-device")).expect("token heading");
     let token = out[token_line + 1].trim().to_string();
@@ -143,11 +150,10 @@ fn keygen_and_token_subcommands_make_a_working_pair() {
     let _device = Client::registered(server.addr, "op-device", token);
 }
 
-/// The default external address is made from the port of `--listen` before binding, so an
-/// ephemeral port (`:0`) makes it "HOST:0", which the address check then refuses. It should be
-/// the bound port (and `--demo`, with its in-memory registry, never stores it anyway).
+/// The default external address uses the port actually bound: `--listen HOST:0` works without
+/// `--external-address` (it once produced "HOST:0", which the address check refused).
 #[test]
 fn demo_on_an_ephemeral_port_needs_no_external_address() {
-    let server = Server::spawn(ServerOpts::default(), &demo_args(&[]));
+    let server = Server::spawn_waiting(ServerOpts::default(), &demo_args(&[]), DEMO_STARTUP);
     assert_ne!(server.addr.port(), 0);
 }
