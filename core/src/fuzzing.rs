@@ -1,0 +1,559 @@
+//! Fuzz target bodies, shared by the `fuzz/` shims and the regression tests.
+//!
+//! Each function takes the fuzzer's bytes and panics when a rule is broken, so that a crash is a
+//! finding. They live here rather than in `fuzz/` so that a crashing input can be replayed by an
+//! ordinary `cargo test --features fuzzing`, on stable, without libFuzzer.
+
+use alloc::collections::VecDeque;
+use alloc::string::{String, ToString};
+use alloc::vec::Vec;
+
+use crate::claims::{check_claims, parse_iso8601, UnixSeconds};
+use crate::client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+use crate::credentials::Credentials;
+use crate::hub::{Hub, SessionId};
+use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, Reply, RouteOutcome};
+use crate::session::{Input, Output, Session, SessionConfig, StoreFailed};
+use crate::time::Millis;
+use crate::TokenRejected;
+
+/// Parses the bytes (as UTF-8, lossily) as a client message and checks the result.
+///
+/// Parsing never panics; every error maps to 401 "Wrong message format" then close 1003; every
+/// message survives a round trip through its own wire form; an actuation's body is the JSON
+/// object found in the text, byte for byte. The same text also goes through the claims check
+/// and the ISO-8601 reader, which must not panic either.
+pub fn parse_message(data: &[u8]) {
+    let text = String::from_utf8_lossy(data);
+    let parsed = parse(&text);
+    assert_eq!(parse(&text), parsed, "parse is not deterministic");
+    match parsed {
+        Err(error) => {
+            assert_eq!(error.reply(), (Reply::WrongFormat, CloseCode::UNSUPPORTED_DATA));
+            assert!(!error.to_string().is_empty());
+        }
+        Ok(message) => check_round_trip(&text, &message),
+    }
+    let device = DeviceId("dev-1".into());
+    let _ = check_claims(&text, &device, UnixSeconds(1_764_000_000));
+    let _ = check_claims(&text, &device, UnixSeconds(i64::MIN));
+    let _ = check_claims(&text, &device, UnixSeconds(i64::MAX));
+    let _ = parse_iso8601(&text);
+}
+
+/// Whether `text` is one JSON value by the grammar. Not `serde_json::Value`: that also wants
+/// numbers to fit an `f64`, and bodies such as `{"n":1e400}` are forwarded as they are.
+fn is_json(text: &str) -> bool {
+    serde_json::from_str::<&serde_json::value::RawValue>(text).is_ok()
+}
+
+fn check_round_trip(text: &str, message: &ClientMessage) {
+    let json = |s: &str| serde_json::to_string(s).expect("a string serialises");
+    let rebuilt = match message {
+        ClientMessage::Ping => String::from(r#"{"type":"ping"}"#),
+        ClientMessage::Device { device, token } => {
+            assert!(!device.as_str().is_empty(), "empty device id accepted");
+            alloc::format!(r#"{{"type":"device","deviceId":{},"deviceToken":{}}}"#, json(device.as_str()), json(token))
+        }
+        ClientMessage::Actuation { credentials, device, body, ack } => {
+            assert!(!device.as_str().is_empty(), "empty device id accepted");
+            assert!(text.contains(body.as_str()), "the body is not the text's own bytes");
+            assert_eq!(Body::from_json_object(body.as_str()).as_ref(), Some(body), "the body is not an object");
+            // The 1024 that carries it is JSON, with the body verbatim as its content.
+            let wire = Reply::Actuation(body.clone()).to_text();
+            assert!(wire.ends_with(&alloc::format!(",\"content\":{}}}", body.as_str())));
+            assert!(is_json(&wire), "1024 is not JSON");
+            alloc::format!(
+                r#"{{"type":"actuation","credentials":{{"username":{},"password":{}}},"body":{},"ack":{}}}"#,
+                json(&credentials.username),
+                json(&credentials.password),
+                body.as_str(),
+                ack
+            )
+        }
+    };
+    assert_eq!(parse(&rebuilt).as_ref(), Ok(message), "round trip of {rebuilt}");
+}
+
+/// Reads the fuzzer's bytes as a sequence of small choices; zeros once they run out.
+struct Choices<'a> {
+    data: &'a [u8],
+}
+
+impl<'a> Choices<'a> {
+    fn byte(&mut self) -> u8 {
+        let (first, rest) = self.data.split_first().unwrap_or((&0, &[]));
+        self.data = rest;
+        *first
+    }
+
+    fn below(&mut self, n: usize) -> usize {
+        usize::from(self.byte()) % n
+    }
+
+    fn is_empty(&self) -> bool {
+        self.data.is_empty()
+    }
+
+    /// A time step: mostly small, sometimes around the timeouts, once in a while enormous.
+    fn millis(&mut self) -> u64 {
+        match self.byte() {
+            0..=199 => u64::from(self.byte()),
+            200..=249 => u64::from(u16::from_le_bytes([self.byte(), self.byte()])) * 16,
+            250..=254 => u64::from(u32::from_le_bytes([self.byte(), self.byte(), self.byte(), self.byte()])),
+            255 => u64::MAX / 2,
+        }
+    }
+
+    /// Up to 64 raw bytes, as the text of a frame.
+    fn raw_text(&mut self) -> String {
+        let len = self.below(65).min(self.data.len());
+        let (taken, rest) = self.data.split_at(len);
+        self.data = rest;
+        String::from_utf8_lossy(taken).into_owned()
+    }
+}
+
+const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
+const MAX_SESSIONS: usize = 4;
+const MAX_STEPS: usize = 256;
+const MAX_OUTPUTS_PER_INPUT: usize = 8;
+const MAX_CASCADE: usize = 512;
+
+fn session_config() -> SessionConfig {
+    SessionConfig {
+        actuator: Some(Credentials { username: "admin".into(), password: "s3cret".into() }),
+        register_timeout_ms: 10_000,
+    }
+}
+
+/// A client message, well-formed or not, chosen by the fuzzer.
+fn session_text(c: &mut Choices<'_>) -> String {
+    let device = DEVICES[c.below(DEVICES.len())];
+    match c.below(8) {
+        0 => String::from(r#"{"type":"ping"}"#),
+        1 | 2 => alloc::format!(r#"{{"type":"device","deviceId":"{device}","deviceToken":"t"}}"#),
+        3 | 4 => {
+            let password = if c.byte() < 200 { "s3cret" } else { "s3cre" };
+            let ack = ["", r#","ack":true"#, r#","ack":false"#, r#","ack":1"#][c.below(4)];
+            alloc::format!(
+                r#"{{"type":"actuation","credentials":{{"username":"admin","password":"{password}"}},"body":{{"content":{{"deviceId":"{device}"}}}}{ack}}}"#
+            )
+        }
+        _ => c.raw_text(),
+    }
+}
+
+/// A fact waiting to be fed to a session, owned.
+#[derive(Clone, Debug)]
+enum Fact {
+    Text(String),
+    Binary,
+    TokenChecked(Result<(), TokenRejected>),
+    BindingStored(Result<(), StoreFailed>),
+    Routed(RouteOutcome),
+    Deliver(DeviceId, Body),
+    Superseded,
+    PeerGone,
+    Shutdown,
+}
+
+impl Fact {
+    fn as_input(&self) -> Input<'_> {
+        match self {
+            Fact::Text(t) => Input::Text(t),
+            Fact::Binary => Input::Binary,
+            Fact::TokenChecked(v) => Input::TokenChecked(*v),
+            Fact::BindingStored(r) => Input::BindingStored(*r),
+            Fact::Routed(o) => Input::Routed(*o),
+            Fact::Deliver(device, body) => Input::Deliver { device: device.clone(), body: body.clone() },
+            Fact::Superseded => Input::Superseded,
+            Fact::PeerGone => Input::PeerGone,
+            Fact::Shutdown => Input::Shutdown,
+        }
+    }
+}
+
+/// One session as its connection task sees it, with the rules its outputs must keep.
+struct Conn {
+    session: Session,
+    /// A `Close` went out, or the session said it is closed.
+    closed: bool,
+    marked_disconnected: bool,
+}
+
+/// Several sessions and a hub, driven by the fuzzer's bytes the way the server drives them;
+/// the verdicts, store results, time steps and host mistakes are the fuzzer's choice.
+struct Host {
+    now: Millis,
+    conns: Vec<Conn>,
+    hub: Hub,
+    store_healthy: bool,
+    queue: VecDeque<(usize, Fact)>,
+}
+
+/// Drives sessions and a hub with inputs, verdicts and time steps chosen by the bytes.
+///
+/// Checks, after every input: at most a few outputs; nothing but handed-back deliveries after a
+/// close; only the protocol's reply and close codes; a device marked disconnected at most once
+/// per session; the timer, once fired, is in the future; the hub routes a device exactly when
+/// its session is registered. Every loop is bounded.
+pub fn drive_session(data: &[u8]) {
+    let mut c = Choices { data };
+    let mut host =
+        Host { now: Millis(0), conns: Vec::new(), hub: Hub::new(), store_healthy: true, queue: VecDeque::new() };
+    host.connect();
+    for _ in 0..MAX_STEPS {
+        if c.is_empty() {
+            break;
+        }
+        host.step(&mut c);
+        host.check_routing();
+    }
+}
+
+impl Host {
+    fn connect(&mut self) {
+        if self.conns.len() < MAX_SESSIONS {
+            let session = Session::new(self.now, &session_config());
+            self.conns.push(Conn { session, closed: false, marked_disconnected: false });
+        }
+    }
+
+    fn step(&mut self, c: &mut Choices<'_>) {
+        let i = c.below(self.conns.len());
+        let fact = match c.below(16) {
+            0..=5 => Fact::Text(session_text(c)),
+            6 => Fact::Binary,
+            7 => Fact::TokenChecked(if c.byte() < 192 { Ok(()) } else { Err(TokenRejected::Expired) }),
+            8 => Fact::BindingStored(if c.byte() < 192 { Ok(()) } else { Err(StoreFailed) }),
+            9 => Fact::Routed([RouteOutcome::Delivered, RouteOutcome::Held, RouteOutcome::NotConnected][c.below(3)]),
+            10 => match c.below(4) {
+                0 => Fact::Superseded,
+                1 => Fact::PeerGone,
+                2 => Fact::Shutdown,
+                _ => {
+                    let body = Body::from_json_object(r#"{"content":{"x":1}}"#).expect("an object");
+                    Fact::Deliver(DeviceId(DEVICES[c.below(DEVICES.len())].into()), body)
+                }
+            },
+            11 => {
+                self.connect();
+                return;
+            }
+            12 => {
+                self.store_healthy = c.byte() < 192;
+                return;
+            }
+            13 => {
+                self.fire(i);
+                return;
+            }
+            _ => {
+                self.advance(c.millis());
+                return;
+            }
+        };
+        self.queue.push_back((i, fact));
+        self.settle();
+    }
+
+    fn advance(&mut self, dt: u64) {
+        self.now = self.now.plus(dt);
+        for i in 0..self.conns.len() {
+            if self.conns[i].session.poll_timeout().is_some_and(|t| t <= self.now) {
+                self.fire(i);
+                let timer = self.conns[i].session.poll_timeout();
+                assert!(timer.is_none_or(|t| t > self.now), "timer {timer:?} still due at {:?}", self.now);
+            }
+        }
+    }
+
+    fn fire(&mut self, i: usize) {
+        self.conns[i].session.handle_timeout(self.now);
+        self.perform_all(i);
+        self.settle();
+    }
+
+    fn settle(&mut self) {
+        for _ in 0..MAX_CASCADE {
+            let Some((i, fact)) = self.queue.pop_front() else { return };
+            self.conns[i].session.handle_input(self.now, fact.as_input());
+            self.perform_all(i);
+        }
+        panic!("one input set off more than {MAX_CASCADE} others");
+    }
+
+    fn perform_all(&mut self, i: usize) {
+        let outputs = drain(&mut self.conns[i]);
+        for out in outputs {
+            self.perform(i, out);
+        }
+        if self.conns[i].session.is_closed() {
+            // The connection ends and leaves the hub, as the server's connection task does.
+            self.hub.remove(SessionId(i as u64));
+        }
+    }
+
+    fn perform(&mut self, i: usize, out: Output) {
+        let sid = SessionId(i as u64);
+        match out {
+            Output::Send(_) | Output::Close(_) | Output::VerifyToken { .. } => {}
+            Output::StoreBinding { device } => {
+                if let Some(old) = self.hub.register(sid, device) {
+                    assert_ne!(old, sid, "a session displaced itself");
+                    self.queue.push_back((old.0 as usize, Fact::Superseded));
+                }
+                let result = if self.store_healthy { Ok(()) } else { Err(StoreFailed) };
+                self.queue.push_back((i, Fact::BindingStored(result)));
+            }
+            Output::MarkDisconnected { device } => {
+                if let Some(removed) = self.hub.remove(sid) {
+                    assert_eq!(removed, device, "marked another device disconnected");
+                }
+            }
+            Output::Route { device, body, ack } => {
+                let outcome = match self.hub.route(&device) {
+                    Some(target) => {
+                        self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
+                        RouteOutcome::Delivered
+                    }
+                    None => RouteOutcome::NotConnected,
+                };
+                if ack {
+                    self.queue.push_back((i, Fact::Routed(outcome)));
+                }
+            }
+            Output::Undelivered { device, body } => {
+                if let Some(target) = self.hub.route(&device).filter(|t| *t != sid) {
+                    self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
+                }
+            }
+        }
+    }
+
+    fn check_routing(&self) {
+        for (i, conn) in self.conns.iter().enumerate() {
+            if let Some(device) = conn.session.registered_device() {
+                assert_eq!(self.hub.route(device), Some(SessionId(i as u64)), "registered {device} is not routable");
+            }
+        }
+        for (device, sid) in self.hub.iter() {
+            let registered = self.conns[sid.0 as usize].session.registered_device();
+            assert_eq!(registered, Some(device), "routable {device} is not registered");
+        }
+    }
+}
+
+/// Drains one session, bounded, checking what a single input may produce.
+fn drain(conn: &mut Conn) -> Vec<Output> {
+    let mut outputs = Vec::new();
+    while let Some(out) = conn.session.poll_output() {
+        assert!(outputs.len() < MAX_OUTPUTS_PER_INPUT, "one input produced too many outputs: {outputs:?}");
+        outputs.push(out);
+    }
+    let mut closing = false;
+    for out in &outputs {
+        if conn.closed {
+            assert!(matches!(out, Output::Undelivered { .. }), "{out:?} after the session closed");
+        } else if closing {
+            assert!(matches!(out, Output::MarkDisconnected { .. } | Output::Undelivered { .. }), "{out:?} after Close");
+        }
+        match out {
+            Output::Send(reply) => {
+                assert!(matches!(reply.code(), 200 | 202 | 401 | 500 | 1024), "reply code {}", reply.code());
+                assert!(is_json(&reply.to_text()), "reply is not JSON");
+            }
+            Output::Close(code) => {
+                assert!(matches!(code.0, 1000 | 1001 | 1003 | 1008 | 1011), "close code {code:?}");
+                closing = true;
+            }
+            Output::MarkDisconnected { .. } => {
+                assert!(!conn.marked_disconnected, "marked disconnected twice");
+                conn.marked_disconnected = true;
+                closing = true;
+            }
+            _ => {}
+        }
+    }
+    let closed = conn.session.is_closed();
+    assert!(!closing || closed, "closing outputs from an open session");
+    conn.closed |= closed;
+    outputs
+}
+
+/// A server frame, well-formed or not, chosen by the fuzzer.
+fn server_text(c: &mut Choices<'_>) -> String {
+    match c.below(8) {
+        0 => String::from(r#"{"code":200,"content":"Subscribed"}"#),
+        1 => String::from(r#"{"code":202,"content":"PONG"}"#),
+        2 => String::from(r#"{"code":401,"content":"Invalid device token"}"#),
+        3 => String::from(r#"{"code":500,"content":"Cannot record the device binding"}"#),
+        4 => String::from(r#"{"code":1024,"content":{"content":{"deviceId":"dev-1","on":true}}}"#),
+        5 => alloc::format!(r#"{{"code":{},"content":{}}}"#, c.byte(), c.raw_text()),
+        _ => c.raw_text(),
+    }
+}
+
+/// What the host knows of its socket, when it keeps the client's contract.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Socket {
+    Closed,
+    Opening,
+    Open,
+    Closing,
+}
+
+/// Drives a [`DeviceClient`] with connection events, server frames and time chosen by the bytes.
+///
+/// The first byte picks the host: one that keeps the client's contract (connects when asked,
+/// feeds frames only while open, reports every close), checked against a model of registration,
+/// keep-alive and back-off; or one that calls anything at any time, which must merely not panic
+/// and stay bounded. Every registration the client sends is one the server's parser accepts, for
+/// the client's own device and token.
+pub fn drive_client(data: &[u8]) {
+    let mut c = Choices { data };
+    let lawful = c.byte() < 192;
+    let config = ClientConfig {
+        ping_interval_ms: 1 + u64::from(c.byte()) * 500,
+        pong_timeout_ms: 1 + u64::from(c.byte()) * 100,
+        initial_backoff_ms: 1 + u64::from(c.byte()) * 100,
+        max_backoff_ms: 1 + u64::from(c.byte()) * 10_000,
+    };
+    let device = DeviceId(String::from_utf8_lossy(&[b'd', c.byte() % 3 + b'0', c.byte()]).into_owned());
+    let token = c.raw_text();
+    let mut now = Millis(u64::from(c.byte()));
+    let mut client = DeviceClient::new(now, device.clone(), token.clone(), config);
+    let mut model =
+        ClientModel { socket: Socket::Closed, registered: false, backoff: config.initial_backoff_ms, config };
+    if lawful {
+        model.check(&mut client, &device, &token, now);
+    } else {
+        drain_client(&mut client, &device, &token);
+    }
+    for _ in 0..MAX_STEPS {
+        if c.is_empty() {
+            break;
+        }
+        let choice = c.below(8);
+        if lawful && !model.allows(choice) {
+            continue;
+        }
+        match choice {
+            0 => client.handle_connected(now),
+            1 => client.handle_text(now, &server_text(&mut c)),
+            2 => client.handle_disconnected(now),
+            3 => client.handle_timeout(now),
+            _ => {
+                now = now.plus(c.millis());
+                if let Some(t) = client.poll_timeout().filter(|t| *t <= now) {
+                    client.handle_timeout(now);
+                    let next = client.poll_timeout();
+                    // Only a clock saturated at the end of time may leave the timer due.
+                    let ahead = next.is_none_or(|n| n > now) || now == Millis(u64::MAX);
+                    assert!(ahead, "timer {t:?} fired at {now:?}, next {next:?} not ahead");
+                }
+            }
+        }
+        if lawful {
+            model.observe(choice, &mut client, now);
+            model.check(&mut client, &device, &token, now);
+        } else {
+            drain_client(&mut client, &device, &token);
+        }
+    }
+}
+
+/// Drains a client driven by a lawless host: bounded, and whatever it sends is protocol.
+fn drain_client(client: &mut DeviceClient, device: &DeviceId, token: &str) {
+    for _ in 0..MAX_OUTPUTS_PER_INPUT {
+        let Some(out) = client.poll_output() else { return };
+        if let ClientOutput::Send(text) = out {
+            check_client_text(&text, device, token);
+        }
+    }
+    assert_eq!(client.poll_output(), None, "one call produced too many outputs");
+}
+
+/// A frame from the client is its own registration or a ping, as the server parses it.
+fn check_client_text(text: &str, device: &DeviceId, token: &str) {
+    match parse(text) {
+        Ok(ClientMessage::Device { device: d, token: t }) => {
+            assert!(d == *device && t == token, "registration for another device or token: {text}")
+        }
+        Ok(ClientMessage::Ping) => {}
+        other => panic!("the client sent {text:?}, which parses as {other:?}"),
+    }
+}
+
+/// What a lawful host expects of the client.
+struct ClientModel {
+    socket: Socket,
+    registered: bool,
+    /// The delay the next failure will wait.
+    backoff: u64,
+    config: ClientConfig,
+}
+
+impl ClientModel {
+    /// Whether a lawful host may do this now: connect results only while opening, frames only
+    /// while open, a close only once the socket exists.
+    fn allows(&self, choice: usize) -> bool {
+        match choice {
+            0 => self.socket == Socket::Opening,
+            1 => self.socket == Socket::Open,
+            2 => self.socket != Socket::Closed,
+            _ => true,
+        }
+    }
+
+    /// Updates the model with the host's own action, before the client's outputs are read.
+    fn observe(&mut self, choice: usize, client: &mut DeviceClient, now: Millis) {
+        match choice {
+            0 => self.socket = Socket::Open,
+            2 => {
+                self.socket = Socket::Closed;
+                self.registered = false;
+                // The reconnect waits the current back-off, which then doubles up to the cap.
+                assert_eq!(client.poll_timeout(), Some(now.plus(self.backoff)), "reconnect delay");
+                self.backoff = self.backoff.saturating_mul(2).min(self.config.max_backoff_ms);
+            }
+            _ => {}
+        }
+    }
+
+    /// Drains the client, bounded, and checks its outputs against the model.
+    fn check(&mut self, client: &mut DeviceClient, device: &DeviceId, token: &str, now: Millis) {
+        for _ in 0..MAX_OUTPUTS_PER_INPUT {
+            let Some(out) = client.poll_output() else { break };
+            match out {
+                ClientOutput::Connect => {
+                    assert_eq!(self.socket, Socket::Closed, "connect while a socket exists");
+                    self.socket = Socket::Opening;
+                }
+                ClientOutput::Send(text) => {
+                    assert_eq!(self.socket, Socket::Open, "send without an open socket");
+                    check_client_text(&text, device, token);
+                    if parse(&text) == Ok(ClientMessage::Ping) {
+                        assert!(self.registered, "ping before registering");
+                    }
+                }
+                ClientOutput::Close => {
+                    assert_eq!(self.socket, Socket::Open, "close without an open socket");
+                    self.socket = Socket::Closing;
+                    self.registered = false;
+                }
+                ClientOutput::Event(ClientEvent::Registered) => {
+                    self.registered = true;
+                    self.backoff = self.config.initial_backoff_ms;
+                }
+                ClientOutput::Event(ClientEvent::Actuation(body)) => {
+                    assert!(is_json(&body), "actuation body is not JSON");
+                }
+                ClientOutput::Event(_) => {}
+            }
+        }
+        assert_eq!(client.poll_output(), None, "one call produced too many outputs");
+        assert_eq!(client.is_registered(), self.registered, "registered at {now:?}");
+    }
+}
