@@ -68,6 +68,10 @@ for target in "${targets[@]}"; do packages_for "$target" >/dev/null; done
 install_packages
 install_rust_targets
 
+# A RUSTFLAGS in the environment replaces the targets' rustflags of .cargo/config.toml: keep the
+# binaries static anyway (it does not reach build scripts, which run on the host).
+if [ -n "${RUSTFLAGS:-}" ]; then export RUSTFLAGS="$RUSTFLAGS -C target-feature=+crt-static"; fi
+
 for target in "${targets[@]}"; do
   log "building iot-ws-server for $target (profile $PROFILE)"
   start=$SECONDS
