@@ -186,6 +186,12 @@ impl Server {
         self.stderr.text()
     }
 
+    /// Waits (bounded) for a stdout line containing `needle`: stdout and stderr are read by
+    /// separate threads, so `listening on` may be seen before earlier stdout lines.
+    pub fn wait_for_stdout(&self, needle: &str, timeout: Duration) -> Option<String> {
+        self.stdout.wait_for(timeout, |l| l.contains(needle))
+    }
+
     pub fn stdout_lines(&self) -> Vec<String> {
         self.stdout.all()
     }

@@ -112,6 +112,7 @@ fn demo_prints_a_token_that_works_against_that_very_server() {
         &demo_args(&["--external-address", "localhost:5000"]),
         DEMO_STARTUP,
     );
+    server.wait_for_stdout("Actuator credentials:", WAIT).expect("demo prints the actuator credentials");
     let out = server.stdout_lines();
     let token_line = out.iter().position(|l| l.contains("Device token for demo-device")).expect("token heading");
     let token = out[token_line + 1].trim().to_string();
