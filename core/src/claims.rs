@@ -115,7 +115,13 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
     }
     let (month, day) = (digits(&rest[1..3])?, digits(&rest[4..6])?);
     let (hour, minute, second) = (digits(&rest[7..9])?, digits(&rest[10..12])?, digits(&rest[13..15])?);
-    if !(1..=12).contains(&month) || day < 1 || day > days_in_month(year, month) || hour > 23 || minute > 59 || second > 60 {
+    if !(1..=12).contains(&month)
+        || day < 1
+        || day > days_in_month(year, month)
+        || hour > 23
+        || minute > 59
+        || second > 60
+    {
         return None;
     }
     let mut zone = &rest[15..];
@@ -130,7 +136,11 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
             let minutes = digits(&[*h1, *h2])? * 60 + digits(&[*m1, *m2])?;
-            if *sign == b'+' { minutes * 60 } else { -minutes * 60 }
+            if *sign == b'+' {
+                minutes * 60
+            } else {
+                -minutes * 60
+            }
         }
         _ => return None,
     };
@@ -190,7 +200,17 @@ mod tests {
 
     #[test]
     fn malformed_iso_dates_are_refused() {
-        for text in ["", "2025", "2025-13-01T00:00:00Z", "2025-02-30T00:00:00Z", "2025-01-01T24:00:00Z", "2025-01-01T00:00:00.Z", "2025-01-01T00:00:00+0100", "2025-01-01T00:00:00Zjunk", "２０２５-01-01T00:00:00Z"] {
+        for text in [
+            "",
+            "2025",
+            "2025-13-01T00:00:00Z",
+            "2025-02-30T00:00:00Z",
+            "2025-01-01T24:00:00Z",
+            "2025-01-01T00:00:00.Z",
+            "2025-01-01T00:00:00+0100",
+            "2025-01-01T00:00:00Zjunk",
+            "２０２５-01-01T00:00:00Z",
+        ] {
             assert_eq!(parse_iso8601(text), None, "{text}");
         }
     }
@@ -238,7 +258,13 @@ mod tests {
 
     #[test]
     fn unreadable_claims_are_malformed() {
-        for claims in ["", "[]", r#"{"sub":"dev-1","exp":"soon"}"#, r#"{"sub":"dev-1","exp":null}"#, r#"{"sub":"dev-1","exp":true}"#] {
+        for claims in [
+            "",
+            "[]",
+            r#"{"sub":"dev-1","exp":"soon"}"#,
+            r#"{"sub":"dev-1","exp":null}"#,
+            r#"{"sub":"dev-1","exp":true}"#,
+        ] {
             assert_eq!(check(claims), Err(TokenRejected::Malformed), "{claims}");
         }
     }

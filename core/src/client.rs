@@ -29,7 +29,12 @@ pub struct ClientConfig {
 
 impl Default for ClientConfig {
     fn default() -> Self {
-        ClientConfig { ping_interval_ms: 30_000, pong_timeout_ms: 10_000, initial_backoff_ms: 2_500, max_backoff_ms: 600_000 }
+        ClientConfig {
+            ping_interval_ms: 30_000,
+            pong_timeout_ms: 10_000,
+            initial_backoff_ms: 2_500,
+            max_backoff_ms: 600_000,
+        }
     }
 }
 
@@ -139,7 +144,8 @@ impl DeviceClient {
         match reply.code {
             200 => {
                 self.backoff_ms = self.config.initial_backoff_ms;
-                self.state = State::Registered { next_ping: self.now.plus(self.config.ping_interval_ms), pong_deadline: None };
+                self.state =
+                    State::Registered { next_ping: self.now.plus(self.config.ping_interval_ms), pong_deadline: None };
                 self.event(ClientEvent::Registered);
             }
             202 => {
@@ -184,7 +190,10 @@ impl DeviceClient {
             }
             State::Registered { next_ping, pong_deadline } if self.now >= next_ping => {
                 let deadline = pong_deadline.unwrap_or(self.now.plus(self.config.pong_timeout_ms));
-                self.state = State::Registered { next_ping: self.now.plus(self.config.ping_interval_ms), pong_deadline: Some(deadline) };
+                self.state = State::Registered {
+                    next_ping: self.now.plus(self.config.ping_interval_ms),
+                    pong_deadline: Some(deadline),
+                };
                 self.outputs.push_back(ClientOutput::Send(String::from(r#"{"type":"ping"}"#)));
             }
             _ => {}
@@ -200,7 +209,9 @@ impl DeviceClient {
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.state {
             State::Waiting { reconnect_at } => Some(reconnect_at),
-            State::Registered { next_ping, pong_deadline } => Some(pong_deadline.map_or(next_ping, |d| d.min(next_ping))),
+            State::Registered { next_ping, pong_deadline } => {
+                Some(pong_deadline.map_or(next_ping, |d| d.min(next_ping)))
+            }
             State::Connecting | State::Registering | State::Closing => None,
         }
     }

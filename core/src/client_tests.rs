@@ -26,7 +26,10 @@ fn connecting_sends_an_escaped_registration() {
     let out = drain(&mut c);
     let [ClientOutput::Send(text)] = out.as_slice() else { panic!("{out:?}") };
     let parsed = crate::message::parse(text).unwrap();
-    assert_eq!(parsed, crate::message::ClientMessage::Device { device: DeviceId("dev-\"1".into()), token: "tok".into() });
+    assert_eq!(
+        parsed,
+        crate::message::ClientMessage::Device { device: DeviceId("dev-\"1".into()), token: "tok".into() }
+    );
 }
 
 #[test]

@@ -35,6 +35,6 @@ pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
 pub use credentials::Credentials;
 pub use held::HeldActuations;
 pub use hub::{Hub, SessionId};
-pub use message::{parse, Body, RouteOutcome, ClientMessage, CloseCode, DeviceId, FormatError, Reply};
+pub use message::{parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome};
 pub use session::{Input, Output, Session, SessionConfig, StoreFailed};
 pub use time::Millis;

@@ -142,8 +142,7 @@ impl fmt::Display for FormatError {
 
 /// A field that stays raw until its type is known. Unlike `Option<&RawValue>`, a present `null`
 /// is `Some("null")`, not absent: `"deviceToken": null` is the wrong type, not a missing field.
-#[derive(Default)]
-#[derive(Clone, Copy)]
+#[derive(Default, Clone, Copy)]
 pub(crate) struct Field<'a>(pub(crate) Option<&'a RawValue>);
 
 impl<'de: 'a, 'a> Deserialize<'de> for Field<'a> {

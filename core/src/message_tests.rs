@@ -64,12 +64,27 @@ fn malformed_messages_are_format_errors() {
         (r#"{"type":"device","deviceId":"d"}"#, FormatError::MissingField("deviceToken")),
         (r#"{"type":"device","deviceId":"d","deviceToken":null}"#, FormatError::WrongType("deviceToken")),
         (r#"{"type":"actuation","body":{"content":{"deviceId":"d"}}}"#, FormatError::MissingField("credentials")),
-        (r#"{"type":"actuation","credentials":"x","body":{"content":{"deviceId":"d"}}}"#, FormatError::WrongType("credentials")),
-        (r#"{"type":"actuation","credentials":{"username":"u"},"body":{"content":{"deviceId":"d"}}}"#, FormatError::MissingField("credentials.password")),
+        (
+            r#"{"type":"actuation","credentials":"x","body":{"content":{"deviceId":"d"}}}"#,
+            FormatError::WrongType("credentials"),
+        ),
+        (
+            r#"{"type":"actuation","credentials":{"username":"u"},"body":{"content":{"deviceId":"d"}}}"#,
+            FormatError::MissingField("credentials.password"),
+        ),
         (r#"{"type":"actuation","credentials":{"username":"u","password":"p"}}"#, FormatError::MissingField("body")),
-        (r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":[]}"#, FormatError::WrongType("body")),
-        (r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":{}}"#, FormatError::MissingField("body.content")),
-        (r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":{"content":{"deviceId":5}}}"#, FormatError::WrongType("body.content.deviceId")),
+        (
+            r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":[]}"#,
+            FormatError::WrongType("body"),
+        ),
+        (
+            r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":{}}"#,
+            FormatError::MissingField("body.content"),
+        ),
+        (
+            r#"{"type":"actuation","credentials":{"username":"u","password":"p"},"body":{"content":{"deviceId":5}}}"#,
+            FormatError::WrongType("body.content.deviceId"),
+        ),
     ];
     for (text, expected) in cases {
         assert_eq!(parse(text), Err(*expected), "{text}");

@@ -204,7 +204,10 @@ fn wrong_credentials_reply_401_then_close_1008() {
 #[test]
 fn without_configured_credentials_every_actuation_is_refused() {
     let mut h = Harness::with(SessionConfig { actuator: None, ..config() });
-    assert_eq!(h.text(&actuation_text("d1", "")), [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]);
+    assert_eq!(
+        h.text(&actuation_text("d1", "")),
+        [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]
+    );
 }
 
 #[test]
@@ -276,7 +279,10 @@ fn peer_gone_marks_a_registered_device_disconnected_once() {
 #[test]
 fn shutdown_closes_1001_and_marks_disconnected() {
     let mut h = Harness::registered("d1");
-    assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY), Output::MarkDisconnected { device: dev("d1") }]);
+    assert_eq!(
+        h.input(Input::Shutdown),
+        [close(CloseCode::GOING_AWAY), Output::MarkDisconnected { device: dev("d1") }]
+    );
     let mut h = Harness::new();
     assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY)]);
 }
