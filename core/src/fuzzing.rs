@@ -151,7 +151,7 @@ enum Fact {
     Binary,
     TokenChecked(Result<(), TokenRejected>),
     BindingStored(Result<(), StoreFailed>),
-    Routed(RouteOutcome),
+    Routed(DeviceId, RouteOutcome),
     Deliver(DeviceId, Body),
     Superseded,
     PeerGone,
@@ -165,7 +165,7 @@ impl Fact {
             Fact::Binary => Input::Binary,
             Fact::TokenChecked(v) => Input::TokenChecked(*v),
             Fact::BindingStored(r) => Input::BindingStored(*r),
-            Fact::Routed(o) => Input::Routed(*o),
+            Fact::Routed(device, outcome) => Input::Routed { device: device.clone(), outcome: outcome.clone() },
             Fact::Deliver(device, body) => Input::Deliver { device: device.clone(), body: body.clone() },
             Fact::Superseded => Input::Superseded,
             Fact::PeerGone => Input::PeerGone,
@@ -227,7 +227,16 @@ impl Host {
             6 => Fact::Binary,
             7 => Fact::TokenChecked(if c.byte() < 192 { Ok(()) } else { Err(TokenRejected::Expired) }),
             8 => Fact::BindingStored(if c.byte() < 192 { Ok(()) } else { Err(StoreFailed) }),
-            9 => Fact::Routed([RouteOutcome::Delivered, RouteOutcome::Held, RouteOutcome::NotConnected][c.below(3)]),
+            9 => {
+                let device = DeviceId(DEVICES[c.below(DEVICES.len())].into());
+                let outcome = match c.below(4) {
+                    0 => RouteOutcome::Delivered,
+                    1 => RouteOutcome::Held,
+                    2 => RouteOutcome::NotConnected,
+                    _ => RouteOutcome::Forwarded { server: "10.0.0.2:5000".into() },
+                };
+                Fact::Routed(device, outcome)
+            }
             10 => match c.below(4) {
                 0 => Fact::Superseded,
                 1 => Fact::PeerGone,
@@ -315,13 +324,13 @@ impl Host {
             Output::Route { device, body, ack } => {
                 let outcome = match self.hub.route(&device) {
                     Some(target) => {
-                        self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
+                        self.queue.push_back((target.0 as usize, Fact::Deliver(device.clone(), body)));
                         RouteOutcome::Delivered
                     }
                     None => RouteOutcome::NotConnected,
                 };
                 if ack {
-                    self.queue.push_back((i, Fact::Routed(outcome)));
+                    self.queue.push_back((i, Fact::Routed(device, outcome)));
                 }
             }
             Output::Undelivered { device, body } => {

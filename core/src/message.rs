@@ -257,7 +257,7 @@ fn device_id(raw: Field<'_>, name: &'static str) -> Result<DeviceId, FormatError
 }
 
 /// What became of an actuation, as told to a sender that asked for `"ack": true`.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub enum RouteOutcome {
     /// Handed to the device's connection.
     Delivered,
@@ -265,6 +265,12 @@ pub enum RouteOutcome {
     Held,
     /// No connection of the device is known and nothing was held.
     NotConnected,
+    /// The device is connected to another instance: handed to that instance (named by its
+    /// external address) to deliver.
+    Forwarded {
+        /// The other instance's external address, as its bindings name it.
+        server: String,
+    },
 }
 
 /// A message from the server to a client.
@@ -294,22 +300,23 @@ pub enum Reply {
 }
 
 impl RouteOutcome {
-    /// The code on the wire: 200 delivered, 202 held (accepted, not yet delivered), 500 not
-    /// connected (the server could not do what was asked).
-    pub fn code(self) -> u16 {
+    /// The code on the wire: 200 delivered, 202 held or forwarded (accepted, not yet
+    /// delivered), 500 not connected (the server could not do what was asked).
+    pub fn code(&self) -> u16 {
         match self {
             RouteOutcome::Delivered => 200,
-            RouteOutcome::Held => 202,
+            RouteOutcome::Held | RouteOutcome::Forwarded { .. } => 202,
             RouteOutcome::NotConnected => 500,
         }
     }
 
     /// The word on the wire.
-    pub fn word(self) -> &'static str {
+    pub fn word(&self) -> &'static str {
         match self {
             RouteOutcome::Delivered => "Delivered",
             RouteOutcome::Held => "Held",
             RouteOutcome::NotConnected => "Device not connected",
+            RouteOutcome::Forwarded { .. } => "Forwarded",
         }
     }
 }
@@ -339,12 +346,16 @@ impl Reply {
             Reply::Actuation(body) => body.as_str(),
             Reply::Ack { device, status } => {
                 let id = serde_json::to_string(device.as_str()).unwrap_or_default();
-                return alloc::format!(
-                    "{{\"code\":{},\"content\":\"{}\",\"deviceId\":{}}}",
-                    status.code(),
-                    status.word(),
-                    id
-                );
+                let (code, word) = (status.code(), status.word());
+                return match status {
+                    RouteOutcome::Forwarded { server } => {
+                        let server = serde_json::to_string(server).unwrap_or_default();
+                        alloc::format!(
+                            "{{\"code\":{code},\"content\":\"{word}\",\"deviceId\":{id},\"server\":{server}}}"
+                        )
+                    }
+                    _ => alloc::format!("{{\"code\":{code},\"content\":\"{word}\",\"deviceId\":{id}}}"),
+                };
             }
         };
         alloc::format!("{{\"code\":{},\"content\":{}}}", self.code(), content)

@@ -126,6 +126,13 @@ fn ack_replies_escape_the_device_id() {
 }
 
 #[test]
+fn forwarded_ack_names_the_instance() {
+    let status = RouteOutcome::Forwarded { server: "gw\"2:5000".to_string() };
+    let reply = Reply::Ack { device: DeviceId("d".to_string()), status };
+    assert_eq!(reply.to_text(), r#"{"code":202,"content":"Forwarded","deviceId":"d","server":"gw\"2:5000"}"#);
+}
+
+#[test]
 fn body_from_json_object_accepts_only_objects() {
     assert!(Body::from_json_object(r#"{"a":1}"#).is_some());
     assert!(Body::from_json_object("[1]").is_none());

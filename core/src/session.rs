@@ -62,8 +62,15 @@ pub enum Input<'a> {
     TokenChecked(Result<(), TokenRejected>),
     /// The result of the pending [`Output::StoreBinding`].
     BindingStored(Result<(), StoreFailed>),
-    /// What became of an actuation this session asked to [`Output::Route`], in the same order.
-    Routed(RouteOutcome),
+    /// What became of an actuation this session asked to [`Output::Route`] with `ack`. Outcomes
+    /// for one device come in the order its actuations were routed; those for different
+    /// devices may come in any order (one may wait for another instance).
+    Routed {
+        /// The actuation's device.
+        device: DeviceId,
+        /// What became of it.
+        outcome: RouteOutcome,
+    },
     /// An actuation for a device, routed to this session.
     Deliver {
         /// The device it is for.
@@ -195,7 +202,7 @@ impl Session {
             Input::Binary => self.reject_format(FormatError::Binary),
             Input::TokenChecked(verdict) => self.handle_verdict(verdict),
             Input::BindingStored(result) => self.handle_stored(result),
-            Input::Routed(outcome) => self.handle_routed(outcome),
+            Input::Routed { device, outcome } => self.handle_routed(device, outcome),
             Input::Deliver { device, body } => self.handle_deliver(device, body),
             Input::Superseded => self.handle_superseded(),
             Input::PeerGone => self.close(None),
@@ -326,9 +333,10 @@ impl Session {
         }
     }
 
-    fn handle_routed(&mut self, outcome: RouteOutcome) {
+    fn handle_routed(&mut self, device: DeviceId, outcome: RouteOutcome) {
         // An outcome nobody asked for is a host mistake: ignore it rather than invent a reply.
-        if let Some(device) = self.pending_acks.pop_front() {
+        if let Some(at) = self.pending_acks.iter().position(|d| *d == device) {
+            self.pending_acks.remove(at);
             self.send(Reply::Ack { device, status: outcome });
         }
     }

@@ -174,7 +174,7 @@ fn registered_device_sending_garbage_is_closed_and_marked_disconnected() {
 fn valid_actuation_is_routed_without_a_reply() {
     let mut h = Harness::new();
     assert_eq!(h.text(&actuation_text("d1", "")), [Output::Route { device: dev("d1"), body: body("d1"), ack: false }]);
-    assert!(h.input(Input::Routed(RouteOutcome::Delivered)).is_empty());
+    assert!(h.input(Input::Routed { device: dev("d1"), outcome: RouteOutcome::Delivered }).is_empty());
     assert!(!h.s.is_closed());
 }
 
@@ -183,15 +183,24 @@ fn acknowledged_actuation_gets_exactly_one_reply_per_actuation() {
     let mut h = Harness::new();
     h.text(&actuation_text("d1", r#","ack":true"#));
     h.text(&actuation_text("d2", r#","ack":true"#));
+    h.text(&actuation_text("d1", r#","ack":true"#));
+    // d2's outcome may come first (d1's waits for another instance); d1's keep their order.
     assert_eq!(
-        h.input(Input::Routed(RouteOutcome::Held)),
-        [send(Reply::Ack { device: dev("d1"), status: RouteOutcome::Held })]
-    );
-    assert_eq!(
-        h.input(Input::Routed(RouteOutcome::NotConnected)),
+        h.input(Input::Routed { device: dev("d2"), outcome: RouteOutcome::NotConnected }),
         [send(Reply::Ack { device: dev("d2"), status: RouteOutcome::NotConnected })]
     );
-    assert!(h.input(Input::Routed(RouteOutcome::Delivered)).is_empty());
+    let forwarded = RouteOutcome::Forwarded { server: "10.0.0.2:5000".into() };
+    assert_eq!(
+        h.input(Input::Routed { device: dev("d1"), outcome: forwarded.clone() }),
+        [send(Reply::Ack { device: dev("d1"), status: forwarded })]
+    );
+    assert_eq!(
+        h.input(Input::Routed { device: dev("d1"), outcome: RouteOutcome::Held }),
+        [send(Reply::Ack { device: dev("d1"), status: RouteOutcome::Held })]
+    );
+    // No third outcome for d1 and none for d2 was asked for.
+    assert!(h.input(Input::Routed { device: dev("d1"), outcome: RouteOutcome::Delivered }).is_empty());
+    assert!(h.input(Input::Routed { device: dev("d2"), outcome: RouteOutcome::Delivered }).is_empty());
 }
 
 #[test]

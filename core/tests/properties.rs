@@ -36,7 +36,7 @@ enum Step {
     Binary(usize),
     TokenChecked(usize, bool),
     BindingStored(usize, bool),
-    Routed(usize, RouteOutcome),
+    Routed(usize, usize, RouteOutcome),
     Deliver(usize, usize, usize),
     Superseded(usize),
     PeerGone(usize),
@@ -91,7 +91,12 @@ fn text() -> impl Strategy<Value = String> {
 }
 
 fn outcome() -> impl Strategy<Value = RouteOutcome> {
-    prop_oneof![Just(RouteOutcome::Delivered), Just(RouteOutcome::Held), Just(RouteOutcome::NotConnected)]
+    prop_oneof![
+        Just(RouteOutcome::Delivered),
+        Just(RouteOutcome::Held),
+        Just(RouteOutcome::NotConnected),
+        Just(RouteOutcome::Forwarded { server: "10.0.0.2:5000".into() }),
+    ]
 }
 
 fn step() -> impl Strategy<Value = Step> {
@@ -101,7 +106,7 @@ fn step() -> impl Strategy<Value = Step> {
         1 => s.clone().prop_map(Step::Binary),
         3 => (s.clone(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Step::TokenChecked(i, ok)),
         2 => (s.clone(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Step::BindingStored(i, ok)),
-        1 => (s.clone(), outcome()).prop_map(|(i, o)| Step::Routed(i, o)),
+        1 => (s.clone(), 0..DEVICES.len(), outcome()).prop_map(|(i, d, o)| Step::Routed(i, d, o)),
         1 => (s.clone(), 0..DEVICES.len(), 0..BODIES.len()).prop_map(|(i, d, b)| Step::Deliver(i, d, b)),
         1 => s.clone().prop_map(Step::Superseded),
         1 => s.clone().prop_map(Step::PeerGone),
@@ -120,7 +125,7 @@ enum Fact {
     Binary,
     TokenChecked(Result<(), TokenRejected>),
     BindingStored(Result<(), StoreFailed>),
-    Routed(RouteOutcome),
+    Routed(DeviceId, RouteOutcome),
     Deliver(DeviceId, Body),
     Superseded,
     PeerGone,
@@ -134,7 +139,7 @@ impl Fact {
             Fact::Binary => Input::Binary,
             Fact::TokenChecked(v) => Input::TokenChecked(*v),
             Fact::BindingStored(r) => Input::BindingStored(*r),
-            Fact::Routed(o) => Input::Routed(*o),
+            Fact::Routed(device, outcome) => Input::Routed { device: device.clone(), outcome: outcome.clone() },
             Fact::Deliver(device, body) => Input::Deliver { device: device.clone(), body: body.clone() },
             Fact::Superseded => Input::Superseded,
             Fact::PeerGone => Input::PeerGone,
@@ -151,7 +156,7 @@ impl Fact {
             Step::Binary(i) => (*i, Fact::Binary),
             Step::TokenChecked(i, ok) => (*i, Fact::TokenChecked(verdict(*ok))),
             Step::BindingStored(i, ok) => (*i, Fact::BindingStored(stored(*ok))),
-            Step::Routed(i, o) => (*i, Fact::Routed(*o)),
+            Step::Routed(i, d, o) => (*i, Fact::Routed(dev(*d), o.clone())),
             Step::Deliver(i, d, b) => (*i, Fact::Deliver(dev(*d), body(*b))),
             Step::Superseded(i) => (*i, Fact::Superseded),
             Step::PeerGone(i) => (*i, Fact::PeerGone),
@@ -404,13 +409,13 @@ impl Host {
             Output::Route { device, body, ack } => {
                 let outcome = match self.hub.route(&device) {
                     Some(target) => {
-                        self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
+                        self.queue.push_back((target.0 as usize, Fact::Deliver(device.clone(), body)));
                         RouteOutcome::Delivered
                     }
                     None => RouteOutcome::NotConnected,
                 };
                 if ack {
-                    self.queue.push_back((i, Fact::Routed(outcome)));
+                    self.queue.push_back((i, Fact::Routed(device, outcome)));
                 }
             }
             Output::Undelivered { device, body } => {
