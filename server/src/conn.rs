@@ -105,7 +105,9 @@ impl Connection {
                     self.session.handle_input(now, Input::Deliver { device, body })
                 }
                 Wake::Mail(Mail::Superseded) => self.session.handle_input(now, Input::Superseded),
-                Wake::Mail(Mail::Routed(outcome)) => self.session.handle_input(now, Input::Routed(outcome)),
+                Wake::Mail(Mail::Routed { device, outcome }) => {
+                    self.session.handle_input(now, Input::Routed { device, outcome })
+                }
                 Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
                 Wake::Tick => self.on_tick(now).await,
             }

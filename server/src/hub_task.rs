@@ -3,6 +3,11 @@
 //! Connections talk to it through a channel; it answers through their mailboxes. Because every
 //! registration and disconnection passes through here in order, the binding writes for one
 //! device reach the store in the order they happened.
+//!
+//! With PostgreSQL, an actuation for a device that is not connected here goes to the
+//! forwarding thread, which sends it on to the device's instance or gives it back to be held
+//! or refused here. While any actuation of a device is with that thread, the device's later
+//! actuations follow the same way, so they (and their acks) never overtake each other.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -12,6 +17,8 @@ use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use iot_ws_core::{Body, DeviceId, HeldActuations, Hub, Millis, RouteOutcome, SessionId};
 
+use crate::forward::{Lookup, Verdict};
+use crate::inbox::Inbound;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreReply};
 
@@ -24,7 +31,7 @@ const HELD_PER_DEVICE: usize = 256;
 pub enum Mail {
     Deliver { device: DeviceId, body: Body },
     Superseded,
-    Routed(RouteOutcome),
+    Routed { device: DeviceId, outcome: RouteOutcome },
 }
 
 /// What a connection asks of the hub.
@@ -47,6 +54,17 @@ pub struct HubTask {
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     start: Instant,
+    /// Devices with actuations at the forwarding thread, and how many.
+    forwarding: HashMap<DeviceId, usize>,
+}
+
+/// What wakes the hub.
+enum Wake {
+    Request(Request),
+    Verdict(Verdict),
+    Inbound(Inbound),
+    HoldExpired,
+    Stop,
 }
 
 impl HubTask {
@@ -58,11 +76,14 @@ impl HubTask {
             store,
             metrics,
             start,
+            forwarding: HashMap::new(),
         }
     }
 
     /// Serves requests until every sender is gone.
     pub async fn run(mut self, requests: Receiver<Request>) {
+        let store = self.store.clone();
+        let forwarding = store.forwarding();
         loop {
             let expiry = self.held.poll_timeout();
             let timer = async {
@@ -70,17 +91,43 @@ impl HubTask {
                     Some(at) => smol::Timer::at(self.start + std::time::Duration::from_millis(at.0)).await,
                     None => smol::Timer::never().await,
                 };
-                None
+                Wake::HoldExpired
             };
-            match future::or(async { Some(requests.recv().await) }, timer).await {
-                Some(Ok(request)) => self.handle(request),
-                Some(Err(_)) => return,
-                None => {
+            let request = async { requests.recv().await.map_or(Wake::Stop, Wake::Request) };
+            let from_db = async {
+                match forwarding {
+                    Some((forwarder, inbox)) => {
+                        // A database thread that is gone (it never should be) only stops forwarding.
+                        let verdict = async {
+                            match forwarder.verdicts().recv().await {
+                                Ok(verdict) => Wake::Verdict(verdict),
+                                Err(_) => future::pending().await,
+                            }
+                        };
+                        let inbound = async {
+                            match inbox.recv().await {
+                                Ok(inbound) => Wake::Inbound(inbound),
+                                Err(_) => future::pending().await,
+                            }
+                        };
+                        future::or(verdict, inbound).await
+                    }
+                    None => future::pending().await,
+                }
+            };
+            match future::or(request, future::or(from_db, timer)).await {
+                Wake::Request(request) => self.handle(request),
+                Wake::Verdict(verdict) => self.decided(verdict),
+                Wake::Inbound(Inbound { device, body, hops }) => {
+                    self.route(Lookup { device, body, hops, ack_to: None });
+                }
+                Wake::HoldExpired => {
                     let dropped = self.held.expire(self.now());
                     self.metrics
                         .actuations_dropped_after_hold
                         .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
                 }
+                Wake::Stop => return,
             }
         }
     }
@@ -96,12 +143,7 @@ impl HubTask {
             Request::Barrier(done) => {
                 let _ = done.try_send(());
             }
-            Request::Route { device, body, ack_to } => {
-                let outcome = self.route(device, body);
-                if let Some(ack_to) = ack_to {
-                    let _ = ack_to.try_send(Mail::Routed(outcome));
-                }
-            }
+            Request::Route { device, body, ack_to } => self.route(Lookup { device, body, hops: 0, ack_to }),
         }
     }
 
@@ -129,7 +171,44 @@ impl HubTask {
         self.set_registered_gauge();
     }
 
-    fn route(&mut self, device: DeviceId, body: Body) -> RouteOutcome {
+    /// Delivers here, or asks the forwarding thread where the device is.
+    fn route(&mut self, lookup: Lookup) {
+        let here = self.hub.route(&lookup.device).is_some();
+        let lookup = match self.store.forwarding() {
+            Some((forwarder, _)) if !here || self.forwarding.contains_key(&lookup.device) => {
+                let device = lookup.device.clone();
+                match forwarder.lookup(lookup) {
+                    Ok(()) => {
+                        *self.forwarding.entry(device).or_default() += 1;
+                        return;
+                    }
+                    // The database is far behind: decide here rather than queue without bound.
+                    Err(lookup) => lookup,
+                }
+            }
+            _ => lookup,
+        };
+        self.route_here(lookup);
+    }
+
+    /// The forwarding thread's answer, in the order it was asked.
+    fn decided(&mut self, Verdict { lookup, forwarded_to }: Verdict) {
+        if let Some(n) = self.forwarding.get_mut(&lookup.device) {
+            *n -= 1;
+            if *n == 0 {
+                self.forwarding.remove(&lookup.device);
+            }
+        }
+        match forwarded_to {
+            Some(server) => {
+                Metrics::inc(&self.metrics.actuations_forwarded);
+                acknowledge(lookup.ack_to, lookup.device, RouteOutcome::Forwarded { server });
+            }
+            None => self.route_here(lookup),
+        }
+    }
+
+    fn route_here(&mut self, Lookup { device, body, ack_to, .. }: Lookup) {
         let target = self.hub.route(&device).and_then(|sid| self.mailboxes.get(&sid)).cloned();
         let outcome = match target {
             // A device this far behind is not reading: refuse rather than grow without bound.
@@ -139,19 +218,19 @@ impl HubTask {
                 // The connection ended before the hub heard of it: its device is between two
                 // connections.
                 Err(e) => match e.into_inner() {
-                    Mail::Deliver { body, .. } => self.hold(device, body),
+                    Mail::Deliver { body, .. } => self.hold(device.clone(), body),
                     _ => RouteOutcome::NotConnected,
                 },
             },
-            None => self.hold(device, body),
+            None => self.hold(device.clone(), body),
         };
         let counter = match outcome {
             RouteOutcome::Delivered => &self.metrics.actuations_delivered,
             RouteOutcome::Held => &self.metrics.actuations_held,
-            RouteOutcome::NotConnected => &self.metrics.actuations_not_connected,
+            RouteOutcome::NotConnected | RouteOutcome::Forwarded { .. } => &self.metrics.actuations_not_connected,
         };
         Metrics::inc(counter);
-        outcome
+        acknowledge(ack_to, device, outcome);
     }
 
     fn hold(&mut self, device: DeviceId, body: Body) -> RouteOutcome {
@@ -164,5 +243,11 @@ impl HubTask {
 
     fn set_registered_gauge(&self) {
         self.metrics.registered_devices.store(self.hub.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    }
+}
+
+fn acknowledge(ack_to: Option<Sender<Mail>>, device: DeviceId, outcome: RouteOutcome) {
+    if let Some(ack_to) = ack_to {
+        let _ = ack_to.try_send(Mail::Routed { device, outcome });
     }
 }

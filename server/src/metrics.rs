@@ -16,6 +16,13 @@ pub struct Metrics {
     pub actuations_not_connected: AtomicU64,
     pub actuations_refused: AtomicU64,
     pub actuations_dropped_after_hold: AtomicU64,
+    /// Handed to another instance through PostgreSQL.
+    pub actuations_forwarded: AtomicU64,
+    /// Received from another instance (then delivered, held or dropped like any other).
+    pub actuations_received: AtomicU64,
+    /// Forwarded to an instance that died before taking them, and whose device did not
+    /// show up anywhere else in time.
+    pub actuations_lost_in_transit: AtomicU64,
     pub messages_rejected: AtomicU64,
 }
 
@@ -65,6 +72,9 @@ impl Metrics {
                 ("not_connected", &self.actuations_not_connected),
                 ("refused", &self.actuations_refused),
                 ("dropped_after_hold", &self.actuations_dropped_after_hold),
+                ("forwarded", &self.actuations_forwarded),
+                ("received", &self.actuations_received),
+                ("lost_in_transit", &self.actuations_lost_in_transit),
             ],
         );
         let _ = writeln!(

@@ -2,24 +2,28 @@
 //!
 //! One thread owns the connection and takes its work from a channel, so sockets never wait on
 //! the database. Work is taken in batches: runs of registrations become one upsert and runs of
-//! disconnections one update, which is what keeps a disconnect storm to a few statements. The
-//! thread remembers which devices it last recorded as connected here; whenever it (re)connects
-//! it makes the table agree with that (rows of this instance that are no longer connected are
-//! set false, connected ones true), which repairs what a crash or an outage left behind.
+//! disconnections one update, which is what keeps a disconnect storm to a few statements.
+//!
+//! Several instances share the table, so every write is guarded. A registration takes the row
+//! over (whoever had it) and remembers the `lastConnectedAt` it wrote: that value names this
+//! registration. A disconnection only clears a row that still names this instance *and* this
+//! registration, so a late disconnect on an instance the device has left never touches the row
+//! its new instance wrote. Whenever the thread (re)connects it makes this instance's rows agree
+//! with what it knows (rows of this instance whose devices are not connected here are set false,
+//! its current registrations true again), which repairs what a crash or an outage left behind
+//! and never touches another instance's rows.
 
-use std::collections::HashSet;
-use std::str::FromStr;
-use std::time::{Duration, Instant};
+use std::collections::HashMap;
+use std::time::{Duration, SystemTime};
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
 use iot_ws_core::{DeviceId, StoreFailed};
-use postgres::{Client, NoTls};
 
 use crate::config::ConfigError;
+use crate::pg_conn::Reconnecting;
 
 const MAX_BATCH: usize = 2_000;
-const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
 enum Op {
     Upsert(DeviceId, Sender<Result<(), StoreFailed>>),
@@ -30,36 +34,24 @@ enum Op {
 /// The handle the hub task writes through.
 pub struct PgStore {
     ops: Sender<Op>,
-    shown: String,
 }
 
 impl PgStore {
-    /// Checks the connection string and starts the database thread; connecting happens there,
-    /// and an unreachable database is retried rather than fatal.
-    pub fn start(url: &str, server: String) -> Result<PgStore, ConfigError> {
-        let mut config = postgres::Config::from_str(url)
-            .map_err(|_| ConfigError("--database-url is not a PostgreSQL connection string or URL".into()))?;
-        if config.get_connect_timeout().is_none() {
-            config.connect_timeout(Duration::from_secs(2));
-        }
-        config.keepalives(true).application_name("iot-ws-server");
-        let shown = describe(&config);
+    /// Starts the database thread; connecting happens there, and an unreachable database is
+    /// retried rather than fatal.
+    pub fn start(config: postgres::Config, server: String) -> Result<PgStore, ConfigError> {
         let (ops, rx) = async_channel::unbounded();
         let worker = Worker {
-            config,
+            db: Reconnecting::new(config, "bindings"),
             server,
-            client: None,
             binding_type: String::new(),
-            retry_at: Instant::now(),
-            backoff: Duration::from_millis(100),
-            connected: HashSet::new(),
-            reported_down: false,
+            connected: HashMap::new(),
         };
         std::thread::Builder::new()
             .name("bindings-db".into())
             .spawn(move || worker.run(rx))
             .map_err(|e| ConfigError(format!("cannot start the database thread: {e}")))?;
-        Ok(PgStore { ops, shown })
+        Ok(PgStore { ops })
     }
 
     pub fn upsert_connected(&self, device: DeviceId, reply: Sender<Result<(), StoreFailed>>) {
@@ -82,49 +74,38 @@ impl PgStore {
             .await;
         }
     }
-
-    pub fn describe(&self) -> &str {
-        &self.shown
-    }
-}
-
-/// Host, port and database, never the password.
-fn describe(config: &postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default)"))
 }
 
 struct Worker {
-    config: postgres::Config,
+    db: Reconnecting,
     server: String,
-    client: Option<Client>,
-    /// The `type` column's SQL type, as the table has it (the platform's enum or ours).
+    /// The `type` column's SQL type, as the table has it (the platform's enum or ours); empty
+    /// until the current connection has read it.
     binding_type: String,
-    retry_at: Instant,
-    backoff: Duration,
-    /// Devices last recorded as connected to this instance.
-    connected: HashSet<DeviceId>,
-    reported_down: bool,
+    /// Devices recorded as connected to this instance, with the `lastConnectedAt` written at
+    /// their registration.
+    connected: HashMap<DeviceId, SystemTime>,
+}
+
+/// Run on every new connection, before any write.
+pub fn setup(client: &mut postgres::Client) -> Result<(), postgres::Error> {
+    client.batch_execute("SET statement_timeout = 5000")?;
+    client.batch_execute(crate::schema::ENSURE_TABLE)
 }
 
 impl Worker {
     fn run(mut self, ops: Receiver<Op>) {
-        self.ensure_client();
+        self.ready();
         loop {
             // While the database is away, wake up to retry even if no work comes.
-            let wait = if self.client.is_some() { Duration::from_secs(3600) } else { self.backoff };
+            let wait = if self.db.is_up() { Duration::from_secs(3600) } else { self.db.retry_in() };
             let first = smol::block_on(future::or(async { Some(ops.recv().await) }, async {
-                smol::Timer::after(wait).await;
+                smol::Timer::after(wait.max(Duration::from_millis(10))).await;
                 None
             }));
             match first {
                 None => {
-                    self.ensure_client();
+                    self.ready();
                 }
                 Some(Err(_)) => return,
                 Some(Ok(op)) => {
@@ -170,7 +151,7 @@ impl Worker {
         if upserts.is_empty() {
             return;
         }
-        if !self.ensure_client() {
+        if !self.ready() {
             for (_, reply) in upserts {
                 let _ = reply.try_send(Err(StoreFailed));
             }
@@ -179,18 +160,25 @@ impl Worker {
         let mut ids: Vec<&str> = upserts.iter().map(|(d, _)| d.as_str()).collect();
         ids.sort_unstable();
         ids.dedup();
-        let all_ok = self.upsert_many(&ids).is_ok();
+        let mut written: HashMap<String, SystemTime> = self.upsert_many(&ids).unwrap_or_default();
         for (device, reply) in &upserts {
             // A failed batch is retried row by row, so one bad row fails only its own device.
-            let ok = all_ok || self.upsert_many(&[device.as_str()]).is_ok();
-            if ok {
-                self.connected.insert(device.clone());
+            if !written.contains_key(device.as_str()) {
+                written.extend(self.upsert_many(&[device.as_str()]).unwrap_or_default());
             }
-            let _ = reply.try_send(if ok { Ok(()) } else { Err(StoreFailed) });
+            let result = match written.get(device.as_str()) {
+                Some(at) => {
+                    self.connected.insert(device.clone(), *at);
+                    Ok(())
+                }
+                None => Err(StoreFailed),
+            };
+            let _ = reply.try_send(result);
         }
     }
 
-    fn upsert_many(&mut self, ids: &[&str]) -> Result<(), ()> {
+    /// Takes the devices' rows over for this instance; returns the `lastConnectedAt` written.
+    fn upsert_many(&mut self, ids: &[&str]) -> Result<HashMap<String, SystemTime>, ()> {
         let sql = format!(
             r#"INSERT INTO dashboard."connectionBindings"
                  (id, "deviceId", "lastConnectedAt", server, "connectingStatus", type, created, updated)
@@ -198,95 +186,73 @@ impl Worker {
                FROM unnest($1::text[]) AS d
                ON CONFLICT ("deviceId", type) DO UPDATE SET
                  server = EXCLUDED.server, "connectingStatus" = true,
-                 "lastConnectedAt" = EXCLUDED."lastConnectedAt", updated = EXCLUDED.updated"#,
+                 "lastConnectedAt" = EXCLUDED."lastConnectedAt", updated = EXCLUDED.updated
+               RETURNING "deviceId", "lastConnectedAt""#,
             t = self.binding_type
         );
         let server = self.server.clone();
-        self.execute("record connected devices", &sql, &[&ids, &server])
-    }
-
-    fn write_disconnects(&mut self, downs: Vec<DeviceId>) {
-        if downs.is_empty() {
-            return;
-        }
-        for device in &downs {
-            self.connected.remove(device);
-        }
-        // While the database is away, the next (re)connection's resync writes these.
-        if self.ensure_client() {
-            let ids: Vec<&str> = downs.iter().map(DeviceId::as_str).collect();
-            let server = self.server.clone();
-            let _ = self.execute(
-                "record disconnected devices",
-                r#"UPDATE dashboard."connectionBindings" SET "connectingStatus" = false, updated = now()
-                   WHERE type = 'ws' AND server = $2 AND "deviceId" = ANY($1::text[])"#,
-                &[&ids, &server],
-            );
-        }
-    }
-
-    /// Runs one statement; a lost connection is dropped so that the next write reconnects.
-    fn execute(&mut self, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), ()> {
-        let Some(client) = self.client.as_mut() else { return Err(()) };
-        match client.execute(sql, params) {
-            Ok(_) => Ok(()),
+        let client = self.db.client(setup).ok_or(())?;
+        match client.query(&sql, &[&ids, &server]) {
+            Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
             Err(e) => {
-                log_db_error(what, &e);
-                if client.is_closed() {
-                    self.client = None;
-                    self.retry_at = Instant::now();
-                }
+                self.db.failed("record connected devices", &e);
                 Err(())
             }
         }
     }
 
-    /// A usable connection, connecting (with back-off) if there is none.
-    fn ensure_client(&mut self) -> bool {
-        if self.client.as_ref().is_some_and(|c| !c.is_closed()) {
-            return true;
+    fn write_disconnects(&mut self, downs: Vec<DeviceId>) {
+        // Only registrations this instance recorded have a row of its own to clear.
+        let (ids, ats): (Vec<String>, Vec<SystemTime>) =
+            downs.iter().filter_map(|d| self.connected.remove(d).map(|at| (d.as_str().to_owned(), at))).unzip();
+        // While the database is away, the next (re)connection's resync writes these.
+        if !ids.is_empty() && self.ready() {
+            let server = self.server.clone();
+            let _ = self.execute(
+                "record disconnected devices",
+                r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = false, updated = now()
+                   FROM unnest($1::text[], $2::timestamptz[]) AS g(device, at)
+                   WHERE b.type = 'ws' AND b.server = $3 AND b."deviceId" = g.device
+                     AND b."lastConnectedAt" = g.at"#,
+                &[&ids, &ats, &server],
+            );
         }
-        self.client = None;
-        if Instant::now() < self.retry_at {
-            return false;
-        }
-        match self.connect() {
-            Ok(()) => {
-                if self.reported_down {
-                    eprintln!("database: connected again");
-                }
-                self.reported_down = false;
-                self.backoff = Duration::from_millis(100);
-                true
-            }
+    }
+
+    /// Runs one statement on the current connection.
+    fn execute(&mut self, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), ()> {
+        let client = self.db.client(setup).ok_or(())?;
+        match client.execute(sql, params) {
+            Ok(_) => Ok(()),
             Err(e) => {
-                if !self.reported_down {
-                    eprintln!("database: unavailable ({}); registrations get 500 until it is back", db_error_text(&e));
-                }
-                self.reported_down = true;
-                self.client = None;
-                self.retry_at = Instant::now() + self.backoff;
-                self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
-                false
+                self.db.failed(what, &e);
+                Err(())
             }
         }
     }
 
-    fn connect(&mut self) -> Result<(), postgres::Error> {
-        let mut client = self.config.connect(NoTls)?;
-        client.batch_execute("SET statement_timeout = 5000")?;
-        client.batch_execute(crate::schema::ENSURE_TABLE)?;
-        let row = client.query_one(crate::schema::BINDING_TYPE, &[])?;
-        self.binding_type = row.get(0);
-        self.client = Some(client);
-        self.resync();
-        Ok(())
+    /// Whether the database can take writes; on a new connection, learns the table's shape and
+    /// repairs this instance's rows first.
+    fn ready(&mut self) -> bool {
+        let fresh = !self.db.is_up();
+        let Some(client) = self.db.client(setup) else { return false };
+        if fresh || self.binding_type.is_empty() {
+            match client.query_one(crate::schema::BINDING_TYPE, &[]) {
+                Ok(row) => self.binding_type = row.get(0),
+                Err(e) => {
+                    self.db.failed("read the bindings table's type column", &e);
+                    return false;
+                }
+            }
+            self.resync();
+        }
+        self.db.is_up()
     }
 
-    /// Makes this instance's rows agree with what it knows is connected.
+    /// Makes this instance's rows agree with what it knows is connected, and only its own.
     fn resync(&mut self) {
-        let connected: Vec<DeviceId> = self.connected.iter().cloned().collect();
-        let ids: Vec<&str> = connected.iter().map(DeviceId::as_str).collect();
+        let (ids, ats): (Vec<String>, Vec<SystemTime>) =
+            self.connected.iter().map(|(d, at)| (d.as_str().to_owned(), *at)).unzip();
         let server = self.server.clone();
         let _ = self.execute(
             "repair stale bindings",
@@ -295,18 +261,14 @@ impl Worker {
             &[&ids, &server],
         );
         if !ids.is_empty() {
-            let _ = self.upsert_many(&ids);
+            let _ = self.execute(
+                "restore current bindings",
+                r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = true, updated = now()
+                   FROM unnest($1::text[], $2::timestamptz[]) AS g(device, at)
+                   WHERE b.type = 'ws' AND b.server = $3 AND b."deviceId" = g.device
+                     AND b."lastConnectedAt" = g.at AND NOT b."connectingStatus""#,
+                &[&ids, &ats, &server],
+            );
         }
     }
-}
-
-fn db_error_text(e: &postgres::Error) -> String {
-    match (e.code(), e.as_db_error()) {
-        (Some(code), Some(db)) => format!("{}: {}", code.code(), db.message()),
-        _ => e.to_string(),
-    }
-}
-
-fn log_db_error(what: &str, e: &postgres::Error) {
-    eprintln!("database: cannot {what}: {}", db_error_text(e));
 }

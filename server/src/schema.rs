@@ -25,9 +25,107 @@ BEGIN
       UNIQUE ("deviceId", type)
     );
   END IF;
+  -- Ours, not the platform's: actuations on their way from one instance to another.
+  IF to_regclass('dashboard."iotWsForwarded"') IS NULL THEN
+    CREATE TABLE dashboard."iotWsForwarded" (
+      id bigserial PRIMARY KEY,
+      target varchar(255) NOT NULL,
+      "deviceId" varchar(255) NOT NULL,
+      body text NOT NULL,
+      hops smallint NOT NULL,
+      created timestamptz NOT NULL DEFAULT now()
+    );
+    CREATE INDEX "iotWsForwarded_target" ON dashboard."iotWsForwarded" (target, id);
+  END IF;
 END
 $$;
 "#;
+
+/// Every running instance holds this advisory lock, keyed by its external address, on its
+/// inbox connection for as long as it lives. Taking it tells whether another live instance
+/// already uses the address; finding it held tells a forwarding instance that the target is
+/// alive. PostgreSQL releases it when the holder's connection ends, crash included.
+pub const LOCK_INSTANCE: &str = "SELECT pg_try_advisory_lock(727466, hashtext($1))";
+
+/// SQL true when the instance named by the text expression is alive (holds its lock).
+macro_rules! instance_alive {
+    ($server:literal) => {
+        concat!(
+            "EXISTS (SELECT 1 FROM pg_locks l WHERE l.locktype = 'advisory' AND l.granted",
+            " AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+            " AND l.classid = 727466::oid AND l.objid = hashtext(",
+            $server,
+            ")::oid AND l.objsubid = 2)"
+        )
+    };
+}
+
+/// Where each device is bound and whether that instance is alive: `$1` device ids.
+pub const LOOKUP_BINDINGS: &str = concat!(
+    r#"SELECT b."deviceId", b.server, b."connectingStatus" AND "#,
+    instance_alive!("b.server"),
+    r#" FROM dashboard."connectionBindings" b WHERE b.type = 'ws' AND b."deviceId" = ANY($1::text[])"#
+);
+
+/// The NOTIFY channel of the instance named by the text expression: derived from the address,
+/// so it is a plain identifier whatever the address holds.
+macro_rules! inbox_channel {
+    ($server:literal) => {
+        concat!("'iot_ws_' || left(md5(", $server, "), 24)")
+    };
+}
+
+/// This instance's own channel, to LISTEN on: `$1` its external address.
+pub const INBOX_CHANNEL: &str = concat!("SELECT ", inbox_channel!("$1::text"));
+
+/// Queues forwarded actuations in the order given: `$1` targets, `$2` device ids, `$3` bodies,
+/// `$4` hop counts.
+pub const ENQUEUE_FORWARDED: &str = r#"
+INSERT INTO dashboard."iotWsForwarded" (target, "deviceId", body, hops)
+SELECT f.target, f.device, f.body, f.hops
+FROM unnest($1::text[], $2::text[], $3::text[], $4::int2[]) WITH ORDINALITY AS f(target, device, body, hops, n)
+ORDER BY f.n
+"#;
+
+/// Wakes the instances named in `$1` (delivered when the transaction commits).
+pub const WAKE_INSTANCES: &str = concat!(
+    "SELECT pg_notify(",
+    inbox_channel!("t"),
+    ", '') FROM (SELECT DISTINCT unnest($1::text[]) AS t) AS targets"
+);
+
+/// Takes the oldest actuations queued for `$1`, at most `$2`.
+pub const TAKE_FORWARDED: &str = r#"
+DELETE FROM dashboard."iotWsForwarded" WHERE id IN (
+  SELECT id FROM dashboard."iotWsForwarded" WHERE target = $1 ORDER BY id LIMIT $2)
+RETURNING id, "deviceId", body, hops
+"#;
+
+/// Re-targets actuations queued for an instance that died to where their device is now bound
+/// (if that instance is alive) and wakes it.
+pub const RESCUE_FORWARDED: &str = concat!(
+    r#"WITH moved AS (
+  UPDATE dashboard."iotWsForwarded" AS f SET target = b.server
+  FROM dashboard."connectionBindings" AS b
+  WHERE b.type = 'ws' AND b."deviceId" = f."deviceId" AND b."connectingStatus" AND b.server <> f.target
+    AND f.created < now() - interval '1 second' AND NOT "#,
+    instance_alive!("f.target"),
+    " AND ",
+    instance_alive!("b.server"),
+    r#"
+  RETURNING f.target)
+SELECT pg_notify("#,
+    inbox_channel!("t"),
+    r#", '') FROM (SELECT DISTINCT target AS t FROM moved) AS targets"#
+);
+
+/// Drops actuations queued for a dead instance for longer than `$1` seconds whose device has
+/// not come back anywhere: they are lost, and counted.
+pub const DROP_STRANDED: &str = concat!(
+    r#"DELETE FROM dashboard."iotWsForwarded" AS f
+WHERE f.created < now() - make_interval(secs => $1) AND NOT "#,
+    instance_alive!("f.target")
+);
 
 /// The SQL name of the `type` column's type: the platform's enum may be named differently.
 pub const BINDING_TYPE: &str = r#"

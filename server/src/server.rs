@@ -16,8 +16,7 @@ use crate::auth::TokenVerifier;
 use crate::config::{Config, ConfigError};
 use crate::hub_task::{HubTask, Request};
 use crate::metrics::Metrics;
-use crate::pg::PgStore;
-use crate::store::{MemoryStore, Store};
+use crate::store::Store;
 
 /// How long a graceful stop waits for connections to close and bindings to be written.
 const STOP_GRACE: Duration = Duration::from_secs(3);
@@ -64,11 +63,8 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.get_ref().local_addr()?;
     let external_address = config.external_address(local);
-    let store = Arc::new(match &config.database_url {
-        Some(url) => Store::Postgres(PgStore::start(url, external_address.clone())?),
-        None => Store::Memory(MemoryStore::default()),
-    });
     let metrics = Arc::new(Metrics::default());
+    let store = Arc::new(Store::start(&config, &external_address, &metrics)?);
     let start = Instant::now();
     let (hub_tx, hub_rx) = async_channel::unbounded();
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);

@@ -5,23 +5,57 @@
 //! PostgreSQL store is a thread of its own fed by a channel (see `pg.rs`).
 
 use std::collections::HashMap;
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+use async_channel::Receiver;
 use iot_ws_core::{DeviceId, StoreFailed};
 
+use crate::config::{Config, ConfigError};
+use crate::forward::Forwarder;
+use crate::inbox::Inbound;
+use crate::metrics::Metrics;
 use crate::pg::PgStore;
 
 /// The binding store in use.
 pub enum Store {
     Memory(MemoryStore),
-    Postgres(PgStore),
+    /// The platform's table, shared with other instances: actuations for devices connected to
+    /// another instance are forwarded there (and theirs arrive in `inbox`).
+    Postgres {
+        bindings: PgStore,
+        forwarder: Forwarder,
+        inbox: Receiver<Inbound>,
+        shown: String,
+    },
 }
 
 /// The answer to one `upsert_connected`, to be awaited by the registering connection.
 pub type StoreReply = async_channel::Receiver<Result<(), StoreFailed>>;
 
 impl Store {
+    /// The store the configuration asks for. `server` is this instance's external address;
+    /// another live instance using it on the same database is a configuration error.
+    pub fn start(config: &Config, server: &str, metrics: &Arc<Metrics>) -> Result<Store, ConfigError> {
+        let Some(url) = &config.database_url else { return Ok(Store::Memory(MemoryStore::default())) };
+        let db = crate::pg_conn::parse_config(url)?;
+        let inbox = crate::inbox::start(db.clone(), server.to_owned(), config.hold_secs, metrics.clone())?;
+        Ok(Store::Postgres {
+            bindings: PgStore::start(db.clone(), server.to_owned())?,
+            forwarder: Forwarder::start(db.clone(), server.to_owned())?,
+            inbox,
+            shown: crate::pg_conn::describe(&db),
+        })
+    }
+
+    /// Forwarding to and from other instances, when there can be any.
+    pub fn forwarding(&self) -> Option<(&Forwarder, &Receiver<Inbound>)> {
+        match self {
+            Store::Memory(_) => None,
+            Store::Postgres { forwarder, inbox, .. } => Some((forwarder, inbox)),
+        }
+    }
+
     /// Records that `device` is connected to this instance. Returns at once; the result comes
     /// on the returned channel.
     pub fn upsert_connected(&self, device: DeviceId) -> StoreReply {
@@ -31,7 +65,7 @@ impl Store {
                 m.set(device, true);
                 let _ = tx.try_send(Ok(()));
             }
-            Store::Postgres(pg) => pg.upsert_connected(device, tx),
+            Store::Postgres { bindings, .. } => bindings.upsert_connected(device, tx),
         }
         rx
     }
@@ -40,14 +74,14 @@ impl Store {
     pub fn mark_disconnected(&self, device: DeviceId) {
         match self {
             Store::Memory(m) => m.set(device, false),
-            Store::Postgres(pg) => pg.mark_disconnected(device),
+            Store::Postgres { bindings, .. } => bindings.mark_disconnected(device),
         }
     }
 
     /// Waits until every write sent so far is done (or `limit` passes), for a graceful stop.
     pub async fn flush(&self, limit: Duration) {
-        if let Store::Postgres(pg) = self {
-            pg.flush(limit).await;
+        if let Store::Postgres { bindings, .. } = self {
+            bindings.flush(limit).await;
         }
     }
 
@@ -55,7 +89,7 @@ impl Store {
     pub fn describe(&self) -> String {
         match self {
             Store::Memory(_) => "bindings: in-memory registry (no database configured)".into(),
-            Store::Postgres(pg) => format!("bindings: PostgreSQL {}", pg.describe()),
+            Store::Postgres { shown, .. } => format!("bindings: PostgreSQL {shown}"),
         }
     }
 }
