@@ -142,6 +142,9 @@ impl DeviceClient {
         self.advance(now);
         let Ok(reply) = serde_json::from_str::<ServerReply<'_>>(text) else { return };
         match reply.code {
+            // Only the answer to our registration: a stray 200 on a connection we are closing,
+            // or after one already answered, must not restart the ping schedule.
+            200 if !matches!(self.state, State::Registering) => {}
             200 => {
                 self.backoff_ms = self.config.initial_backoff_ms;
                 self.state =

@@ -115,3 +115,12 @@ fn reconnects_only_when_the_time_comes() {
     c.handle_timeout(Millis(2_500));
     assert_eq!(drain(&mut c), [ClientOutput::Connect]);
 }
+
+#[test]
+fn a_stray_200_after_registration_does_not_restart_the_ping_schedule() {
+    let mut c = registered(0);
+    let first_ping = c.poll_timeout();
+    c.handle_text(Millis(20_000), r#"{"code":200,"content":"Subscribed"}"#);
+    assert_eq!(c.poll_timeout(), first_ping);
+    assert!(drain(&mut c).is_empty(), "no second Registered event");
+}

@@ -101,7 +101,9 @@ pub enum Output {
         token: alloc::string::String,
     },
     /// Record that the device is connected here and make this session its route, then feed
-    /// [`Input::BindingStored`].
+    /// [`Input::BindingStored`]. If storing fails the session answers 500 and closes without a
+    /// [`Output::MarkDisconnected`] (there is no binding to clear): the host must still stop
+    /// routing to it when the connection ends, as it must for every session it routes to.
     StoreBinding {
         /// The device.
         device: DeviceId,
