@@ -181,6 +181,25 @@ impl Client {
     pub fn drop_tcp(self) {
         let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
     }
+
+    /// Aborts the TCP connection: no close frame, no FIN, a RST (SO_LINGER with a zero timeout,
+    /// then close), as when a device's network goes away under it.
+    pub fn abort_tcp(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on a socket this client owns, with a correctly sized `linger`.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.ws.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+        drop(self);
+    }
 }
 
 /// One WebSocket frame's bytes (RFC 6455 section 5.2); `opcode` may be anything, even reserved.

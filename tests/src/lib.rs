@@ -23,7 +23,7 @@ pub use bin::server_bin;
 pub use client::{actuation, actuation_ack, frame, Client, Event, ACTUATOR};
 pub use node::Bridge;
 pub use pg::{Cluster, Db};
-pub use server::{free_port, run_to_exit, Server, ServerOpts};
+pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
 pub use temp::TempDir;
 pub use tokens::{alg_none, b64, hs256_with_public_key, now_secs, Keys};
 

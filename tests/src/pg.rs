@@ -57,6 +57,33 @@ impl Db {
         rows.first().map(|r| (r.get(0), r.get(1)))
     }
 
+    /// Every 'ws' binding row: (deviceId, connectingStatus, server), by deviceId; for checks over
+    /// many devices and for failure messages.
+    pub fn bindings(&self) -> Vec<(String, bool, String)> {
+        let mut client = self.client();
+        let rows = client
+            .query(
+                r#"SELECT "deviceId"::text, "connectingStatus", server::text FROM dashboard."connectionBindings"
+                   WHERE type::text = 'ws' ORDER BY "deviceId""#,
+                &[],
+            )
+            .expect("query bindings");
+        rows.iter().map(|r| (r.get(0), r.get(1), r.get(2))).collect()
+    }
+
+    /// Advisory locks currently held in this database (instances hold one each while alive).
+    pub fn advisory_locks(&self) -> i64 {
+        let mut client = self.client();
+        client
+            .query_one(
+                "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND granted
+                 AND database = (SELECT oid FROM pg_database WHERE datname = current_database())",
+                &[],
+            )
+            .expect("query pg_locks")
+            .get(0)
+    }
+
     /// Waits until the device's row says `connected` (bounded); returns whether it did.
     pub fn wait_binding(&self, device: &str, connected: bool) -> bool {
         crate::eventually(crate::WAIT, || (self.binding(device).map(|b| b.0) == Some(connected)).then_some(()))

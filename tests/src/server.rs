@@ -39,6 +39,8 @@ pub struct ServerOpts {
     /// `None`: no actuator credentials at all (every actuation refused).
     pub actuator: Option<(String, String)>,
     pub external_address: String,
+    /// `--listen`; `127.0.0.1:0` unless [`routable`](ServerOpts::routable) chose a port.
+    pub listen: String,
     /// Anything else, e.g. `["--register-timeout-secs", "1"]`.
     pub extra: Vec<String>,
 }
@@ -50,6 +52,7 @@ impl Default for ServerOpts {
             database_url: None,
             actuator: Some((ACTUATOR_USER.into(), ACTUATOR_PASSWORD.into())),
             external_address: "10.1.2.3:5000".into(),
+            listen: "127.0.0.1:0".into(),
             extra: Vec::new(),
         }
     }
@@ -61,6 +64,14 @@ impl ServerOpts {
         self
     }
 
+    /// Listens on `127.0.0.1:port` and stores exactly that as `server` in the bindings, so that
+    /// a dashboard reading the row can connect to it (several instances on one database).
+    pub fn routable(mut self, port: u16) -> Self {
+        self.listen = format!("127.0.0.1:{port}");
+        self.external_address = self.listen.clone();
+        self
+    }
+
     pub fn arg(mut self, name: &str, value: &str) -> Self {
         self.extra.push(name.into());
         self.extra.push(value.into());
@@ -68,7 +79,7 @@ impl ServerOpts {
     }
 
     fn args(&self) -> Vec<String> {
-        let mut args: Vec<String> = vec!["--listen".into(), "127.0.0.1:0".into(), "--public-key".into()];
+        let mut args: Vec<String> = vec!["--listen".into(), self.listen.clone(), "--public-key".into()];
         args.push(self.public_key.display().to_string());
         args.extend(["--external-address".into(), self.external_address.clone()]);
         if let Some(url) = &self.database_url {
@@ -154,6 +165,32 @@ impl Server {
     /// Like [`spawn`](Server::spawn), waiting up to `startup` (`--demo` generates an RSA key
     /// first, which an unoptimised build under load can take many seconds to do).
     pub fn spawn_waiting(opts: ServerOpts, args: &[String], startup: Duration) -> Server {
+        Server::try_spawn_waiting(opts, args, startup)
+            .unwrap_or_else(|stderr| panic!("server did not say `listening on`; stderr:\n{stderr}"))
+    }
+
+    /// Starts the server with `opts`; `Err(stderr)` if it never said `listening on` (it exited,
+    /// e.g. because its port was taken, or hung: then it is killed).
+    pub fn try_start(opts: ServerOpts) -> Result<Server, String> {
+        let args = opts.args();
+        Server::try_spawn_waiting(opts, &args, WAIT)
+    }
+
+    /// Starts an instance with [`ServerOpts::routable`] on a free loopback port, trying another
+    /// port if the one picked was taken meanwhile.
+    pub fn start_routable(opts: ServerOpts) -> Server {
+        let mut last = String::new();
+        for _ in 0..10 {
+            match Server::try_start(opts.clone().routable(loopback_port())) {
+                Ok(server) => return server,
+                Err(stderr) if stderr.contains("in use") => last = stderr,
+                Err(stderr) => panic!("instance did not start; stderr:\n{stderr}"),
+            }
+        }
+        panic!("no free port for an instance; last stderr:\n{last}");
+    }
+
+    fn try_spawn_waiting(opts: ServerOpts, args: &[String], startup: Duration) -> Result<Server, String> {
         let mut cmd = Command::new(server_bin());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for var in SERVER_ENV {
@@ -166,11 +203,13 @@ impl Server {
         let Some(line) = line else {
             let _ = child.kill();
             let _ = child.wait();
-            panic!("server did not say `listening on`; stderr:\n{}", stderr.text());
+            // The reader thread finishes at EOF, right after the exit.
+            let _ = stderr.wait_for(Duration::from_secs(2), |_| false);
+            return Err(stderr.text());
         };
         let addr = line.rsplit("listening on ").next().unwrap().trim();
         let addr: SocketAddr = addr.parse().unwrap_or_else(|_| panic!("listening on what? {line:?}"));
-        Server { child, addr, opts, stderr, stdout }
+        Ok(Server { child, addr, opts, stderr, stdout })
     }
 
     pub fn url(&self) -> String {
@@ -221,6 +260,17 @@ impl Server {
         self.signal(libc::SIGTERM);
     }
 
+    /// SIGKILL (a crash: nothing is cleaned up) and waits for the process to be gone.
+    pub fn kill(&mut self) -> ExitStatus {
+        self.signal(libc::SIGKILL);
+        self.wait_exit(WAIT).expect("a SIGKILLed server exits")
+    }
+
+    /// What this instance stores as `server` in the bindings.
+    pub fn external_address(&self) -> &str {
+        &self.opts.external_address
+    }
+
     /// Waits up to `timeout` for the process to exit.
     pub fn wait_exit(&mut self, timeout: Duration) -> Option<ExitStatus> {
         let deadline = Instant::now() + timeout;
@@ -260,6 +310,23 @@ impl Drop for Server {
 /// A loopback port that was free a moment ago.
 pub fn free_port() -> u16 {
     TcpListener::bind("127.0.0.1:0").and_then(|l| l.local_addr()).expect("bind 127.0.0.1:0").port()
+}
+
+/// A loopback port that was free a moment ago, below the ephemeral range (32768-60999) so that
+/// no outgoing connection takes it between now and the server's bind; differs per call.
+pub fn loopback_port() -> u16 {
+    static NEXT: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+    for _ in 0..1000 {
+        let nanos = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| u64::from(d.subsec_nanos()));
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let port = 20_000 + ((u64::from(std::process::id()) * 7_919 + n * 104_729 + nanos / 1_000) % 12_000) as u16;
+        if TcpListener::bind(("127.0.0.1", port)).is_ok() {
+            return port;
+        }
+    }
+    panic!("no free loopback port below 32768");
 }
 
 /// Runs `iot-ws-server ARGS` to its end (killed after `timeout`): status, stdout, stderr.
