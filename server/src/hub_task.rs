@@ -118,9 +118,10 @@ impl HubTask {
             match future::or(request, future::or(from_db, timer)).await {
                 Wake::Request(request) => self.handle(request),
                 Wake::Verdict(verdict) => self.decided(verdict),
-                Wake::Inbound(Inbound { device, body, hops }) => {
+                Wake::Inbound(Inbound::Actuation { device, body, hops }) => {
                     self.route(Lookup { device, body, hops, ack_to: None });
                 }
+                Wake::Inbound(Inbound::Moved(device)) => self.moved_away(device),
                 Wake::HoldExpired => {
                     let dropped = self.held.expire(self.now());
                     self.metrics
@@ -169,6 +170,23 @@ impl HubTask {
             self.store.mark_disconnected(device);
         }
         self.set_registered_gauge();
+    }
+
+    /// The device registered with another instance. A connection of it still open here is
+    /// stale: closed as superseded, without a disconnect (the row is the other instance's).
+    /// What was held for it here follows it there.
+    fn moved_away(&mut self, device: DeviceId) {
+        if let Some(session) = self.hub.route(&device) {
+            self.hub.remove(session);
+            if let Some(mailbox) = self.mailboxes.remove(&session) {
+                let _ = mailbox.try_send(Mail::Superseded);
+            }
+            self.set_registered_gauge();
+        }
+        self.store.forget(device.clone());
+        for body in self.held.arrived(&device) {
+            self.route(Lookup { device: device.clone(), body, hops: 0, ack_to: None });
+        }
     }
 
     /// Delivers here, or asks the forwarding thread where the device is.

@@ -8,6 +8,10 @@
 //! transaction: an actuation taken just before this process dies is lost with the device's
 //! connection, never delivered twice.
 //!
+//! The same channel carries "moved:<device>": the device registered with another instance, so
+//! a connection of it still open here is stale (half-open, most likely) and is closed as
+//! superseded, and anything held here for it is sent after it.
+//!
 //! It also looks after queues that nobody will take: actuations for an instance that died are
 //! moved to wherever their device is bound now, and dropped (and counted) once they are older
 //! than the hold time.
@@ -27,11 +31,12 @@ const TAKE_AT_ONCE: i64 = 1_000;
 /// How often queues are checked without a NOTIFY, and stranded actuations looked after.
 const POLL: Duration = Duration::from_secs(1);
 
-/// An actuation forwarded here by another instance.
-pub struct Inbound {
-    pub device: DeviceId,
-    pub body: Body,
-    pub hops: i16,
+/// What other instances tell this one.
+pub enum Inbound {
+    /// An actuation forwarded here.
+    Actuation { device: DeviceId, body: Body, hops: i16 },
+    /// The device registered with another instance since it registered here.
+    Moved(DeviceId),
 }
 
 /// Connects, takes the instance's lock and starts the thread. Another live instance with the
@@ -101,7 +106,10 @@ impl Thread {
                 self.sweep();
                 next_sweep = Instant::now() + POLL;
             }
-            self.wait_for_notify();
+            let moved = self.wait_for_notify();
+            if !moved.is_empty() && self.tell_moved(moved, &hub).is_err() {
+                return;
+            }
         }
     }
 
@@ -145,7 +153,7 @@ impl Thread {
             let full = rows.len() as i64 == TAKE_AT_ONCE;
             for row in rows {
                 let Some(body) = Body::from_json_object(row.get(2)) else { continue };
-                let inbound = Inbound { device: DeviceId(row.get(1)), body, hops: row.get(3) };
+                let inbound = Inbound::Actuation { device: DeviceId(row.get(1)), body, hops: row.get(3) };
                 Metrics::inc(&self.metrics.actuations_received);
                 hub.try_send(inbound).map_err(|_| ())?;
             }
@@ -174,17 +182,45 @@ impl Thread {
         }
     }
 
-    /// Sleeps until a NOTIFY arrives or the poll interval passes; swallows the wake-ups that
-    /// came meanwhile, since one take serves them all.
-    fn wait_for_notify(&mut self) {
-        let Some(client) = self.db.current() else { return };
+    /// Sleeps until a NOTIFY arrives or the poll interval passes, and returns the devices said
+    /// to have moved. Actuation wake-ups are not counted: one take serves them all.
+    fn wait_for_notify(&mut self) -> Vec<String> {
+        let Some(client) = self.db.current() else { return Vec::new() };
+        let mut moved = Vec::new();
         let result = {
             let mut notifications = client.notifications();
-            let woke = notifications.timeout_iter(POLL).next();
-            woke.and_then(|_| notifications.iter().count())
+            let mut note = |n: postgres::Notification| {
+                if let Some(device) = n.payload().strip_prefix("moved:") {
+                    moved.push(device.to_owned());
+                }
+            };
+            let first = notifications.timeout_iter(POLL).next();
+            first.map(|n| n.map(&mut note)).and_then(|_| {
+                let mut rest = notifications.iter();
+                while let Some(n) = rest.next()? {
+                    note(n);
+                }
+                Ok(())
+            })
         };
         if let Err(e) = result {
             self.db.failed("wait for forwarded actuations", &e);
         }
+        moved
+    }
+
+    /// Passes the moves on to the hub, once the bindings confirm them: the device may have come
+    /// back here since. Err: the hub is gone.
+    fn tell_moved(&mut self, moved: Vec<String>, hub: &Sender<Inbound>) -> Result<(), ()> {
+        let Some(client) = self.db.current() else { return Ok(()) };
+        match client.query(crate::schema::MOVED_AWAY, &[&moved, &self.server]) {
+            Ok(rows) => {
+                for row in rows {
+                    hub.try_send(Inbound::Moved(DeviceId(row.get(0)))).map_err(|_| ())?;
+                }
+            }
+            Err(e) => self.db.failed("check moved devices", &e),
+        }
+        Ok(())
     }
 }

@@ -28,6 +28,8 @@ const MAX_BATCH: usize = 2_000;
 enum Op {
     Upsert(DeviceId, Sender<Result<(), StoreFailed>>),
     Disconnect(DeviceId),
+    /// The device registered with another instance: its row is not this instance's any more.
+    Forget(DeviceId),
     Flush(Sender<()>),
 }
 
@@ -62,6 +64,10 @@ impl PgStore {
 
     pub fn mark_disconnected(&self, device: DeviceId) {
         let _ = self.ops.try_send(Op::Disconnect(device));
+    }
+
+    pub fn forget(&self, device: DeviceId) {
+        let _ = self.ops.try_send(Op::Forget(device));
     }
 
     pub async fn flush(&self, limit: Duration) {
@@ -136,6 +142,11 @@ impl Worker {
                     self.write_upserts(std::mem::take(&mut upserts));
                     downs.push(device);
                 }
+                Op::Forget(device) => {
+                    self.write_upserts(std::mem::take(&mut upserts));
+                    self.write_disconnects(std::mem::take(&mut downs));
+                    self.connected.remove(&device);
+                }
                 Op::Flush(reply) => {
                     self.write_upserts(std::mem::take(&mut upserts));
                     self.write_disconnects(std::mem::take(&mut downs));
@@ -178,27 +189,40 @@ impl Worker {
     }
 
     /// Takes the devices' rows over for this instance; returns the `lastConnectedAt` written.
+    /// The instances the rows named before are told (see `inbox.rs`): the device left them.
     fn upsert_many(&mut self, ids: &[&str]) -> Result<HashMap<String, SystemTime>, ()> {
         let sql = format!(
-            r#"INSERT INTO dashboard."connectionBindings"
-                 (id, "deviceId", "lastConnectedAt", server, "connectingStatus", type, created, updated)
-               SELECT gen_random_uuid(), d, now(), $2, true, CAST('ws' AS {t}), now(), now()
-               FROM unnest($1::text[]) AS d
-               ON CONFLICT ("deviceId", type) DO UPDATE SET
-                 server = EXCLUDED.server, "connectingStatus" = true,
-                 "lastConnectedAt" = EXCLUDED."lastConnectedAt", updated = EXCLUDED.updated
-               RETURNING "deviceId", "lastConnectedAt""#,
+            r#"WITH previous AS (
+                 SELECT "deviceId" AS device, server FROM dashboard."connectionBindings"
+                 WHERE type = 'ws' AND "deviceId" = ANY($1::text[]) AND server <> $2),
+               upserted AS (
+                 INSERT INTO dashboard."connectionBindings"
+                   (id, "deviceId", "lastConnectedAt", server, "connectingStatus", type, created, updated)
+                 SELECT gen_random_uuid(), d, now(), $2, true, CAST('ws' AS {t}), now(), now()
+                 FROM unnest($1::text[]) AS d
+                 ON CONFLICT ("deviceId", type) DO UPDATE SET
+                   server = EXCLUDED.server, "connectingStatus" = true,
+                   "lastConnectedAt" = EXCLUDED."lastConnectedAt", updated = EXCLUDED.updated
+                 RETURNING "deviceId", "lastConnectedAt")
+               SELECT u."deviceId", u."lastConnectedAt", p.server
+               FROM upserted AS u LEFT JOIN previous AS p ON p.device = u."deviceId""#,
             t = self.binding_type
         );
         let server = self.server.clone();
         let client = self.db.client(setup).ok_or(())?;
-        match client.query(&sql, &[&ids, &server]) {
-            Ok(rows) => Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect()),
+        let rows = match client.query(&sql, &[&ids, &server]) {
+            Ok(rows) => rows,
             Err(e) => {
                 self.db.failed("record connected devices", &e);
-                Err(())
+                return Err(());
             }
+        };
+        let (left, moved): (Vec<String>, Vec<String>) =
+            rows.iter().filter_map(|r| r.get::<_, Option<String>>(2).map(|from| (from, r.get(0)))).unzip();
+        if !left.is_empty() {
+            let _ = self.execute("tell instances their devices left", crate::schema::TELL_MOVED, &[&left, &moved]);
         }
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
     fn write_disconnects(&mut self, downs: Vec<DeviceId>) {

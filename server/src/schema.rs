@@ -94,6 +94,19 @@ pub const WAKE_INSTANCES: &str = concat!(
     ", '') FROM (SELECT DISTINCT unnest($1::text[]) AS t) AS targets"
 );
 
+/// Tells each instance in `$1` that the device at the same place in `$2` registered elsewhere.
+pub const TELL_MOVED: &str = concat!(
+    "SELECT pg_notify(",
+    inbox_channel!("m.server"),
+    ", 'moved:' || m.device) FROM unnest($1::text[], $2::text[]) AS m(server, device)"
+);
+
+/// Of the devices `$1`, those whose row no longer names `$2`.
+pub const MOVED_AWAY: &str = r#"
+SELECT "deviceId" FROM dashboard."connectionBindings"
+WHERE type = 'ws' AND "deviceId" = ANY($1::text[]) AND server <> $2
+"#;
+
 /// Takes the oldest actuations queued for `$1`, at most `$2`.
 pub const TAKE_FORWARDED: &str = r#"
 DELETE FROM dashboard."iotWsForwarded" WHERE id IN (

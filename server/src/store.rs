@@ -78,6 +78,13 @@ impl Store {
         }
     }
 
+    /// The device registered with another instance: its row is that instance's now.
+    pub fn forget(&self, device: DeviceId) {
+        if let Store::Postgres { bindings, .. } = self {
+            bindings.forget(device);
+        }
+    }
+
     /// Waits until every write sent so far is done (or `limit` passes), for a graceful stop.
     pub async fn flush(&self, limit: Duration) {
         if let Store::Postgres { bindings, .. } = self {
