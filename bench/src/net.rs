@@ -1,0 +1,127 @@
+//! Client sockets: spread over 127.0.0.x source addresses, WebSocket with small buffers.
+//!
+//! One source address has about 28k ephemeral ports towards one server address, and closed
+//! sockets linger in TIME_WAIT; so device `i` connects from 127.0.0.(1 + i / per_ip).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::time::Duration;
+
+use async_tungstenite::tungstenite::client::IntoClientRequest;
+use async_tungstenite::tungstenite::http::HeaderValue;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use async_tungstenite::WebSocketStream;
+use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use smol::Async;
+use socket2::{Domain, Protocol, Socket, Type};
+
+pub type Ws = WebSocketStream<Async<TcpStream>>;
+
+/// Where and how to connect.
+#[derive(Clone, Debug)]
+pub struct Target {
+    pub addr: SocketAddr,
+    pub url: String,
+    /// Devices per source address.
+    pub per_ip: usize,
+}
+
+/// Longest a connect plus handshake may take before it counts as failed.
+pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
+
+impl Target {
+    pub fn parse(url: &str, per_ip: usize) -> Result<Target, String> {
+        let rest = url.strip_prefix("ws://").ok_or_else(|| format!("--server {url:?}: only ws:// URLs"))?;
+        let hostport = rest.split('/').next().unwrap_or(rest);
+        let addr: SocketAddr =
+            hostport.parse().map_err(|_| format!("--server {url:?}: want ws://IP:PORT (loopback only)"))?;
+        if !addr.ip().is_loopback() {
+            return Err(format!("--server {url:?}: the bench only runs against loopback"));
+        }
+        Ok(Target { addr, url: url.to_string(), per_ip: per_ip.max(1) })
+    }
+
+    /// The source address for client number `i`.
+    pub fn source(&self, i: usize) -> IpAddr {
+        match self.addr.ip() {
+            IpAddr::V4(_) => {
+                let n = (i / self.per_ip).min(250) as u8;
+                IpAddr::V4(Ipv4Addr::new(127, 0, 0, 1 + n))
+            }
+            v6 => v6,
+        }
+    }
+
+    /// A WebSocket offering `echo-protocol`, from client `i`'s source address.
+    pub async fn connect(&self, i: usize) -> io::Result<Ws> {
+        let attempt = async {
+            let stream = tcp_connect(self.source(i), self.addr).await?;
+            let mut request = self.url.as_str().into_client_request().map_err(io::Error::other)?;
+            request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("echo-protocol"));
+            let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
+                .await
+                .map_err(io::Error::other)?;
+            Ok(ws)
+        };
+        future::or(attempt, async {
+            smol::Timer::after(CONNECT_TIMEOUT).await;
+            Err(io::Error::new(io::ErrorKind::TimedOut, "connect and handshake took too long"))
+        })
+        .await
+    }
+
+    /// `GET path`, the whole response as text (for `/metrics`).
+    pub async fn http_get(&self, path: &str) -> io::Result<String> {
+        let mut stream = Async::<TcpStream>::connect(self.addr).await?;
+        stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
+        let mut text = String::new();
+        stream.read_to_string(&mut text).await?;
+        Ok(text)
+    }
+
+    /// The value of an unlabelled metric such as `iot_ws_connections`.
+    pub async fn metric(&self, name: &str) -> Option<i64> {
+        let text = self.http_get("/metrics").await.ok()?;
+        text.lines().find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
+    /// Waits (bounded) until the server's open connections are at most `target`.
+    pub async fn wait_connections_at_most(&self, target: i64, limit: Duration) -> bool {
+        let deadline = std::time::Instant::now() + limit;
+        while std::time::Instant::now() < deadline {
+            if self.metric("iot_ws_connections").await.is_some_and(|n| n <= target) {
+                return true;
+            }
+            smol::Timer::after(Duration::from_millis(50)).await;
+        }
+        false
+    }
+}
+
+/// Small buffers on the client side too: 20k clients with tungstenite's 128 KiB default would
+/// need 2.5 GiB.
+pub fn ws_config() -> WebSocketConfig {
+    WebSocketConfig::default().read_buffer_size(4 * 1024).write_buffer_size(0)
+}
+
+/// A non-blocking connect bound to `source` (port chosen by the kernel).
+async fn tcp_connect(source: IpAddr, to: SocketAddr) -> io::Result<Async<TcpStream>> {
+    let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
+    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
+    socket.set_nonblocking(true)?;
+    if source != IpAddr::V4(Ipv4Addr::LOCALHOST) && to.is_ipv4() {
+        socket.bind(&SocketAddr::new(source, 0).into())?;
+    }
+    match socket.connect(&to.into()) {
+        Ok(()) => {}
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
+        Err(e) => return Err(e),
+    }
+    let stream = Async::new(TcpStream::from(socket))?;
+    stream.writable().await?;
+    if let Some(e) = stream.get_ref().take_error()? {
+        return Err(e);
+    }
+    stream.get_ref().set_nodelay(true)?;
+    Ok(stream)
+}

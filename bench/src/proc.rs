@@ -1,0 +1,66 @@
+//! What the bench reads about the server process from /proc, and its own file limit.
+//!
+//! The load generator shares the machine's cores with the server, so the server's cost is read
+//! as the CPU time the kernel charged to its process, not inferred from wall-clock rates.
+
+use std::time::Duration;
+
+/// The server process being measured.
+#[derive(Clone, Copy, Debug)]
+pub struct ServerProc {
+    pub pid: u32,
+}
+
+impl ServerProc {
+    /// User + system CPU time of the whole process (every thread, alive or gone).
+    pub fn cpu(&self) -> Option<Duration> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        // The command name may contain spaces and parentheses: fields start after the last ')'.
+        let rest = &stat[stat.rfind(')')? + 2..];
+        let fields: Vec<&str> = rest.split_whitespace().collect();
+        // Fields 14 and 15 of stat(5) are utime and stime; `rest` starts at field 3.
+        let utime: u64 = fields.get(11)?.parse().ok()?;
+        let stime: u64 = fields.get(12)?.parse().ok()?;
+        let ticks = clock_ticks();
+        Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+    }
+
+    /// Resident set size in KiB (`VmRSS`).
+    pub fn rss_kib(&self) -> Option<u64> {
+        rss_kib(self.pid)
+    }
+}
+
+pub fn rss_kib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
+    line.split_whitespace().nth(1)?.parse().ok()
+}
+
+fn clock_ticks() -> u64 {
+    // SAFETY: sysconf only reads a constant of the C library.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as u64
+    } else {
+        100
+    }
+}
+
+/// Raises the soft limit on open files to the hard limit; returns the soft limit in force.
+pub fn raise_file_limit() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit/setrlimit write to and read from the struct we own.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) != 0 {
+            return 1024;
+        }
+        if limit.rlim_cur < limit.rlim_max {
+            let raised = libc::rlimit { rlim_cur: limit.rlim_max, rlim_max: limit.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                limit = raised;
+            }
+        }
+    }
+    limit.rlim_cur
+}
