@@ -5,11 +5,16 @@
 //! checked here with the RustCrypto `rsa` crate (the one jwt-simple's pure-Rust backend builds
 //! on) and the claims go to `iot_ws_core::check_claims`. Only `alg: RS256` is accepted, which
 //! shuts out `none` and HS256-keyed-with-the-public-key forgeries.
+//!
+//! Accepted tokens are remembered by hash ([`TokenCache`]): a device reconnecting with the same
+//! token skips the RSA check, never the expiry check. The cache belongs to the verifier, and a
+//! verifier to one key, so a different key always starts with an empty cache.
 
 use std::path::Path;
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+use iot_ws_core::claims::{parse_iso8601, LEEWAY_SECS};
 use iot_ws_core::{check_claims, DeviceId, TokenRejected, UnixSeconds};
 use rsa::pkcs1::DecodeRsaPublicKey;
 use rsa::pkcs1v15::{Signature, VerifyingKey};
@@ -18,12 +23,18 @@ use rsa::signature::Verifier;
 use rsa::RsaPublicKey;
 use sha2::Sha256;
 
+// A submodule of auth (not of main): the cache is an implementation detail of the verifier.
+#[path = "token_cache.rs"]
+mod token_cache;
+use token_cache::{Admits, TokenCache, DEFAULT_CAPACITY};
+
 /// Longest token accepted; real device tokens are well under 2 KiB.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
 /// Verifies device tokens against one public key.
 pub struct TokenVerifier {
     key: VerifyingKey<Sha256>,
+    cache: TokenCache,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -46,14 +57,37 @@ impl TokenVerifier {
     pub fn from_pem(pem: &str) -> Option<TokenVerifier> {
         let key =
             RsaPublicKey::from_public_key_pem(pem.trim()).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim())).ok()?;
-        Some(TokenVerifier { key: VerifyingKey::new(key) })
+        Some(TokenVerifier::with_cache(VerifyingKey::new(key), DEFAULT_CAPACITY))
     }
 
-    /// Whether `token` admits `device` at `now`.
+    fn with_cache(key: VerifyingKey<Sha256>, capacity: usize) -> TokenVerifier {
+        TokenVerifier { key, cache: TokenCache::new(capacity) }
+    }
+
+    /// Whether `token` admits `device` at `now`: from the cache when this exact token was
+    /// accepted before (expiry and subject checked again), else by signature and claims.
     pub fn verify(&self, device: &DeviceId, token: &str, now: SystemTime) -> Result<(), TokenRejected> {
         if token.len() > MAX_TOKEN_BYTES {
             return Err(TokenRejected::Malformed);
         }
+        let now = UnixSeconds(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+        let hash = TokenCache::hash(token);
+        if let Some(admits) = self.cache.get(&hash) {
+            let verdict = admits.check(device, now);
+            if verdict == Err(TokenRejected::Expired) {
+                self.cache.remove(&hash);
+            }
+            return verdict;
+        }
+        let claims = self.verify_uncached(device, token, now)?;
+        if let Some(admits) = admits(&claims, device) {
+            self.cache.insert(hash, admits);
+        }
+        Ok(())
+    }
+
+    /// Signature and claims; the claims text of an accepted token.
+    fn verify_uncached(&self, device: &DeviceId, token: &str, now: UnixSeconds) -> Result<String, TokenRejected> {
         let mut parts = token.split('.');
         let (Some(header), Some(payload), Some(signature), None) =
             (parts.next(), parts.next(), parts.next(), parts.next())
@@ -65,9 +99,43 @@ impl TokenVerifier {
         let signed = &token[..header.len() + 1 + payload.len()];
         self.key.verify(signed.as_bytes(), &signature).map_err(|_| TokenRejected::Signature)?;
         let claims = String::from_utf8(decode(payload)?).map_err(|_| TokenRejected::Malformed)?;
-        let now = now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64);
-        check_claims(&claims, device, UnixSeconds(now))
+        check_claims(&claims, device, now)?;
+        Ok(claims)
     }
+
+    #[cfg(test)]
+    fn cached(&self) -> usize {
+        self.cache.len()
+    }
+}
+
+/// The validity window of claims that `check_claims` accepted, with its leeway applied, so that
+/// [`Admits::check`] decides exactly as `check_claims` would. `None` (not cached) if a time claim
+/// has a shape this cannot read the same way.
+fn admits(claims: &str, device: &DeviceId) -> Option<Admits> {
+    #[derive(serde::Deserialize)]
+    struct Times {
+        #[serde(default)]
+        exp: Option<serde_json::Value>,
+        #[serde(default)]
+        nbf: Option<serde_json::Value>,
+    }
+    let times: Times = serde_json::from_str(claims).ok()?;
+    let seconds = |v: &serde_json::Value| match v {
+        // As `check_claims`: any JSON number, fractions cut, huge values saturated.
+        serde_json::Value::Number(n) => n.as_f64().map(|f| f as i64),
+        serde_json::Value::String(s) => parse_iso8601(s),
+        _ => None,
+    };
+    let until = match &times.exp {
+        None => None,
+        Some(v) => Some(seconds(v)?.saturating_add(LEEWAY_SECS)),
+    };
+    let from = match &times.nbf {
+        None => None,
+        Some(v) => Some(seconds(v)?.saturating_sub(LEEWAY_SECS)),
+    };
+    Some(Admits { device: device.clone(), from, until })
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, TokenRejected> {

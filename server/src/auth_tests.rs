@@ -125,3 +125,62 @@ fn pkcs1_public_keys_are_read_too() {
     assert!(TokenVerifier::from_pem(&pkcs1).is_some());
     assert!(TokenVerifier::from_pem("-----BEGIN PUBLIC KEY-----\nAAAA\n-----END PUBLIC KEY-----").is_none());
 }
+
+fn at(secs: u64) -> SystemTime {
+    UNIX_EPOCH + StdDuration::from_secs(secs)
+}
+
+#[test]
+fn a_cached_token_still_expires_on_time() {
+    let v = verifier();
+    let token = sign_raw(RS256, r#"{"sub":"dev-1","exp":2000000000}"#);
+    assert_eq!(v.verify(&dev(), &token, at(1_900_000_000)), Ok(()));
+    assert_eq!(v.cached(), 1);
+    // Same verdicts as check_claims, leeway included, from the cache.
+    assert_eq!(v.verify(&dev(), &token, at(2_000_000_059)), Ok(()));
+    assert_eq!(v.verify(&dev(), &token, at(2_000_000_060)), Err(TokenRejected::Expired));
+    assert_eq!(v.cached(), 0, "an expired token leaves the cache");
+    assert_eq!(v.verify(&dev(), &token, at(2_000_000_060)), Err(TokenRejected::Expired));
+}
+
+#[test]
+fn a_cached_iso_exp_and_nbf_are_rechecked() {
+    let v = verifier();
+    let token = sign_raw(RS256, r#"{"sub":"dev-1","nbf":1900000000,"exp":"2035-11-24T10:00:00.000Z"}"#);
+    assert_eq!(v.verify(&dev(), &token, at(1_950_000_000)), Ok(()));
+    assert_eq!(v.verify(&dev(), &token, at(1_899_999_000)), Err(TokenRejected::NotYetValid));
+    assert_eq!(v.verify(&dev(), &token, at(2_100_000_000)), Err(TokenRejected::Expired));
+}
+
+#[test]
+fn a_cached_token_admits_only_its_own_device() {
+    let v = verifier();
+    let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+    assert_eq!(v.verify(&dev(), &token, now()), Ok(()));
+    assert_eq!(v.verify(&DeviceId("dev-2".into()), &token, now()), Err(TokenRejected::Subject));
+}
+
+#[test]
+fn refused_tokens_are_not_cached() {
+    let v = verifier();
+    let tampered = {
+        let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+        let parts: Vec<&str> = token.split('.').collect();
+        format!("{}.{}.{}", parts[0], b64(br#"{"sub":"dev-1"}"#), parts[2])
+    };
+    assert_eq!(v.verify(&dev(), &tampered, now()), Err(TokenRejected::Signature));
+    let other_sub = sign_raw(RS256, r#"{"sub":"dev-2"}"#);
+    assert_eq!(v.verify(&dev(), &other_sub, now()), Err(TokenRejected::Subject));
+    assert_eq!(v.cached(), 0);
+}
+
+#[test]
+fn a_verifier_with_another_key_starts_with_an_empty_cache() {
+    let v = verifier();
+    let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+    assert_eq!(v.verify(&dev(), &token, now()), Ok(()));
+    let other = KeyPair::generate().unwrap();
+    let rekeyed = TokenVerifier::from_pem(&other.public_pem).unwrap();
+    assert_eq!(rekeyed.cached(), 0);
+    assert_eq!(rekeyed.verify(&dev(), &token, now()), Err(TokenRejected::Signature));
+}
