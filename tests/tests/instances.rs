@@ -10,7 +10,10 @@
 //!   restarted instance repairing only its own leftovers; SIGTERM clearing only its own rows;
 //! - ambiguous external addresses refused (unspecified host, port 0, one a live instance uses);
 //! - any instance accepts an actuation: forwarded through PostgreSQL to the device's instance,
-//!   delivered exactly once, in order per sender and device, the ack saying where it went;
+//!   delivered exactly once, in order per sender and device, the ack saying where it went; a
+//!   registration elsewhere closing the stale connection (1000) and taking what was held there;
+//!   actuations queued for an instance that then died reaching the device where it reconnected,
+//!   or dropped and counted once the hold time passed; devices really gone reported 500;
 //! - load: 1,000 devices over three instances, 10,000 actuations sent to random instances, each
 //!   delivered exactly once.
 //!
@@ -374,11 +377,16 @@ fn sigterm_clears_only_the_instances_own_rows() {
     let before = full_rows(&db);
 
     a.sigterm();
-    for (id, client) in [("stop-a1", &mut a1), ("stop-a2", &mut a2), ("stop-mover (old, on A)", &mut old)] {
+    for (id, client) in [("stop-a1", &mut a1), ("stop-a2", &mut a2)] {
         match client.recv(WAIT) {
             Event::Close(code) => assert_eq!(code, Some(1001), "{id}"),
             other => panic!("{id}: expected close 1001, got {other:?}"),
         }
+    }
+    // The old connection: 1000 if A learnt of the move first (B tells A), else 1001.
+    match old.recv(WAIT) {
+        Event::Close(Some(1000 | 1001)) => {}
+        other => panic!("stop-mover's old connection on A: expected close 1000 or 1001, got {other:?}"),
     }
     let status = a.wait_exit(Duration::from_secs(10)).expect("A exits within 10 s of SIGTERM");
     assert!(status.success(), "A's exit status {status:?}\n{}", a.stderr());
@@ -558,6 +566,48 @@ fn after_a_move_the_old_instance_forwards_to_the_new_one_instead_of_holding() {
 }
 
 #[test]
+fn a_registration_elsewhere_closes_the_stale_connection_on_the_previous_instance_with_1000() {
+    let db = Cluster::shared().create_db();
+    let [a, b, _c] = three(&db);
+    let id = "stale-close";
+    let mut old = registered_on(&a, id);
+    let mut new = registered_on(&b, id);
+    old.expect_close(1000);
+    wait_registered(&a, 0);
+    assert_eq!(db.binding(id), Some((true, b.external_address().into())));
+    // The old instance now forwards to the new one.
+    let mut sender = Client::connect(a.addr);
+    let (ack, body) = send_ack(&mut sender, id, r#""after":"stale close""#);
+    assert_eq!(ack, ack_forwarded(id, &b));
+    expect_delivery(&mut new, id, &body);
+    expect_nothing_more(&mut new, id);
+}
+
+#[test]
+fn actuations_held_on_the_old_instance_follow_the_device_to_its_new_one() {
+    let db = Cluster::shared().create_db();
+    let [a, b, _c] = three(&db);
+    let id = "held-follows";
+    let mut left = registered_on(&a, id);
+    left.close(1000);
+    left.finish_close();
+    assert!(db.wait_binding(id, false));
+    let mut sender = Client::connect(a.addr);
+    let mut bodies = Vec::new();
+    for n in 0..4 {
+        let (ack, body) = send_ack(&mut sender, id, &format!(r#""held":{n}"#));
+        assert_eq!(ack, json!({"code": 202, "content": "Held", "deviceId": id}), "actuation {n} after it left A");
+        bodies.push(body);
+    }
+    // It comes back on B, not A: what A held reaches it there, once, in order.
+    let mut on_b = registered_on(&b, id);
+    for body in &bodies {
+        expect_delivery(&mut on_b, id, body);
+    }
+    expect_nothing_more(&mut on_b, id);
+}
+
+#[test]
 fn actuations_for_devices_that_are_really_gone_are_reported_not_connected() {
     let db = Cluster::shared().create_db();
     let [a, b, mut c] = three(&db);
@@ -586,6 +636,67 @@ fn actuations_for_devices_that_are_really_gone_are_reported_not_connected() {
     assert_eq!(ack, ack_forwarded("gone-orphan", &b));
     expect_delivery(&mut back, "gone-orphan", &body);
     expect_nothing_more(&mut back, "gone-orphan");
+}
+
+/// Queues actuations for C while C is frozen (SIGSTOP: alive for PostgreSQL, its advisory lock
+/// held, but taking nothing), then kills C. Returns the instances, the sender's acks and bodies.
+fn queue_for_frozen_instance_then_kill_it(
+    db: &Db,
+    opts: ServerOpts,
+    device: &str,
+    n: usize,
+) -> (Server, Server, Vec<String>) {
+    let a = Server::start_routable(opts.clone());
+    let b = Server::start_routable(opts.clone());
+    let mut c = Server::start_routable(opts);
+    let mut on_c = registered_on(&c, device);
+    c.signal(libc::SIGSTOP);
+    let mut sender = Client::connect(a.addr);
+    let mut bodies = Vec::new();
+    for seq in 0..n {
+        let (ack, body) = send_ack(&mut sender, device, &format!(r#""queued":{seq}"#));
+        assert_eq!(ack, ack_forwarded(device, &c), "actuation {seq} for {device} on the frozen C");
+        bodies.push(body);
+    }
+    let queued: i64 = db
+        .client()
+        .query_one(r#"SELECT count(*) FROM dashboard."iotWsForwarded""#, &[])
+        .map(|r| r.get(0))
+        .unwrap_or(-1);
+    eprintln!("{device}: {queued} rows in dashboard.\"iotWsForwarded\" while C is frozen (informational)");
+    c.kill();
+    match on_c.recv(WAIT) {
+        Event::Gone(_) | Event::Close(_) => {}
+        other => panic!("{device} after SIGKILL of C: {other:?}"),
+    }
+    (a, b, bodies)
+}
+
+#[test]
+fn actuations_queued_for_an_instance_that_died_reach_the_device_where_it_reconnected_exactly_once_in_order() {
+    let db = Cluster::shared().create_db();
+    let device = "in-flight";
+    let opts = ServerOpts::default().with_db(&db.url());
+    let (_a, b, bodies) = queue_for_frozen_instance_then_kill_it(&db, opts, device, 5);
+    let mut back = registered_on(&b, device);
+    for body in &bodies {
+        expect_delivery(&mut back, device, body);
+    }
+    expect_nothing_more(&mut back, device);
+}
+
+#[test]
+fn actuations_queued_for_an_instance_that_died_are_dropped_and_counted_once_the_hold_time_passed() {
+    let db = Cluster::shared().create_db();
+    let device = "never-back";
+    let opts = ServerOpts::default().with_db(&db.url()).arg("--hold-actuations-secs", "1");
+    let (a, b, _bodies) = queue_for_frozen_instance_then_kill_it(&db, opts, device, 2);
+    let lost = |s: &Server| s.metric(r#"iot_ws_actuations_total{outcome="lost_in_transit"}"#).unwrap_or(0.0);
+    let counted = eventually(WAIT, || (lost(&a) + lost(&b) == 2.0).then_some(()));
+    assert!(counted.is_some(), "lost_in_transit: A {} B {}", lost(&a), lost(&b));
+    // Dropped means dropped: the device coming back now gets nothing of them.
+    let mut late = registered_on(&b, device);
+    expect_nothing_more(&mut late, device);
 }
 
 // ---------------------------------------------------------------------------------------------
