@@ -28,7 +28,9 @@ const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// Serves one accepted TCP connection to its end.
 pub async fn serve_connection(mut stream: Async<TcpStream>, ctx: Arc<Ctx>) {
-    let Some(head) = http::read_head(&mut stream).await else { return };
+    // Boxed, like every rare phase below: an idle connection's task keeps only the state of its
+    // steady loop, not the largest state any phase ever needs (the head buffer, the attach).
+    let Some(head) = Box::pin(http::read_head(&mut stream)).await else { return };
     match http::classify(&head) {
         http::Request::Plain(answer) => http::respond(&mut stream, &answer, || ctx.metrics.render()).await,
         http::Request::Upgrade { accept_key, leftover } => {
@@ -112,7 +114,7 @@ impl Connection {
                 Wake::Tick => self.on_tick(now).await,
             }
         }
-        self.finish().await;
+        Box::pin(self.finish()).await;
     }
 
     /// Waits for whatever happens first; shutdown and mail before frames, so a chatty peer
@@ -200,7 +202,7 @@ impl Connection {
                     self.session.handle_input(now, Input::TokenChecked(verdict));
                 }
                 Output::StoreBinding { device } => {
-                    let stored = self.attach(device).await;
+                    let stored = Box::pin(self.attach(device)).await;
                     let counter = match stored {
                         Ok(()) => &self.ctx.metrics.registrations_ok,
                         Err(StoreFailed) => &self.ctx.metrics.registrations_store_failed,

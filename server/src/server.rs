@@ -49,7 +49,8 @@ impl Ctx {
 /// connection should cost a few KiB.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4 * 1024)
+        // Grown as a longer message needs; tungstenite zeroes this much per connection.
+        .read_buffer_size(1024)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes.saturating_mul(4).max(64 * 1024))
         .max_message_size(Some(max_message_bytes))
@@ -58,8 +59,7 @@ pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
 
 /// Runs the server until a signal stops it. Errors before binding are configuration errors.
 pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
-    let listener = TcpListener::bind(config.listen)
-        .map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
+    let listener = bind(config.listen).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.get_ref().local_addr()?;
     let external_address = config.external_address(local);
@@ -120,6 +120,20 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     drop(stop_threads);
     eprintln!("stopped");
     Ok(())
+}
+
+/// Most connections waiting to be accepted. std's 128 is overrun when thousands of devices
+/// reconnect at once after a restart, and each SYN dropped costs its device a 1 s retransmit.
+const LISTEN_BACKLOG: i32 = 4096;
+
+fn bind(addr: std::net::SocketAddr) -> std::io::Result<TcpListener> {
+    use socket2::{Domain, Socket, Type};
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    // As std does: a restarted server can bind while old connections sit in TIME_WAIT.
+    socket.set_reuse_address(true)?;
+    socket.bind(&addr.into())?;
+    socket.listen(LISTEN_BACKLOG)?;
+    Ok(socket.into())
 }
 
 trait MapUnit {
