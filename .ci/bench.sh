@@ -1,0 +1,85 @@
+#!/usr/bin/env bash
+# CI step for issue 5: the benchmark must never rot. Builds iot-ws-bench and the server (release),
+# starts a throwaway PostgreSQL cluster and the server on free loopback ports with a fresh key,
+# runs every part of the bench with small numbers, and checks that its JSON line parses and that
+# its counts are sane. Timings are printed, never asserted (2 shared cores: they are noise here).
+# Zero lost or duplicated actuations in the churn run is asserted: that is correctness.
+set -euo pipefail
+cd "$(dirname "${BASH_SOURCE[0]}")/.."
+
+PG_BIN=/usr/lib/postgresql/15/bin
+DEVICES=${BENCH_DEVICES:-200}
+
+cargo build --release -p iot-ws-server -p iot-ws-bench
+target=${CARGO_TARGET_DIR:-$PWD/target}/release
+
+work=$(mktemp -d /tmp/iot-ws-bench-ci.XXXXXX)
+chmod 755 "$work"
+server_pid=
+cleanup() {
+  if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  if [ -f "$work/pg/data/postmaster.pid" ]; then
+    runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
+  fi
+  rm -rf "$work"
+}
+trap cleanup EXIT
+
+# A PostgreSQL cluster of our own; initdb refuses root, so it runs as postgres. The port is below
+# the ephemeral range (outgoing connections may take those) and retried if taken.
+mkdir -p "$work/pg/data" "$work/pg/sock"
+chown -R postgres:postgres "$work/pg"
+runuser -u postgres -- "$PG_BIN/initdb" -D "$work/pg/data" -U postgres --auth=trust --no-sync >/dev/null
+pg_port=
+for _ in $(seq 1 20); do
+  port=$((20000 + RANDOM % 12000))
+  if runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$work/pg/data" -l "$work/pg/log" -w -t 30 \
+    -o "-p $port -k $work/pg/sock -c listen_addresses=127.0.0.1 -c fsync=off" start >/dev/null; then
+    pg_port=$port
+    break
+  fi
+done
+[ -n "$pg_port" ] || { echo ".ci/bench.sh: PostgreSQL did not start" >&2; cat "$work/pg/log" >&2; exit 1; }
+db="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres connect_timeout=2"
+
+"$target/iot-ws-server" keygen --dir "$work/keys" 2>/dev/null
+
+# The server needs as many file descriptors as devices; port 0 picks a free one.
+ulimit -n "$(ulimit -Hn)"
+"$target/iot-ws-server" --listen 127.0.0.1:0 --public-key "$work/keys/public.pem" \
+  --actuator-username bench --actuator-password bench --database-url "$db" 2>"$work/server.log" &
+server_pid=$!
+addr=
+for _ in $(seq 1 100); do
+  addr=$(sed -n 's/^listening on //p' "$work/server.log")
+  [ -n "$addr" ] && break
+  sleep 0.1
+done
+[ -n "$addr" ] || { echo ".ci/bench.sh: the server did not listen" >&2; cat "$work/server.log" >&2; exit 1; }
+
+"$target/iot-ws-bench" all --server "ws://$addr" --server-pid "$server_pid" \
+  --private-key "$work/keys/private.pem" --database-url "$db" --server-bin "$target/iot-ws-server" \
+  --devices "$DEVICES" --idle-devices "$DEVICES" --storm-devices "$DEVICES" --startup-runs 3 \
+  --actuations 5000 --paced-rate 1000 --paced-secs 1 --pings 200 --churn-secs 3 --churn-rate 500 \
+  | tee "$work/bench.out"
+
+# Exactly one JSON line, and counts that add up.
+[ "$(grep -c '^{' "$work/bench.out")" = 1 ] || { echo ".ci/bench.sh: want exactly one JSON line" >&2; exit 1; }
+grep '^{' "$work/bench.out" | DEVICES=$DEVICES node -e '
+  const r = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  const n = Number(process.env.DEVICES);
+  const fail = [];
+  const want = (ok, what) => { if (!ok) fail.push(what); };
+  want(r.registrations.fresh.ok === n && r.registrations.fresh.failed === 0, "every fresh registration succeeds");
+  want(r.registrations.reconnect.ok === n, "every reconnect succeeds");
+  want(r.idle[0].devices === n && r.idle[0].rss_kib > 0, "idle RSS is read");
+  const full = r.actuations.full_speed, paced = r.actuations.paced;
+  want(full.received === full.sent && paced.received === paced.sent, "every actuation is delivered");
+  want(r.churn.lost === 0 && r.churn.duplicated === 0, "churn: nothing lost or duplicated");
+  want(r.churn.reconnects === n, "churn: every device reconnects");
+  want(r.storm.devices === n && r.storm.all_false_ms >= 0 && r.storm.probes_failed === 0, "storm: bindings false, probes served");
+  want(r.startup.listening_us > 0 && r.startup.idle_rss_kib > 0, "startup is measured");
+  want(r.ping_rtt.n === 200, "pings answered");
+  if (fail.length) { console.error(".ci/bench.sh: " + fail.join("; ")); process.exit(1); }
+  console.log(".ci/bench.sh: JSON line parsed, counts sane");
+'
