@@ -18,6 +18,11 @@ pub struct HeldActuations {
     hold_ms: u64,
     max_per_device: usize,
     departed: BTreeMap<DeviceId, Departed>,
+    /// Every departure's deadline, oldest first. The hold time is the same for all and time only
+    /// goes forward, so this is a FIFO: the next deadline is at the front, found without a scan
+    /// (the host asks before every request, with thousands of devices departed). An entry whose
+    /// device came back, or left again later, is stale and skipped when it comes up.
+    deadlines: VecDeque<(Millis, DeviceId)>,
 }
 
 #[derive(Clone, Debug)]
@@ -29,7 +34,7 @@ struct Departed {
 impl HeldActuations {
     /// Holds for `hold_ms` after a device leaves, at most `max_per_device` actuations each.
     pub fn new(hold_ms: u64, max_per_device: usize) -> Self {
-        HeldActuations { hold_ms, max_per_device, departed: BTreeMap::new() }
+        HeldActuations { hold_ms, max_per_device, departed: BTreeMap::new(), deadlines: VecDeque::new() }
     }
 
     /// The device's connection ended at `now`: hold its actuations until `now + hold_ms`.
@@ -38,7 +43,9 @@ impl HeldActuations {
             return;
         }
         let until = now.plus(self.hold_ms);
-        self.departed.entry(device).or_insert_with(|| Departed { until, bodies: VecDeque::new() }).until = until;
+        self.departed.entry(device.clone()).or_insert_with(|| Departed { until, bodies: VecDeque::new() }).until =
+            until;
+        self.deadlines.push_back((until, device));
     }
 
     /// Holds `body` if its device left recently and its queue has room; `false` means the
@@ -61,19 +68,23 @@ impl HeldActuations {
     /// Forgets devices whose hold time has passed; returns how many actuations were dropped.
     pub fn expire(&mut self, now: Millis) -> usize {
         let mut dropped = 0;
-        self.departed.retain(|_, d| {
-            let keep = d.until > now;
-            if !keep {
-                dropped += d.bodies.len();
+        while let Some((until, _)) = self.deadlines.front() {
+            if *until > now {
+                break;
             }
-            keep
-        });
+            let Some((until, device)) = self.deadlines.pop_front() else { break };
+            // Stale unless the device is still away under this very deadline.
+            if self.departed.get(&device).is_some_and(|d| d.until == until) {
+                dropped += self.departed.remove(&device).map_or(0, |d| d.bodies.len());
+            }
+        }
         dropped
     }
 
-    /// When [`expire`](HeldActuations::expire) next has something to do.
+    /// When [`expire`](HeldActuations::expire) next has something to do (possibly earlier:
+    /// waking early is harmless).
     pub fn poll_timeout(&self) -> Option<Millis> {
-        self.departed.values().map(|d| d.until).min()
+        self.deadlines.front().map(|(until, _)| *until)
     }
 
     /// How many actuations are held in all.
@@ -124,6 +135,22 @@ mod tests {
         assert_eq!(held.poll_timeout(), Some(Millis(1_000)));
         assert_eq!(held.expire(Millis(1_000)), 1);
         assert!(held.is_empty() && held.poll_timeout().is_none());
+    }
+
+    #[test]
+    fn a_device_that_left_again_is_held_until_its_latest_deadline() {
+        let mut held = HeldActuations::new(1_000, 8);
+        held.departed(Millis(0), dev());
+        assert!(held.arrived(&dev()).is_empty());
+        held.departed(Millis(500), dev());
+        assert!(held.hold(Millis(600), &dev(), body(1)));
+        // The first departure's deadline comes up first and is stale.
+        assert_eq!(held.poll_timeout(), Some(Millis(1_000)));
+        assert_eq!(held.expire(Millis(1_000)), 0);
+        assert_eq!(held.len(), 1);
+        assert_eq!(held.poll_timeout(), Some(Millis(1_500)));
+        assert_eq!(held.expire(Millis(1_500)), 1);
+        assert!(held.poll_timeout().is_none());
     }
 
     #[test]
