@@ -184,3 +184,24 @@ fn a_verifier_with_another_key_starts_with_an_empty_cache() {
     assert_eq!(rekeyed.cached(), 0);
     assert_eq!(rekeyed.verify(&dev(), &token, now()), Err(TokenRejected::Signature));
 }
+
+/// Keys ring does not take (under 2048 bits) are still checked, by the `rsa` crate.
+#[test]
+fn a_1024_bit_key_is_checked_by_the_fallback() {
+    use rsa::pkcs8::EncodePublicKey;
+    let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
+    let public_pem = private.to_public_key().to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap();
+    let verifier = TokenVerifier::from_pem(&public_pem).unwrap();
+    assert!(matches!(verifier.key, Key::RustCrypto(_)));
+    let signing = format!("{}.{}", b64(br#"{"alg":"RS256","typ":"JWT"}"#), b64(br#"{"sub":"dev-1"}"#));
+    let signature = SigningKey::<Sha256>::new(private).sign(signing.as_bytes()).to_bytes();
+    assert_eq!(verifier.verify(&dev(), &format!("{signing}.{}", b64(&signature)), now()), Ok(()));
+    let mut forged = signature.to_vec();
+    forged[10] ^= 1;
+    assert_eq!(verifier.verify(&dev(), &format!("{signing}.{}", b64(&forged)), now()), Err(TokenRejected::Signature));
+}
+
+#[test]
+fn a_2048_bit_key_is_checked_by_ring() {
+    assert!(matches!(verifier().key, Key::Ring(_)));
+}
