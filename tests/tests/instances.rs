@@ -6,6 +6,7 @@
 //! - routing: dashboard-style, read the row, connect to the instance it names, send;
 //! - a device moving A -> B while A still holds its old connection, which then ends with a close
 //!   frame or a TCP abort: the row still names B and is true, routing reaches the device;
+//!   simultaneous registrations on two instances leaving one connection, the one the row names;
 //! - SIGKILL of an instance with devices connected, its devices reconnecting elsewhere, and the
 //!   restarted instance repairing only its own leftovers; SIGTERM clearing only its own rows;
 //! - ambiguous external addresses refused (unspecified host, port 0, one a live instance uses);
@@ -291,6 +292,60 @@ fn device_moving_a_to_b_and_back_to_a_keeps_the_row_on_a_when_bs_connection_is_a
     assert_eq!(addr, a.addr);
     expect_delivery(&mut back, id, &body);
     expect_nothing_more(&mut back, id);
+}
+
+#[test]
+fn simultaneous_registrations_on_two_instances_leave_one_connection_and_the_row_naming_it() {
+    const ROUNDS: usize = 10;
+    let db = Cluster::shared().create_db();
+    let [a, b, _c] = three(&db);
+    for round in 0..ROUNDS {
+        let id = format!("race-{round}");
+        let tok = token(&id);
+        // Both connections open first, then both registrations at once.
+        let mut on_a = Client::connect(a.addr);
+        let mut on_b = Client::connect(b.addr);
+        let barrier = std::sync::Barrier::new(2);
+        let (reply_a, reply_b) = std::thread::scope(|s| {
+            let ta = s.spawn(|| {
+                barrier.wait();
+                on_a.register(&id, &tok)
+            });
+            let tb = s.spawn(|| {
+                barrier.wait();
+                on_b.register(&id, &tok)
+            });
+            (ta.join().unwrap(), tb.join().unwrap())
+        });
+        assert_eq!(reply_a, json!({"code": 200, "content": "Subscribed"}), "{id} on A");
+        assert_eq!(reply_b, json!({"code": 200, "content": "Subscribed"}), "{id} on B");
+        // The row names one of them, true; that one stays, the other is closed as replaced.
+        let (connected, server) = db.binding(&id).expect("a row");
+        assert!(connected, "{id}: row false after two registrations");
+        let (winner, loser, mut kept, mut replaced) = if server == a.external_address() {
+            (&a, &b, on_a, on_b)
+        } else {
+            assert_eq!(server, b.external_address(), "{id}: row names neither instance");
+            (&b, &a, on_b, on_a)
+        };
+        match replaced.recv(WAIT) {
+            Event::Close(Some(1000)) => {}
+            other => panic!(
+                "{id}: the row names {} ({}); the connection on {} got {other:?} instead of close 1000",
+                winner.external_address(),
+                if winner.addr == a.addr { "A" } else { "B" },
+                loser.external_address()
+            ),
+        }
+        wait_registered(loser, 0);
+        assert_eq!(db.binding(&id), Some((true, winner.external_address().into())), "{id} after the loser closed");
+        let (body, _dashboard, addr) = dashboard_send(&db, &id, &format!(r#""round":{round}"#));
+        assert_eq!(addr, winner.addr);
+        expect_delivery(&mut kept, &id, &body);
+        kept.close(1000);
+        kept.finish_close();
+        assert!(db.wait_binding(&id, false), "{id}: the winner's disconnect");
+    }
 }
 
 #[test]
