@@ -210,19 +210,21 @@ impl Worker {
         );
         let server = self.server.clone();
         let client = self.db.client(setup).ok_or(())?;
-        let rows = match client.query(&sql, &[&ids, &server]) {
-            Ok(rows) => rows,
-            Err(e) => {
-                self.db.failed("record connected devices", &e);
-                return Err(());
+        // Two instances registering one device at once: the devices' locks make the second
+        // upsert wait and then see the first one's row (a statement sees only what was committed
+        // when it began), so the instance that loses the row is always told.
+        let written = client.transaction().and_then(|mut tx| {
+            tx.execute(crate::schema::LOCK_DEVICES, &[&ids])?;
+            let rows = tx.query(&sql, &[&ids, &server])?;
+            let (left, moved): (Vec<String>, Vec<String>) =
+                rows.iter().filter_map(|r| r.get::<_, Option<String>>(2).map(|from| (from, r.get(0)))).unzip();
+            if !left.is_empty() {
+                tx.execute(crate::schema::TELL_MOVED, &[&left, &moved])?;
             }
-        };
-        let (left, moved): (Vec<String>, Vec<String>) =
-            rows.iter().filter_map(|r| r.get::<_, Option<String>>(2).map(|from| (from, r.get(0)))).unzip();
-        if !left.is_empty() {
-            let _ = self.execute("tell instances their devices left", crate::schema::TELL_MOVED, &[&left, &moved]);
-        }
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+            tx.commit()?;
+            Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        });
+        written.map_err(|e| self.db.failed("record connected devices", &e))
     }
 
     fn write_disconnects(&mut self, downs: Vec<DeviceId>) {

@@ -94,6 +94,15 @@ pub const WAKE_INSTANCES: &str = concat!(
     ", '') FROM (SELECT DISTINCT unnest($1::text[]) AS t) AS targets"
 );
 
+/// Serialises registrations of the devices `$1` across instances until the transaction ends.
+/// Locks are taken in key order, so two batches never wait for each other in a circle (the
+/// volatile lock call is evaluated after the sort).
+pub const LOCK_DEVICES: &str = r#"
+SELECT pg_advisory_xact_lock(727467, k.key)
+FROM (SELECT DISTINCT hashtext(d) AS key FROM unnest($1::text[]) AS d) AS k
+ORDER BY k.key
+"#;
+
 /// Tells each instance in `$1` that the device at the same place in `$2` registered elsewhere.
 pub const TELL_MOVED: &str = concat!(
     "SELECT pg_notify(",
