@@ -13,7 +13,7 @@ use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncWriteExt, StreamExt};
 use iot_ws_core::{CloseCode, DeviceId, Input, Output, Reply, Session, SessionId, StoreFailed};
-use smol::Async;
+use smol::{Async, Timer};
 
 use crate::http;
 use crate::hub_task::{Mail, Request};
@@ -21,7 +21,14 @@ use crate::keepalive::KeepAlive;
 use crate::metrics::Metrics;
 use crate::server::Ctx;
 
-type Ws = WebSocketStream<Async<TcpStream>>;
+#[path = "cork.rs"]
+mod cork;
+use cork::Corked;
+
+type Ws = WebSocketStream<Corked>;
+
+/// Most mails handled in one corked burst before the frames go out and others get a turn.
+const BURST: usize = 64;
 
 /// How long to wait for the peer's answer to our close frame.
 const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
@@ -31,13 +38,18 @@ pub async fn serve_connection(mut stream: Async<TcpStream>, ctx: Arc<Ctx>) {
     // Boxed, like every rare phase below: an idle connection's task keeps only the state of its
     // steady loop, not the largest state any phase ever needs (the head buffer, the attach).
     let Some(head) = Box::pin(http::read_head(&mut stream)).await else { return };
-    match http::classify(&head) {
+    let request = http::classify(&head);
+    // Freed now, not when the connection ends (a kilobyte per idle connection).
+    drop(head);
+    match request {
         http::Request::Plain(answer) => http::respond(&mut stream, &answer, || ctx.metrics.render()).await,
         http::Request::Upgrade { accept_key, leftover } => {
             if stream.write_all(http::switching_protocols(&accept_key).as_bytes()).await.is_err() {
                 return;
             }
-            let ws = WebSocketStream::from_partially_read(stream, leftover, Role::Server, Some(ctx.ws_config)).await;
+            let ws =
+                WebSocketStream::from_partially_read(Corked::new(stream), leftover, Role::Server, Some(ctx.ws_config))
+                    .await;
             ctx.metrics.connections.fetch_add(1, Relaxed);
             Connection::new(ws, ctx.clone()).run().await;
             ctx.metrics.connections.fetch_sub(1, Relaxed);
@@ -60,6 +72,11 @@ struct Connection {
     mail_tx: Sender<Mail>,
     mail_rx: Receiver<Mail>,
     keepalive: KeepAlive,
+    /// Fires at the earlier of the session's and the keepalive's deadlines. Kept across wakes
+    /// and moved only when the deadline moves: registering a timer costs a reactor wakeup.
+    timer: Timer,
+    /// The deadline `timer` is set for; `None` once it fired.
+    armed: Option<Instant>,
     /// Registered with the hub (until detached).
     attached: bool,
     /// We sent a close frame: the peer's answer ends the connection.
@@ -79,6 +96,8 @@ impl Connection {
             mail_tx,
             mail_rx,
             keepalive: KeepAlive::new(Instant::now()),
+            timer: Timer::never(),
+            armed: None,
             attached: false,
             close_sent: false,
             peer_done: false,
@@ -103,15 +122,17 @@ impl Connection {
                     self.peer_done = true;
                     self.session.handle_input(now, Input::PeerGone);
                 }
-                Wake::Mail(Mail::Deliver { device, body }) => {
-                    self.session.handle_input(now, Input::Deliver { device, body })
-                }
-                Wake::Mail(Mail::Superseded) => self.session.handle_input(now, Input::Superseded),
-                Wake::Mail(Mail::Routed { device, outcome }) => {
-                    self.session.handle_input(now, Input::Routed { device, outcome })
+                Wake::Mail(mail) => {
+                    self.on_mail(now, mail);
+                    if !self.mail_rx.is_empty() {
+                        self.mail_burst().await;
+                    }
                 }
                 Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
-                Wake::Tick => self.on_tick(now).await,
+                Wake::Tick => {
+                    self.armed = None;
+                    self.on_tick(now).await
+                }
             }
         }
         Box::pin(self.finish()).await;
@@ -122,19 +143,57 @@ impl Connection {
     async fn next_wake(&mut self) -> Wake {
         let session_deadline = self.session.poll_timeout().map(|t| self.ctx.instant(t));
         let deadline = session_deadline.map_or(self.keepalive.deadline(), |d| d.min(self.keepalive.deadline()));
-        let shutdown = async { self.ctx.shutdown.recv().await.map_or(Wake::Shutdown, |_| Wake::Shutdown) };
+        if self.armed != Some(deadline) {
+            self.timer.set_at(deadline);
+            self.armed = Some(deadline);
+        }
+        let Connection { ws, mail_rx, ctx, timer, .. } = self;
+        // The channel is closed, never written: `recv` fails at once, every time, after a stop.
+        let shutdown = async {
+            let _ = ctx.shutdown.recv().await;
+            Wake::Shutdown
+        };
         let mail = async {
-            match self.mail_rx.recv().await {
+            match mail_rx.recv().await {
                 Ok(mail) => Wake::Mail(mail),
+                // Never: this connection holds a sender of its own mailbox.
                 Err(_) => future::pending().await,
             }
         };
-        let frame = async { Wake::Frame(self.ws.next().await) };
+        let frame = async { Wake::Frame(ws.next().await) };
         let tick = async {
-            smol::Timer::at(deadline).await;
+            timer.await;
             Wake::Tick
         };
         future::or(shutdown, future::or(mail, future::or(frame, tick))).await
+    }
+
+    fn on_mail(&mut self, now: iot_ws_core::Millis, mail: Mail) {
+        let input = match mail {
+            Mail::Deliver { device, body } => Input::Deliver { device, body },
+            Mail::Superseded => Input::Superseded,
+            Mail::Routed { device, outcome } => Input::Routed { device, outcome },
+        };
+        self.session.handle_input(now, input);
+    }
+
+    /// More mail is waiting: handles it with the socket corked, so that its replies leave in
+    /// one write rather than one each.
+    async fn mail_burst(&mut self) {
+        self.ws.get_mut().cork();
+        for _ in 0..BURST {
+            self.perform_outputs().await;
+            if self.session.is_closed() || self.close_sent {
+                break;
+            }
+            let Ok(mail) = self.mail_rx.try_recv() else { break };
+            self.on_mail(self.ctx.now(), mail);
+        }
+        self.ws.get_mut().uncork();
+        if self.ws.get_mut().flush().await.is_err() {
+            self.peer_done = true;
+            self.session.handle_input(self.ctx.now(), Input::PeerGone);
+        }
     }
 
     fn on_message(&mut self, message: Message) {
