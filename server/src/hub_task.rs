@@ -84,13 +84,21 @@ impl HubTask {
     pub async fn run(mut self, requests: Receiver<Request>) {
         let store = self.store.clone();
         let forwarding = store.forwarding();
+        // Kept across requests and moved only when the next expiry moves: registering a timer
+        // wakes the reactor, and while anything is held every request would otherwise do it.
+        let mut timer = smol::Timer::never();
+        let mut armed = None;
         loop {
             let expiry = self.held.poll_timeout();
-            let timer = async {
+            if expiry != armed {
                 match expiry {
-                    Some(at) => smol::Timer::at(self.start + std::time::Duration::from_millis(at.0)).await,
-                    None => smol::Timer::never().await,
-                };
+                    Some(at) => timer.set_at(self.start + std::time::Duration::from_millis(at.0)),
+                    None => timer = smol::Timer::never(),
+                }
+                armed = expiry;
+            }
+            let timer = async {
+                (&mut timer).await;
                 Wake::HoldExpired
             };
             let request = async { requests.recv().await.map_or(Wake::Stop, Wake::Request) };
@@ -123,6 +131,7 @@ impl HubTask {
                 }
                 Wake::Inbound(Inbound::Moved(device)) => self.moved_away(device),
                 Wake::HoldExpired => {
+                    armed = None;
                     let dropped = self.held.expire(self.now());
                     self.metrics
                         .actuations_dropped_after_hold
