@@ -228,6 +228,11 @@ impl Session {
         self.outputs.pop_front()
     }
 
+    /// Whether [`poll_output`](Session::poll_output) has something, without taking it.
+    pub fn has_output(&self) -> bool {
+        !self.outputs.is_empty()
+    }
+
     /// When [`handle_timeout`](Session::handle_timeout) must be called next, if ever; read it
     /// after draining the outputs.
     pub fn poll_timeout(&self) -> Option<Millis> {
