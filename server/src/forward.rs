@@ -14,7 +14,7 @@ use async_channel::{Receiver, Sender};
 use iot_ws_core::{Body, DeviceId};
 
 use crate::config::ConfigError;
-use crate::hub_task::Mail;
+use crate::mailbox::MailSender;
 use crate::pg_conn::Reconnecting;
 
 /// Most lookups waiting for the database; beyond it actuations are routed as if no other
@@ -32,7 +32,7 @@ pub struct Lookup {
     /// How many times it has been forwarded already.
     pub hops: i16,
     /// Where its ack goes, when its sender asked for one.
-    pub ack_to: Option<Sender<Mail>>,
+    pub ack_to: Option<MailSender>,
 }
 
 /// The answer to a [`Lookup`]: forwarded to that instance, or `None` for the hub to handle.

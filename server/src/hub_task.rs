@@ -19,6 +19,7 @@ use iot_ws_core::{Body, DeviceId, HeldActuations, Hub, Millis, RouteOutcome, Ses
 
 use crate::forward::{Lookup, Verdict};
 use crate::inbox::Inbound;
+use crate::mailbox::MailSender;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreReply};
 
@@ -40,16 +41,16 @@ pub enum Request {
     Barrier(Sender<()>),
     /// Make `session` the device's route and record the binding; the store's answer goes to
     /// `reply`.
-    Attach { session: SessionId, device: DeviceId, mailbox: Sender<Mail>, reply: Sender<StoreReply> },
+    Attach { session: SessionId, device: DeviceId, mailbox: MailSender, reply: Sender<StoreReply> },
     /// The session ended or its device is gone.
     Detach { session: SessionId },
     /// Route an actuation; the outcome goes to `ack_to` when the sender asked for one.
-    Route { device: DeviceId, body: Body, ack_to: Option<Sender<Mail>> },
+    Route { device: DeviceId, body: Body, ack_to: Option<MailSender> },
 }
 
 pub struct HubTask {
     hub: Hub,
-    mailboxes: HashMap<SessionId, Sender<Mail>>,
+    mailboxes: HashMap<SessionId, MailSender>,
     held: HeldActuations,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
@@ -157,7 +158,7 @@ impl HubTask {
         }
     }
 
-    fn attach(&mut self, session: SessionId, device: DeviceId, mailbox: Sender<Mail>, reply: Sender<StoreReply>) {
+    fn attach(&mut self, session: SessionId, device: DeviceId, mailbox: MailSender, reply: Sender<StoreReply>) {
         let _ = reply.try_send(self.store.upsert_connected(device.clone()));
         if let Some(displaced) = self.hub.register(session, device.clone()) {
             if let Some(old) = self.mailboxes.remove(&displaced) {
@@ -244,7 +245,7 @@ impl HubTask {
                 Ok(()) => RouteOutcome::Delivered,
                 // The connection ended before the hub heard of it: its device is between two
                 // connections.
-                Err(e) => match e.into_inner() {
+                Err(mail) => match mail {
                     Mail::Deliver { body, .. } => self.hold(device.clone(), body),
                     _ => RouteOutcome::NotConnected,
                 },
@@ -273,7 +274,7 @@ impl HubTask {
     }
 }
 
-fn acknowledge(ack_to: Option<Sender<Mail>>, device: DeviceId, outcome: RouteOutcome) {
+fn acknowledge(ack_to: Option<MailSender>, device: DeviceId, outcome: RouteOutcome) {
     if let Some(ack_to) = ack_to {
         let _ = ack_to.try_send(Mail::Routed { device, outcome });
     }

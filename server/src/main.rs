@@ -10,6 +10,7 @@ mod hub_task;
 mod inbox;
 mod keepalive;
 mod keys;
+mod mailbox;
 mod metrics;
 mod pg;
 mod pg_conn;
