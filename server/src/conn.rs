@@ -5,7 +5,6 @@ use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::{Instant, SystemTime};
 
-use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::error::ProtocolError;
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
@@ -18,6 +17,7 @@ use smol::{Async, Timer};
 use crate::http;
 use crate::hub_task::{Mail, Request};
 use crate::keepalive::KeepAlive;
+use crate::mailbox::{mailbox, MailSender, Mailbox};
 use crate::metrics::Metrics;
 use crate::server::Ctx;
 
@@ -69,8 +69,8 @@ struct Connection {
     ctx: Arc<Ctx>,
     session: Session,
     id: SessionId,
-    mail_tx: Sender<Mail>,
-    mail_rx: Receiver<Mail>,
+    mail_tx: MailSender,
+    mail_rx: Mailbox,
     keepalive: KeepAlive,
     /// Fires at the earlier of the session's and the keepalive's deadlines. Kept across wakes
     /// and moved only when the deadline moves: registering a timer costs a reactor wakeup.
@@ -87,7 +87,7 @@ struct Connection {
 
 impl Connection {
     fn new(ws: Ws, ctx: Arc<Ctx>) -> Self {
-        let (mail_tx, mail_rx) = async_channel::unbounded();
+        let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
             session: Session::new(ctx.now(), &ctx.session_config),
@@ -104,38 +104,47 @@ impl Connection {
         }
     }
 
-    async fn run(mut self) {
-        loop {
-            self.perform_outputs().await;
-            if self.session.is_closed() {
-                break;
-            }
-            let wake = self.next_wake().await;
-            let now = self.ctx.now();
-            match wake {
-                Wake::Frame(Some(Ok(message))) => {
-                    self.keepalive.heard();
-                    self.on_message(message);
+    /// Not an `async fn`: its argument would be stored twice in the future (once as the
+    /// argument, once as the body's local), 640 bytes more for every idle connection.
+    #[allow(clippy::manual_async_fn)]
+    fn run(mut self) -> impl std::future::Future<Output = ()> {
+        async move {
+            loop {
+                // On the heap, and only when there is something to do: the sending state
+                // would otherwise sit in every idle connection's task.
+                if self.session.has_output() {
+                    Box::pin(self.perform_outputs()).await;
                 }
-                Wake::Frame(Some(Err(error))) => self.on_error(error).await,
-                Wake::Frame(None) => {
-                    self.peer_done = true;
-                    self.session.handle_input(now, Input::PeerGone);
+                if self.session.is_closed() {
+                    break;
                 }
-                Wake::Mail(mail) => {
-                    self.on_mail(now, mail);
-                    if !self.mail_rx.is_empty() {
-                        self.mail_burst().await;
+                let wake = self.next_wake().await;
+                let now = self.ctx.now();
+                match wake {
+                    Wake::Frame(Some(Ok(message))) => {
+                        self.keepalive.heard();
+                        self.on_message(message);
+                    }
+                    Wake::Frame(Some(Err(error))) => Box::pin(self.on_error(error)).await,
+                    Wake::Frame(None) => {
+                        self.peer_done = true;
+                        self.session.handle_input(now, Input::PeerGone);
+                    }
+                    Wake::Mail(mail) => {
+                        self.on_mail(now, mail);
+                        if !self.mail_rx.is_empty() {
+                            Box::pin(self.mail_burst()).await;
+                        }
+                    }
+                    Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
+                    Wake::Tick => {
+                        self.armed = None;
+                        Box::pin(self.on_tick(now)).await
                     }
                 }
-                Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
-                Wake::Tick => {
-                    self.armed = None;
-                    self.on_tick(now).await
-                }
             }
+            Box::pin(self.finish()).await;
         }
-        Box::pin(self.finish()).await;
     }
 
     /// Waits for whatever happens first; shutdown and mail before frames, so a chatty peer
@@ -153,13 +162,7 @@ impl Connection {
             let _ = ctx.shutdown.recv().await;
             Wake::Shutdown
         };
-        let mail = async {
-            match mail_rx.recv().await {
-                Ok(mail) => Wake::Mail(mail),
-                // Never: this connection holds a sender of its own mailbox.
-                Err(_) => future::pending().await,
-            }
-        };
+        let mail = async { Wake::Mail(mail_rx.recv().await) };
         let frame = async { Wake::Frame(ws.next().await) };
         let tick = async {
             timer.await;
@@ -186,7 +189,7 @@ impl Connection {
             if self.session.is_closed() || self.close_sent {
                 break;
             }
-            let Ok(mail) = self.mail_rx.try_recv() else { break };
+            let Some(mail) = self.mail_rx.try_recv() else { break };
             self.on_mail(self.ctx.now(), mail);
         }
         self.ws.get_mut().uncork();
@@ -322,7 +325,7 @@ impl Connection {
     async fn finish(mut self) {
         self.detach();
         self.mail_rx.close();
-        while let Ok(mail) = self.mail_rx.try_recv() {
+        while let Some(mail) = self.mail_rx.try_recv() {
             if let Mail::Deliver { device, body } = mail {
                 let _ = self.ctx.hub.try_send(Request::Route { device, body, ack_to: None });
             }

@@ -49,8 +49,9 @@ impl Ctx {
 /// connection should cost a few KiB.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
     WebSocketConfig::default()
-        // Grown as a longer message needs; tungstenite zeroes this much per connection.
-        .read_buffer_size(1024)
+        // tungstenite keeps its read buffer for the connection's life (grown to the longest
+        // message read): small, since the socket itself is read 16 KiB at a time (cork.rs).
+        .read_buffer_size(128)
         .write_buffer_size(0)
         .max_write_buffer_size(max_message_bytes.saturating_mul(4).max(64 * 1024))
         .max_message_size(Some(max_message_bytes))
