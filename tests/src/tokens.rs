@@ -80,6 +80,28 @@ impl Keys {
         self.sign_raw(r#"{"alg":"RS256","typ":"JWT"}"#, claims_json)
     }
 
+    /// Tokens for many devices (`sub` each id, `exp` one hour ahead), signed on every core: an
+    /// unoptimised test build signs slowly.
+    pub fn tokens_for(&self, devices: &[String]) -> Vec<String> {
+        let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let per = devices.len().div_ceil(threads).max(1);
+        let exp = now_secs() + 3_600;
+        std::thread::scope(|s| {
+            let handles: Vec<_> = devices
+                .chunks(per)
+                .map(|chunk| {
+                    s.spawn(move || {
+                        chunk
+                            .iter()
+                            .map(|id| self.sign_claims(&serde_json::json!({"sub": id, "exp": exp}).to_string()))
+                            .collect::<Vec<_>>()
+                    })
+                })
+                .collect();
+            handles.into_iter().flat_map(|h| h.join().expect("signing thread")).collect()
+        })
+    }
+
     /// RS256 over any header and claims: the signing input is exactly base64url(header) "."
     /// base64url(claims).
     pub fn sign_raw(&self, header_json: &str, claims_json: &str) -> String {

@@ -30,8 +30,8 @@ use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, StreamExt};
 use iot_ws_tests::{
-    actuation, actuation_ack, eventually, loopback_port, now_secs, run_to_exit, Client, Cluster, Db, Event, Keys,
-    Server, ServerOpts, ACTUATOR, WAIT,
+    actuation, actuation_ack, eventually, loopback_port, run_to_exit, Client, Cluster, Db, Event, Keys, Server,
+    ServerOpts, ACTUATOR, WAIT,
 };
 use serde_json::{json, Value};
 use smol::Async;
@@ -815,23 +815,8 @@ fn load_extra(sender: usize, seq: usize) -> String {
     format!(r#""sender":{sender},"seq":{seq},"v":2.50,"s":"\u00e9""#)
 }
 
-/// Tokens signed on every core: an unoptimised test build signs slowly.
 fn load_tokens(keys: &Keys) -> Vec<String> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per = LOAD_DEVICES.div_ceil(threads);
-    let exp = now_secs() + 3_600;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(LOAD_DEVICES))
-                        .map(|i| keys.sign_claims(&json!({"sub": load_id(i), "exp": exp}).to_string()))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    })
+    keys.tokens_for(&(0..LOAD_DEVICES).map(load_id).collect::<Vec<_>>())
 }
 
 /// What one device received: by then, at least as many messages as were sent to it.

@@ -8,7 +8,7 @@ use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, StreamExt};
-use iot_ws_tests::{actuation, now_secs, Keys, Server, ServerOpts, ACTUATOR};
+use iot_ws_tests::{actuation, Keys, Server, ServerOpts, ACTUATOR};
 use serde_json::json;
 use smol::Async;
 
@@ -48,23 +48,8 @@ fn body_extra(seq: usize) -> String {
     format!(r#""seq":{seq},"v":1.50,"s":"\u00e9""#)
 }
 
-/// Tokens signed on every core: an unoptimised test build signs slowly.
 fn tokens(keys: &Keys) -> Vec<String> {
-    let threads = std::thread::available_parallelism().map_or(2, |n| n.get());
-    let per = DEVICES.div_ceil(threads);
-    let exp = now_secs() + 3_600;
-    std::thread::scope(|s| {
-        let handles: Vec<_> = (0..threads)
-            .map(|t| {
-                s.spawn(move || {
-                    (t * per..((t + 1) * per).min(DEVICES))
-                        .map(|i| keys.sign_claims(&json!({"sub": device_id(i), "exp": exp}).to_string()))
-                        .collect::<Vec<_>>()
-                })
-            })
-            .collect();
-        handles.into_iter().flat_map(|h| h.join().unwrap()).collect()
-    })
+    keys.tokens_for(&(0..DEVICES).map(device_id).collect::<Vec<_>>())
 }
 
 #[test]
