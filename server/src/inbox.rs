@@ -51,7 +51,10 @@ pub fn start(
     let mut db = Reconnecting::new(config.clone(), "inbox");
     if let Ok(mut client) = config.connect(NoTls) {
         match claim(&mut client, &server) {
-            Ok(true) => db = db.with_client(client),
+            Ok(true) => {
+                check_fits(&mut client, &server)?;
+                db = db.with_client(client);
+            }
             Ok(false) => return Err(another_instance(&server)),
             Err(e) => eprintln!("database (inbox): {}", crate::pg_conn::error_text(&e)),
         }
@@ -69,6 +72,19 @@ fn another_instance(server: &str) -> ConfigError {
     ConfigError(format!(
         "another instance is running with external address {server:?} on this database; give each instance its own --external-address"
     ))
+}
+
+/// An external address longer than the table's `server` column (the platform's holds 20
+/// characters) would make every registration fail: refused before serving.
+fn check_fits(client: &mut Client, server: &str) -> Result<(), ConfigError> {
+    let row = client.query_one(crate::schema::SERVER_COLUMN_LENGTH, &[]);
+    let limit = row.ok().and_then(|row| row.get::<_, Option<i32>>(0));
+    match limit {
+        Some(limit) if server.chars().count() > limit as usize => Err(ConfigError(format!(
+            "--external-address {server:?} is longer than the {limit} characters the bindings table's server column holds"
+        ))),
+        _ => Ok(()),
+    }
 }
 
 /// Prepares a new connection: the lock (false when another process holds it) and LISTEN.

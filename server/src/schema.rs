@@ -41,6 +41,13 @@ END
 $$;
 "#;
 
+/// How many characters the bindings table's `server` column holds (the platform's: 20), or
+/// NULL when it is unbounded.
+pub const SERVER_COLUMN_LENGTH: &str = r#"
+SELECT character_maximum_length::int FROM information_schema.columns
+WHERE table_schema = 'dashboard' AND table_name = 'connectionBindings' AND column_name = 'server'
+"#;
+
 /// Every running instance holds this advisory lock, keyed by its external address, on its
 /// inbox connection for as long as it lives. Taking it tells whether another live instance
 /// already uses the address; finding it held tells a forwarding instance that the target is

@@ -2,7 +2,9 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{actuation, eventually, Client, Cluster, Db, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT};
+use iot_ws_tests::{
+    actuation, eventually, run_to_exit, Client, Cluster, Db, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT,
+};
 use serde_json::json;
 
 /// The platform's table as its dashboard (Sequelize) made it: no defaults, `server`
@@ -199,4 +201,29 @@ fn sigint_stops_gracefully_too() {
     device.expect_close(1001);
     let status = server.wait_exit(Duration::from_secs(10)).expect("exits within 10 s of SIGINT");
     assert!(status.success(), "exit status {status:?}");
+}
+
+#[test]
+fn an_external_address_longer_than_the_platforms_server_column_is_refused_at_startup() {
+    let db = Cluster::shared().create_db();
+    db.client().batch_execute(PLATFORM_SCHEMA).unwrap();
+    let key = Keys::shared().public_path().display().to_string();
+    let url = db.url();
+    // 27 characters; the platform's column holds 20, so no registration could ever be recorded.
+    let external = "gateway-17.example.org:5000";
+    let args =
+        ["--listen", "127.0.0.1:0", "--public-key", &key, "--database-url", &url, "--external-address", external];
+    let (status, _out, err) = run_to_exit(&args, &[], WAIT);
+    let status = status.expect("the server exits");
+    assert_eq!(status.code(), Some(2), "stderr:\n{err}");
+    let lines: Vec<&str> = err.lines().collect();
+    assert_eq!(lines.len(), 1, "one line on stderr, got:\n{err}");
+    assert!(lines[0].contains(external) && lines[0].contains("20 characters"), "{}", lines[0]);
+
+    // Twenty characters fit.
+    let server = Server::start(
+        ServerOpts { external_address: "gw-17.example.o:5000".into(), ..ServerOpts::default() }.with_db(&url),
+    );
+    let _known = Client::registered(server.addr, "known-1", &Keys::shared().token("known-1"));
+    assert_eq!(db.binding("known-1"), Some((true, "gw-17.example.o:5000".into())));
 }
