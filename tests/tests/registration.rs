@@ -153,3 +153,35 @@ fn actuations_for_a_device_that_just_left_are_held_and_delivered_in_order_when_i
         other => panic!("nothing more expected, got {other:?}"),
     }
 }
+
+/// The server sends a WebSocket ping every 20 s and drops a peer silent for 10 s after one (its
+/// binding goes false); a peer that answers stays. The intervals are the protocol's, not
+/// settings, so this takes about 35 s.
+#[test]
+fn a_peer_silent_after_a_ping_is_dropped_and_one_that_answers_stays() {
+    let (server, db) = server_with_db();
+    let mut silent = Client::registered(server.addr, "ka-silent", &Keys::shared().token("ka-silent"));
+    let mut lively = Client::registered(server.addr, "ka-lively", &Keys::shared().token("ka-lively"));
+    let start = std::time::Instant::now();
+    // Reading is what answers pings (tungstenite sends the pong); the silent client never reads.
+    while start.elapsed() < Duration::from_secs(35) {
+        assert_eq!(lively.recv(Duration::from_millis(500)), Event::Timeout, "only pings, answered");
+        if db.binding("ka-silent") == Some((false, "10.1.2.3:5000".into())) {
+            break;
+        }
+    }
+    let dropped_after = start.elapsed();
+    assert_eq!(db.binding("ka-silent"), Some((false, "10.1.2.3:5000".into())), "silent peer still bound");
+    assert!(dropped_after >= Duration::from_secs(25), "dropped after {dropped_after:?}, before a ping went unanswered");
+    // What the silent client missed: the unanswered ping, then the end of the connection.
+    assert!(matches!(silent.recv(WAIT), Event::Gone(_) | Event::Close(_)), "the server ended the connection");
+
+    // The answering device is still there, past the point where the silent one was dropped.
+    while start.elapsed() < Duration::from_secs(32) {
+        assert_eq!(lively.recv(Duration::from_millis(500)), Event::Timeout);
+    }
+    assert_eq!(db.binding("ka-lively"), Some((true, "10.1.2.3:5000".into())));
+    let (message, body) = actuation(ACTUATOR, "ka-lively", r#""after":"keepalive""#);
+    Client::connect(server.addr).send(&message);
+    assert_eq!(lively.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+}
