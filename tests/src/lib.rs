@@ -8,9 +8,11 @@
 //! - [`Server`]: one server process with captured stderr, killed on drop.
 //! - [`Cluster`]: a real PostgreSQL 15, initdb'd by the harness as the `postgres` user.
 //! - [`Keys`]: fresh RSA key pairs and real (and hostile) device tokens.
-//! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`.
+//! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`;
+//!   [`register_async`] and friends: many at once, for the load runs.
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 
+pub mod async_client;
 mod bin;
 pub mod client;
 mod node;
@@ -19,6 +21,7 @@ mod server;
 mod temp;
 mod tokens;
 
+pub use async_client::{connect_async, next_text, register_async, AsyncWs};
 pub use bin::server_bin;
 pub use client::{actuation, actuation_ack, frame, Client, Event, ACTUATOR};
 pub use node::Bridge;

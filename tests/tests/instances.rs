@@ -22,19 +22,16 @@
 //! short bounded silences.
 
 use std::collections::{BTreeMap, HashMap};
-use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::net::{SocketAddr, ToSocketAddrs};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
-use futures_lite::{future, StreamExt};
+use futures_lite::future;
 use iot_ws_tests::{
-    actuation, actuation_ack, eventually, loopback_port, run_to_exit, Client, Cluster, Db, Event, Keys, Server,
-    ServerOpts, ACTUATOR, WAIT,
+    actuation, actuation_ack, connect_async, eventually, loopback_port, next_text, register_async, run_to_exit,
+    AsyncWs, Client, Cluster, Db, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT,
 };
 use serde_json::{json, Value};
-use smol::Async;
 
 // ---------------------------------------------------------------------------------------------
 // Helpers
@@ -771,28 +768,6 @@ const LOAD_LIMIT: Duration = Duration::from_secs(150);
 const ACK_WAIT: Duration = Duration::from_secs(30);
 const GRACE: Duration = Duration::from_secs(15);
 
-type Ws = WebSocketStream<Async<TcpStream>>;
-
-async fn ws_connect(addr: SocketAddr) -> Ws {
-    let stream = Async::<TcpStream>::connect(addr).await.expect("connect");
-    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "echo-protocol".parse().unwrap());
-    let (ws, _) = async_tungstenite::client_async(request, stream).await.expect("handshake");
-    ws
-}
-
-async fn next_text(ws: &mut Ws) -> Result<String, String> {
-    loop {
-        match ws.next().await {
-            None => return Err("connection ended".into()),
-            Some(Ok(Message::Text(t))) => return Ok(t.as_str().to_string()),
-            Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-            Some(Ok(other)) => return Err(format!("unexpected {other:?}")),
-            Some(Err(e)) => return Err(e.to_string()),
-        }
-    }
-}
-
 /// xorshift64: reproducible with the seed printed by the test.
 struct Rng(u64);
 
@@ -872,26 +847,18 @@ fn load_thousand_devices_over_three_instances_ten_thousand_actuations_to_random_
     let ex = smol::Executor::new();
     let run = async {
         // Register every device on its home instance, CONNECT_BATCH at a time.
-        let mut devices: Vec<Ws> = Vec::with_capacity(LOAD_DEVICES);
+        let mut devices: Vec<AsyncWs> = Vec::with_capacity(LOAD_DEVICES);
         for batch in (0..LOAD_DEVICES).collect::<Vec<_>>().chunks(CONNECT_BATCH) {
             let tasks: Vec<_> = batch
                 .iter()
                 .map(|&i| {
                     let token = tokens[i].clone();
                     let addr = addrs[home(i)];
-                    ex.spawn(async move {
-                        let mut ws = ws_connect(addr).await;
-                        let register = json!({"type": "device", "deviceId": load_id(i), "deviceToken": token});
-                        ws.send(Message::text(register.to_string())).await.unwrap();
-                        let reply = next_text(&mut ws).await;
-                        (ws, reply)
-                    })
+                    ex.spawn(async move { register_async(addr, &load_id(i), &token).await })
                 })
                 .collect();
-            for (task, &i) in tasks.into_iter().zip(batch) {
-                let (ws, reply) = task.await;
-                assert_eq!(reply.as_deref(), Ok(r#"{"code":200,"content":"Subscribed"}"#), "{}", load_id(i));
-                devices.push(ws);
+            for task in tasks {
+                devices.push(task.await);
             }
         }
 
@@ -936,7 +903,7 @@ fn load_thousand_devices_over_three_instances_ten_thousand_actuations_to_random_
                 let addr = addrs[sender_instance(s)];
                 let messages = list.clone();
                 ex.spawn(async move {
-                    let mut ws = ws_connect(addr).await;
+                    let mut ws = connect_async(addr).await;
                     let mut acks = Vec::with_capacity(messages.len());
                     for window in messages.chunks(WINDOW) {
                         for message in window {

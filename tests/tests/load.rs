@@ -1,16 +1,11 @@
 //! Load smoke: 2,000 devices, 20,000 actuations spread over them, each delivered exactly once
 //! and unchanged. No timing assertions: only generous bounds so that nothing hangs.
 
-use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
-use async_tungstenite::tungstenite::client::IntoClientRequest;
 use async_tungstenite::tungstenite::Message;
-use async_tungstenite::WebSocketStream;
-use futures_lite::{future, StreamExt};
-use iot_ws_tests::{actuation, Keys, Server, ServerOpts, ACTUATOR};
-use serde_json::json;
-use smol::Async;
+use futures_lite::future;
+use iot_ws_tests::{actuation, connect_async, next_text, register_async, AsyncWs, Keys, Server, ServerOpts, ACTUATOR};
 
 const DEVICES: usize = 2_000;
 const ACTUATIONS: usize = 20_000;
@@ -18,27 +13,6 @@ const ACTUATIONS: usize = 20_000;
 const CONNECT_BATCH: usize = 100;
 /// Bound on the whole run; far above what it takes.
 const LIMIT: Duration = Duration::from_secs(150);
-
-type Ws = WebSocketStream<Async<TcpStream>>;
-
-async fn connect(addr: SocketAddr) -> Ws {
-    let stream = Async::<TcpStream>::connect(addr).await.expect("connect");
-    let mut request = format!("ws://{addr}/").into_client_request().unwrap();
-    request.headers_mut().insert("Sec-WebSocket-Protocol", "echo-protocol".parse().unwrap());
-    let (ws, _) = async_tungstenite::client_async(request, stream).await.expect("handshake");
-    ws
-}
-
-async fn next_text(ws: &mut Ws) -> Option<String> {
-    loop {
-        match ws.next().await? {
-            Ok(Message::Text(t)) => return Some(t.as_str().to_string()),
-            Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_)) => {}
-            Ok(other) => panic!("unexpected {other:?}"),
-            Err(e) => panic!("device connection failed: {e}"),
-        }
-    }
-}
 
 fn device_id(i: usize) -> String {
     format!("load-{i}")
@@ -64,20 +38,13 @@ fn two_thousand_devices_get_twenty_thousand_actuations_each_exactly_once_and_unc
     let ex = smol::Executor::new();
     let run = async {
         // Register every device, CONNECT_BATCH at a time.
-        let mut devices: Vec<Ws> = Vec::with_capacity(DEVICES);
+        let mut devices: Vec<AsyncWs> = Vec::with_capacity(DEVICES);
         for batch in (0..DEVICES).collect::<Vec<_>>().chunks(CONNECT_BATCH) {
             let tasks: Vec<_> = batch
                 .iter()
                 .map(|&i| {
                     let token = tokens[i].clone();
-                    ex.spawn(async move {
-                        let mut ws = connect(addr).await;
-                        let register = json!({"type": "device", "deviceId": device_id(i), "deviceToken": token});
-                        ws.send(Message::text(register.to_string())).await.unwrap();
-                        let reply = next_text(&mut ws).await.expect("registration reply");
-                        assert_eq!(reply, r#"{"code":200,"content":"Subscribed"}"#, "{}", device_id(i));
-                        ws
-                    })
+                    ex.spawn(async move { register_async(addr, &device_id(i), &token).await })
                 })
                 .collect();
             for task in tasks {
@@ -93,7 +60,7 @@ fn two_thousand_devices_get_twenty_thousand_actuations_each_exactly_once_and_unc
                 ex.spawn(async move {
                     let mut got = Vec::new();
                     loop {
-                        let text = next_text(&mut ws).await.unwrap_or_else(|| panic!("{} closed early", device_id(i)));
+                        let text = next_text(&mut ws).await.unwrap_or_else(|e| panic!("{}: {e}", device_id(i)));
                         if text.contains(r#""end":true"#) {
                             return (i, got, ws);
                         }
@@ -104,7 +71,7 @@ fn two_thousand_devices_get_twenty_thousand_actuations_each_exactly_once_and_unc
             .collect();
 
         // One dashboard connection: per device, actuations then the end marker, in order.
-        let mut dashboard = connect(addr).await;
+        let mut dashboard = connect_async(addr).await;
         for seq in 0..ACTUATIONS {
             let (message, _) = actuation(ACTUATOR, &device_id(seq % DEVICES), &body_extra(seq));
             dashboard.send(Message::text(message)).await.unwrap();
