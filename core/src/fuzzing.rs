@@ -429,7 +429,7 @@ pub fn drive_client(data: &[u8]) {
         initial_backoff_ms: 1 + u64::from(c.byte()) * 100,
         max_backoff_ms: 1 + u64::from(c.byte()) * 10_000,
     };
-    let device = DeviceId(String::from_utf8_lossy(&[b'd', c.byte() % 3 + b'0', c.byte()]).into_owned());
+    let device = DeviceId(String::from_utf8_lossy(&[b'd', c.byte() % 3 + b'0', c.byte().max(1)]).into_owned());
     let token = c.raw_text();
     let mut now = Millis(u64::from(c.byte()));
     let mut client = DeviceClient::new(now, device.clone(), token.clone(), config);
@@ -565,4 +565,41 @@ impl ClientModel {
         assert_eq!(client.poll_output(), None, "one call produced too many outputs");
         assert_eq!(client.is_registered(), self.registered, "registered at {now:?}");
     }
+}
+
+/// Classifies the bytes as a connection's request head and checks what the answer says of them.
+///
+/// Never panics; deterministic. An upgrade only for a head that ends at the bytes' first CRLF
+/// CRLF, within [`MAX_HEAD_BYTES`](crate::http_head::MAX_HEAD_BYTES), with a non-empty trimmed
+/// key found in that head and exactly the bytes after it as leftover. Only the head decides:
+/// without the bytes after it, the answer is the same. No head within the limit, a 400.
+pub fn http_head(data: &[u8]) {
+    use crate::http_head::{classify, head_complete, Answer, Request, MAX_HEAD_BYTES};
+
+    let request = classify(data);
+    assert_eq!(classify(data), request, "classify is not deterministic");
+    let end = head_complete(data).filter(|end| *end <= MAX_HEAD_BYTES);
+    let Some(end) = end else {
+        assert_eq!(request, Request::Plain(Answer::BadRequest), "no head within the limit");
+        return;
+    };
+    let head = &data[..end];
+    match &request {
+        Request::Upgrade { key, leftover } => {
+            assert!(!key.is_empty(), "empty key");
+            assert_eq!(key.trim(), key, "untrimmed key");
+            assert!(head.windows(key.len()).any(|w| w == key.as_bytes()), "the key is not in the head");
+            assert_eq!(leftover[..], data[end..], "the leftover is not the bytes after the head");
+        }
+        Request::Plain(Answer::BadUpgrade(why)) => assert!(!why.is_empty(), "a refusal without a reason"),
+        Request::Plain(_) => {}
+    }
+    let alone = match classify(head) {
+        Request::Upgrade { key, leftover } => {
+            assert!(leftover.is_empty(), "leftover from a head alone");
+            Request::Upgrade { key, leftover: data[end..].to_vec() }
+        }
+        plain => plain,
+    };
+    assert_eq!(alone, request, "the bytes after the head changed the answer");
 }

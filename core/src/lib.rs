@@ -11,6 +11,7 @@
 //! - [`held`]: actuations kept for a device between two of its connections, [`HeldActuations`].
 //! - [`claims`]: the claims check of a device token whose signature the host verified.
 //! - [`client`]: the device end of the protocol, [`DeviceClient`].
+//! - [`http_head`]: the HTTP request head that opens a connection: plain answer or WebSocket upgrade.
 #![no_std]
 #![forbid(unsafe_code)]
 #![warn(missing_docs, unreachable_pub)]
@@ -23,6 +24,7 @@ mod credentials;
 #[cfg(feature = "fuzzing")]
 pub mod fuzzing;
 pub mod held;
+pub mod http_head;
 pub mod hub;
 pub mod message;
 pub mod session;
@@ -33,8 +35,10 @@ pub mod wasm;
 pub use claims::{check_claims, TokenRejected, UnixSeconds};
 pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
 pub use credentials::Credentials;
-pub use held::HeldActuations;
+pub use held::{HeldActuations, Hold};
 pub use hub::{Hub, SessionId};
-pub use message::{parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome};
+pub use message::{
+    parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome, MAX_DEVICE_ID_CHARS,
+};
 pub use session::{Input, Output, Session, SessionConfig, StoreFailed};
 pub use time::Millis;

@@ -113,7 +113,8 @@ pub enum FormatError {
     DuplicateField,
     /// A field the message type requires is absent.
     MissingField(&'static str),
-    /// A field is present with the wrong JSON type (or empty where an id is needed).
+    /// A field is present with the wrong JSON type, or a device id that is empty, longer than
+    /// [`MAX_DEVICE_ID_CHARS`] or holds U+0000.
     WrongType(&'static str),
     /// `type` is not one of `device`, `actuation`, `ping`.
     UnknownType,
@@ -248,9 +249,16 @@ fn string(raw: Field<'_>, name: &'static str) -> Result<String, FormatError> {
     serde_json::from_str::<String>(raw.get()).map_err(|_| FormatError::WrongType(name))
 }
 
+/// Most characters in a device id: the platform stores ids in a `varchar(255)` column.
+pub const MAX_DEVICE_ID_CHARS: usize = 255;
+
+/// A device id is 1 to [`MAX_DEVICE_ID_CHARS`] characters without U+0000: what the platform's
+/// column can hold (PostgreSQL text cannot hold NUL), so that one id never fails a database
+/// write it shares with others.
 fn device_id(raw: Field<'_>, name: &'static str) -> Result<DeviceId, FormatError> {
     let id = string(raw, name)?;
-    if id.is_empty() {
+    let fits = !id.is_empty() && id.chars().nth(MAX_DEVICE_ID_CHARS).is_none() && !id.contains('\0');
+    if !fits {
         return Err(FormatError::WrongType(name));
     }
     Ok(DeviceId(id))

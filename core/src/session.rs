@@ -7,8 +7,10 @@
 //!   to verify the token ([`Output::VerifyToken`]), then to store the binding
 //!   ([`Output::StoreBinding`]); exactly one 200 follows. An invalid token is answered 401
 //!   "Invalid device token" and closed 1008; a binding that cannot be stored is answered 500 and
-//!   closed 1011. A repeat registration while one is pending is ignored; a registered device that
-//!   registers again under its own id is answered 200 again, under another id it is a format error.
+//!   closed 1011. A repeat registration while one is pending is ignored.
+//! - A registered device that registers again under its own id has its token verified again:
+//!   200 if it verifies, else 401 "Invalid device token" and close 1008 (a stolen connection
+//!   cannot be renewed with a garbage token). Under another id it is a format error.
 //! - An actuation is accepted in every open state when its credentials match the configured pair
 //!   (compared in constant time; none configured refuses all): the host routes it
 //!   ([`Output::Route`]). Its sender hears nothing unless it asked with `"ack": true`, and then
@@ -16,8 +18,14 @@
 //!   credentials are answered 401 and closed 1008.
 //! - Anything else (not JSON, unknown type, missing field, binary frame) is answered 401 "Wrong
 //!   message format" and closed 1003.
-//! - A connection that is not a registered device and sends nothing for the register timeout is
-//!   closed 1000: the dashboard opens one connection per actuation and never closes it.
+//! - A connection is *pending* from its accept until it registers a device or sends an accepted
+//!   actuation ([`Session::is_pending`]). A pending connection is closed 1000 at the register
+//!   timeout after its accept, whatever it sends: pings do not keep it open (hosts cap pending
+//!   connections, so each must end soon). If the binding is still being stored then, the answer
+//!   is 500 and close 1011.
+//! - A sender of an accepted actuation that is not a registered device and sends nothing for the
+//!   register timeout is closed 1000: the dashboard opens one connection per actuation and never
+//!   closes it.
 //! - A newer registration of the same device elsewhere supersedes this one: closed 1000 and, since
 //!   the device lives on, never marked disconnected.
 //! - When a registered device's connection ends any other way (peer gone, error, shutdown) the
@@ -37,7 +45,8 @@ use crate::time::Millis;
 pub struct SessionConfig {
     /// The actuator's credentials; `None` refuses every actuation.
     pub actuator: Option<Credentials>,
-    /// How long a connection that is not a registered device may stay silent, in milliseconds.
+    /// How long a connection may stay pending after its accept, and how long a sender that is
+    /// not a registered device may stay silent, in milliseconds.
     pub register_timeout_ms: u64,
 }
 
@@ -135,10 +144,18 @@ pub enum Output {
 
 #[derive(Clone, Debug, PartialEq, Eq)]
 enum State {
-    AwaitingInit { deadline: Millis },
-    Verifying { device: DeviceId },
-    Storing { device: DeviceId },
-    Registered { device: DeviceId },
+    AwaitingInit,
+    Verifying {
+        device: DeviceId,
+    },
+    Storing {
+        device: DeviceId,
+    },
+    /// `rechecking`: a repeat registration's token is being verified.
+    Registered {
+        device: DeviceId,
+        rechecking: bool,
+    },
     Closed,
 }
 
@@ -164,9 +181,9 @@ enum State {
 ///     }
 /// }
 /// assert_eq!(sent, [r#"{"code":202,"content":"PONG"}"#]);
-/// // Still unregistered: the register timeout is armed, 10 s after the last message.
-/// assert_eq!(session.poll_timeout(), Some(Millis(10_005)));
-/// session.handle_timeout(Millis(10_005));
+/// // Still pending: closed 10 s after the accept, pings or not.
+/// assert_eq!(session.poll_timeout(), Some(Millis(10_000)));
+/// session.handle_timeout(Millis(10_000));
 /// assert_eq!(session.poll_output(), Some(Output::Close(iot_ws_core::CloseCode::NORMAL)));
 /// assert!(session.is_closed());
 /// ```
@@ -175,18 +192,26 @@ pub struct Session {
     state: State,
     config: SessionConfig,
     now: Millis,
+    /// Neither a registered device nor a sender of an accepted actuation yet.
+    pending: bool,
+    /// When an unregistered connection is closed: fixed at the accept while pending, pushed back
+    /// by every message once the connection has sent an accepted actuation.
+    deadline: Millis,
     outputs: VecDeque<Output>,
     /// Devices of routed actuations whose sender asked for an ack, oldest first.
     pending_acks: VecDeque<DeviceId>,
 }
 
 impl Session {
-    /// A session for a connection that has just been accepted at `now`.
+    /// A session for a connection accepted at `now` (the TCP accept, not the WebSocket upgrade:
+    /// the register timeout covers the HTTP head too).
     pub fn new(now: Millis, config: &SessionConfig) -> Self {
         Session {
-            state: State::AwaitingInit { deadline: now.plus(config.register_timeout_ms) },
+            state: State::AwaitingInit,
             config: config.clone(),
             now,
+            pending: true,
+            deadline: now.plus(config.register_timeout_ms),
             outputs: VecDeque::new(),
             pending_acks: VecDeque::new(),
         }
@@ -216,10 +241,16 @@ impl Session {
     /// is reached. Then drain [`poll_output`](Session::poll_output).
     pub fn handle_timeout(&mut self, now: Millis) {
         self.advance(now);
-        if let State::AwaitingInit { deadline } = self.state {
-            if self.now >= deadline {
-                self.close(Some(CloseCode::NORMAL));
-            }
+        let Some(deadline) = self.poll_timeout() else { return };
+        if self.now < deadline {
+            return;
+        }
+        if let State::Storing { .. } = self.state {
+            // The binding was not recorded in time: the device hears why before the close.
+            self.send(Reply::CannotStoreBinding);
+            self.close(Some(CloseCode::INTERNAL_ERROR));
+        } else {
+            self.close(Some(CloseCode::NORMAL));
         }
     }
 
@@ -237,9 +268,19 @@ impl Session {
     /// after draining the outputs.
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.state {
-            State::AwaitingInit { deadline } => Some(deadline),
-            _ => None,
+            State::Registered { .. } | State::Closed => None,
+            // A registration in progress is bounded too, but only by the pending deadline: a
+            // sender's idle timer does not cut a registration short.
+            State::Verifying { .. } | State::Storing { .. } if !self.pending => None,
+            _ => Some(self.deadline),
         }
+    }
+
+    /// Whether the connection is still pending: neither a registered device nor a sender of an
+    /// accepted actuation. Once `false`, it stays `false`. Hosts count pending connections
+    /// against their cap; read it after each `handle_*`.
+    pub fn is_pending(&self) -> bool {
+        self.pending && !self.is_closed()
     }
 
     /// Whether the session is over; the host ends the connection once outputs are drained.
@@ -250,7 +291,7 @@ impl Session {
     /// The registered device, once its 200 has been sent.
     pub fn registered_device(&self) -> Option<&DeviceId> {
         match &self.state {
-            State::Registered { device } => Some(device),
+            State::Registered { device, .. } => Some(device),
             _ => None,
         }
     }
@@ -276,20 +317,26 @@ impl Session {
         }
     }
 
-    /// Any message pushes the register timeout back: only silence closes.
+    /// A sender's message pushes its idle timeout back: only silence closes it. A pending
+    /// connection's deadline stays where its accept put it.
     fn note_activity(&mut self) {
-        if let State::AwaitingInit { deadline } = &mut self.state {
-            *deadline = self.now.plus(self.config.register_timeout_ms);
+        if !self.pending {
+            self.deadline = self.now.plus(self.config.register_timeout_ms);
         }
     }
 
     fn handle_registration(&mut self, device: DeviceId, token: alloc::string::String) {
-        match &self.state {
-            State::AwaitingInit { .. } => {
+        match &mut self.state {
+            State::AwaitingInit => {
                 self.state = State::Verifying { device: device.clone() };
                 self.outputs.push_back(Output::VerifyToken { device, token });
             }
-            State::Registered { device: current } if *current == device => self.send(Reply::Subscribed),
+            State::Registered { device: current, rechecking } if *current == device => {
+                if !*rechecking {
+                    *rechecking = true;
+                    self.outputs.push_back(Output::VerifyToken { device, token });
+                }
+            }
             State::Registered { .. } => self.reject_format(FormatError::WrongType("deviceId")),
             State::Verifying { .. } | State::Storing { .. } | State::Closed => {}
         }
@@ -302,6 +349,11 @@ impl Session {
             self.close(Some(CloseCode::POLICY_VIOLATION));
             return;
         }
+        if self.pending {
+            // Now a sender: from here on silence, not the accept, decides its end.
+            self.pending = false;
+            self.deadline = self.now.plus(self.config.register_timeout_ms);
+        }
         if ack {
             self.pending_acks.push_back(device.clone());
         }
@@ -309,6 +361,20 @@ impl Session {
     }
 
     fn handle_verdict(&mut self, verdict: Result<(), TokenRejected>) {
+        if let State::Registered { rechecking, .. } = &mut self.state {
+            if !core::mem::take(rechecking) {
+                return;
+            }
+            match verdict {
+                Ok(()) => self.send(Reply::Subscribed),
+                Err(_) => {
+                    // Registered until now: the close marks the device disconnected.
+                    self.send(Reply::InvalidToken);
+                    self.close(Some(CloseCode::POLICY_VIOLATION));
+                }
+            }
+            return;
+        }
         let State::Verifying { device } = &self.state else { return };
         match verdict {
             Ok(()) => {
@@ -318,7 +384,7 @@ impl Session {
             }
             Err(_) => {
                 // Not registered: nothing to mark disconnected.
-                self.state = State::AwaitingInit { deadline: self.now };
+                self.state = State::AwaitingInit;
                 self.send(Reply::InvalidToken);
                 self.close(Some(CloseCode::POLICY_VIOLATION));
             }
@@ -329,11 +395,12 @@ impl Session {
         let State::Storing { device } = &self.state else { return };
         match result {
             Ok(()) => {
-                self.state = State::Registered { device: device.clone() };
+                self.state = State::Registered { device: device.clone(), rechecking: false };
+                self.pending = false;
                 self.send(Reply::Subscribed);
             }
             Err(StoreFailed) => {
-                self.state = State::AwaitingInit { deadline: self.now };
+                self.state = State::AwaitingInit;
                 self.send(Reply::CannotStoreBinding);
                 self.close(Some(CloseCode::INTERNAL_ERROR));
             }
@@ -350,7 +417,7 @@ impl Session {
 
     fn handle_deliver(&mut self, device: DeviceId, body: Body) {
         match &self.state {
-            State::Registered { device: current } if *current == device => self.send(Reply::Actuation(body)),
+            State::Registered { device: current, .. } if *current == device => self.send(Reply::Actuation(body)),
             _ => self.outputs.push_back(Output::Undelivered { device, body }),
         }
     }
@@ -392,7 +459,7 @@ impl Session {
         if let Some(code) = code {
             self.outputs.push_back(Output::Close(code));
         }
-        if let State::Registered { device } | State::Storing { device } = previous {
+        if let State::Registered { device, .. } | State::Storing { device } = previous {
             self.outputs.push_back(Output::MarkDisconnected { device });
         }
     }

@@ -132,9 +132,37 @@ fn repeat_registration_while_pending_is_ignored() {
 }
 
 #[test]
-fn registered_device_registering_again_gets_200_again() {
+fn registered_device_registering_again_is_verified_again_then_gets_200() {
     let mut h = Harness::registered("d1");
-    assert_eq!(h.text(&register_text("d1")), [send(Reply::Subscribed)]);
+    assert_eq!(h.text(&register_text("d1")), [Output::VerifyToken { device: dev("d1"), token: "tok-d1".into() }]);
+    // Still the device's connection while its token is checked again.
+    assert_eq!(h.s.registered_device(), Some(&dev("d1")));
+    assert_eq!(h.input(Input::TokenChecked(Ok(()))), [send(Reply::Subscribed)]);
+    assert_eq!(h.s.poll_timeout(), None);
+    // And again: each repeat is checked.
+    assert_eq!(h.text(&register_text("d1")).len(), 1);
+}
+
+#[test]
+fn re_registration_with_a_bad_token_replies_401_closes_1008_and_marks_disconnected() {
+    let mut h = Harness::registered("d1");
+    h.text(&register_text("d1"));
+    assert_eq!(
+        h.input(Input::TokenChecked(Err(TokenRejected::Signature))),
+        [send(Reply::InvalidToken), close(CloseCode::POLICY_VIOLATION), Output::MarkDisconnected { device: dev("d1") }]
+    );
+    assert!(h.s.is_closed());
+}
+
+#[test]
+fn a_repeat_while_a_re_registration_is_checked_is_ignored_and_stray_verdicts_too() {
+    let mut h = Harness::registered("d1");
+    h.text(&register_text("d1"));
+    assert!(h.text(&register_text("d1")).is_empty());
+    assert_eq!(h.input(Input::TokenChecked(Ok(()))), [send(Reply::Subscribed)]);
+    // A verdict nobody asked for changes nothing.
+    assert!(h.input(Input::TokenChecked(Err(TokenRejected::Signature))).is_empty());
+    assert_eq!(h.s.registered_device(), Some(&dev("d1")));
 }
 
 #[test]
@@ -250,13 +278,92 @@ fn silent_unregistered_connection_is_closed_after_the_register_timeout() {
 }
 
 #[test]
-fn each_message_pushes_the_register_timeout_back() {
+fn pings_do_not_keep_a_pending_connection_open() {
+    let mut h = Harness::new();
+    for _ in 0..9 {
+        h.advance(1_000);
+        assert_eq!(h.text(r#"{"type":"ping"}"#), [send(Reply::Pong)]);
+        assert!(h.s.is_pending());
+        assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
+    }
+    assert_eq!(h.advance(1_000), [close(CloseCode::NORMAL)]);
+    assert!(!h.s.is_pending());
+}
+
+#[test]
+fn a_refused_registration_or_actuation_does_not_end_pending_but_closes() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    assert!(h.s.is_pending());
+    h.input(Input::TokenChecked(Err(TokenRejected::Signature)));
+    assert!(h.s.is_closed() && !h.s.is_pending());
+    let mut h = Harness::new();
+    h.text(r#"{"type":"actuation","credentials":{"username":"admin","password":"no"},"body":{"content":{"deviceId":"d"}}}"#);
+    assert!(h.s.is_closed());
+}
+
+#[test]
+fn an_accepted_actuation_ends_pending_and_from_then_each_message_pushes_the_timeout_back() {
     let mut h = Harness::new();
     h.advance(9_000);
     h.text(&actuation_text("d1", ""));
+    assert!(!h.s.is_pending());
     assert_eq!(h.s.poll_timeout(), Some(Millis(19_000)));
+    h.advance(5_000);
+    h.text(r#"{"type":"ping"}"#);
+    assert_eq!(h.s.poll_timeout(), Some(Millis(24_000)));
     assert!(h.advance(9_999).is_empty());
     assert_eq!(h.advance(1), [close(CloseCode::NORMAL)]);
+}
+
+#[test]
+fn registration_ends_pending() {
+    let h = Harness::registered("d1");
+    assert!(!h.s.is_pending());
+}
+
+#[test]
+fn a_binding_not_stored_by_the_pending_deadline_is_answered_500_and_closed() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    h.input(Input::TokenChecked(Ok(())));
+    assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
+    assert_eq!(
+        h.advance(10_000),
+        [
+            send(Reply::CannotStoreBinding),
+            close(CloseCode::INTERNAL_ERROR),
+            Output::MarkDisconnected { device: dev("d1") }
+        ]
+    );
+    // The store's late answer changes nothing.
+    assert!(h.input(Input::BindingStored(Ok(()))).is_empty());
+}
+
+#[test]
+fn a_sender_registering_is_not_cut_short_by_its_idle_timer() {
+    let mut h = Harness::new();
+    h.text(&actuation_text("d1", ""));
+    h.text(&register_text("d2"));
+    h.input(Input::TokenChecked(Ok(())));
+    assert_eq!(h.s.poll_timeout(), None);
+    assert!(h.advance(60_000).is_empty());
+    assert_eq!(h.input(Input::BindingStored(Ok(()))), [send(Reply::Subscribed)]);
+}
+
+#[test]
+fn device_ids_are_1_to_255_characters_without_nul() {
+    let ok = "é".repeat(255);
+    for (id, valid) in [(ok.as_str(), true), ("x", true), ("", false), ("a\\u0000b", false)] {
+        let mut h = Harness::new();
+        let out = h.text(&register_text(id));
+        assert_eq!(matches!(out.as_slice(), [Output::VerifyToken { .. }]), valid, "{id:?}: {out:?}");
+    }
+    let long = "é".repeat(256);
+    for text in [register_text(&long), actuation_text(&long, ""), actuation_text("a\\u0000", "")] {
+        let mut h = Harness::new();
+        assert_eq!(h.text(&text), [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA)], "{text:.40}");
+    }
 }
 
 #[test]
@@ -271,9 +378,9 @@ fn time_going_backwards_is_ignored() {
     let mut h = Harness::new();
     h.advance(5_000);
     h.s.handle_timeout(Millis(1));
-    h.s.handle_input(Millis(2), Input::Text(r#"{"type":"ping"}"#));
+    h.s.handle_input(Millis(2), Input::Text(&actuation_text("d1", "")));
     h.take();
-    // The ping counted as happening at 5 s, not 2 ms.
+    // The actuation counted as happening at 5 s, not 2 ms.
     assert_eq!(h.s.poll_timeout(), Some(Millis(15_000)));
 }
 

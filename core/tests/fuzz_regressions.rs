@@ -66,3 +66,25 @@ fn client_seeds_and_edges() {
     drive_client(&[0xff; 600]);
     drive_client(&[0x00; 600]);
 }
+
+#[test]
+fn http_head_seeds_and_edges() {
+    use iot_ws_core::fuzzing::http_head;
+    for (_, data) in seeds("http_head") {
+        http_head(&data);
+    }
+    for data in
+        [&b""[..], b"\r\n\r\n", b"\r\n\r\n\r\n\r\n", b"GET / HTTP/1.1\r\n\r\n\xff", b"GET \xff HTTP/1.1\r\n\r\n"]
+    {
+        http_head(data);
+    }
+    // A head that ends just inside, then just past, the limit; and no head at all.
+    let limit = iot_ws_core::http_head::MAX_HEAD_BYTES;
+    for len in [limit, limit + 1] {
+        let mut data = b"GET /health HTTP/1.1\r\nX-Pad: ".to_vec();
+        data.resize(len - 4, b'a');
+        data.extend_from_slice(b"\r\n\r\n");
+        http_head(&data);
+    }
+    http_head(&[b'a'; 20_000]);
+}
