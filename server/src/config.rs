@@ -32,6 +32,10 @@ pub struct Config {
     pub max_message_bytes: usize,
     pub register_timeout_secs: u64,
     pub hold_secs: u64,
+    pub max_connections: usize,
+    pub max_pending: usize,
+    pub send_queue_bytes: usize,
+    pub hold_max_bytes: usize,
     pub demo: bool,
 }
 
@@ -55,6 +59,10 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --max-message-bytes N         IOT_WS_MAX_MESSAGE_BYTES  default 65536
     --register-timeout-secs N     IOT_WS_REGISTER_TIMEOUT_SECS default 10
     --hold-actuations-secs N      IOT_WS_HOLD_ACTUATIONS_SECS default 30 (0 disables)
+    --max-connections N           IOT_WS_MAX_CONNECTIONS    default: the soft open-file limit - 64
+    --max-pending N               IOT_WS_MAX_PENDING        default 1024
+    --send-queue-bytes N          IOT_WS_SEND_QUEUE_BYTES   default 1048576 (1 MiB)
+    --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
     --help
 ";
 
@@ -125,6 +133,10 @@ impl Config {
         let max_message = setting("max-message-bytes", "IOT_WS_MAX_MESSAGE_BYTES");
         let register_timeout = setting("register-timeout-secs", "IOT_WS_REGISTER_TIMEOUT_SECS");
         let hold = setting("hold-actuations-secs", "IOT_WS_HOLD_ACTUATIONS_SECS");
+        let max_connections = setting("max-connections", "IOT_WS_MAX_CONNECTIONS");
+        let max_pending = setting("max-pending", "IOT_WS_MAX_PENDING");
+        let send_queue = setting("send-queue-bytes", "IOT_WS_SEND_QUEUE_BYTES");
+        let hold_max_bytes = setting("hold-max-bytes", "IOT_WS_HOLD_MAX_BYTES");
         let demo = flags.has("demo");
         flags.finish()?;
 
@@ -161,9 +173,27 @@ impl Config {
             max_message_bytes: number(max_message, "--max-message-bytes", 65_536, 64..=64 << 20)? as usize,
             register_timeout_secs: number(register_timeout, "--register-timeout-secs", 10, 1..=86_400)?,
             hold_secs: number(hold, "--hold-actuations-secs", 30, 0..=3_600)?,
+            max_connections: number(max_connections, "--max-connections", default_max_connections(), 1..=10_000_000)?
+                as usize,
+            max_pending: number(max_pending, "--max-pending", 1_024, 1..=10_000_000)? as usize,
+            send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
+            hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
             demo,
         })
     }
+}
+
+/// File descriptors kept for everything but client connections: the listener, the database
+/// connections, the key file, stdio.
+const RESERVED_FDS: u64 = 64;
+
+/// The soft open-file limit less what the server keeps for itself, so that a full house of
+/// clients never leaves it unable to reach its database.
+fn default_max_connections() -> u64 {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1_024 };
+    soft.min(1 << 24).saturating_sub(RESERVED_FDS).max(1)
 }
 
 fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {

@@ -1,106 +1,183 @@
 //! One task per connection: the HTTP head, then a core `Session` driven over the WebSocket.
+//!
+//! Every peer is assumed hostile or stalled, so the task never waits on the peer alone:
+//! - output is queued ([`Socket`]) and written as the socket takes it, so timers run while a
+//!   write is blocked; unsent output is bounded by `--send-queue-bytes` (then close 1008), a
+//!   peer that takes no byte for [`WRITE_STALL`] is dropped, and reading stops while a peer
+//!   leaves its replies unread;
+//! - input is rationed per turn ([`Socket`]) and the task yields every [`TURNS`] wakes, so no
+//!   connection keeps the executor thread for more than a bounded burst;
+//! - a pending connection ends at the register timeout after its accept, head included.
 
-use std::net::TcpStream;
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::net::{SocketAddr, TcpStream};
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::{Instant, SystemTime};
+use std::task::Poll;
+use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::ProtocolError;
-use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
-use async_tungstenite::tungstenite::protocol::{CloseFrame, Role};
+use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
-use futures_lite::{future, AsyncWriteExt, StreamExt};
-use iot_ws_core::{CloseCode, DeviceId, Input, Output, Reply, Session, SessionId, StoreFailed};
+use futures_lite::{future, AsyncWriteExt, Stream};
+use iot_ws_core::{CloseCode, Input, Session, SessionId};
 use smol::{Async, Timer};
 
+use crate::deliveries::Deliveries;
 use crate::http;
-use crate::hub_task::{Mail, Request};
+use crate::hub_task::{Mail, Undelivered};
 use crate::keepalive::KeepAlive;
-use crate::mailbox::{mailbox, MailSender, Mailbox};
+use crate::limits::{OpenSlot, PendingSlot};
+use crate::mailbox::{mailbox, MailSender, MailWake, Mailbox};
 use crate::metrics::Metrics;
 use crate::server::Ctx;
+use crate::socket::Socket;
 
-#[path = "cork.rs"]
-mod cork;
-use cork::Corked;
+#[path = "conn_closing.rs"]
+mod closing;
+#[path = "conn_output.rs"]
+mod output;
 
-type Ws = WebSocketStream<Corked>;
+type Ws = WebSocketStream<Socket>;
 
-/// Most mails handled in one corked burst before the frames go out and others get a turn.
+/// Most mails handled in one go before the frames go out and others get a turn.
 const BURST: usize = 64;
+/// Wakes handled before the task yields to the others, whatever keeps waking it.
+const TURNS: u32 = 64;
+/// How long to wait for the peer's answer to our close frame, and for our last frames to go.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// A peer whose socket takes no byte of our output for this long is gone.
+pub const WRITE_STALL: Duration = Duration::from_secs(30);
+/// Reading stops while this much of our output (replies the peer does not read) is unsent.
+const READ_PAUSE_BYTES: usize = 64 * 1024;
 
-/// How long to wait for the peer's answer to our close frame.
-const CLOSE_GRACE: std::time::Duration = std::time::Duration::from_secs(2);
-
-/// Serves one accepted TCP connection to its end.
-pub async fn serve_connection(mut stream: Async<TcpStream>, ctx: Arc<Ctx>) {
+/// Serves one accepted TCP connection to its end; `accepted` starts its register timeout.
+pub async fn serve_connection(
+    mut stream: Async<TcpStream>,
+    peer: SocketAddr,
+    accepted: Instant,
+    slots: (OpenSlot, PendingSlot),
+    ctx: Arc<Ctx>,
+) {
+    let deadline = accepted + Duration::from_millis(ctx.session_config.register_timeout_ms);
     // Boxed, like every rare phase below: an idle connection's task keeps only the state of its
     // steady loop, not the largest state any phase ever needs (the head buffer, the attach).
-    let Some(head) = Box::pin(http::read_head(&mut stream)).await else { return };
+    let Some(head) = Box::pin(http::read_head(&mut stream, deadline)).await else { return };
     let request = http::classify(&head);
     // Freed now, not when the connection ends (a kilobyte per idle connection).
     drop(head);
     match request {
-        http::Request::Plain(answer) => http::respond(&mut stream, &answer, || ctx.metrics.render()).await,
+        http::Request::Plain(answer) => {
+            let respond = http::respond(&mut stream, &answer, || ctx.metrics.render());
+            within(deadline, Box::pin(respond)).await;
+        }
         http::Request::Upgrade { accept_key, leftover } => {
-            if stream.write_all(http::switching_protocols(&accept_key).as_bytes()).await.is_err() {
+            let reply = http::switching_protocols(&accept_key);
+            let written = within(deadline, stream.write_all(reply.as_bytes())).await;
+            if !matches!(written, Some(Ok(()))) {
                 return;
             }
             let ws =
-                WebSocketStream::from_partially_read(Corked::new(stream), leftover, Role::Server, Some(ctx.ws_config))
+                WebSocketStream::from_partially_read(Socket::new(stream), leftover, Role::Server, Some(ctx.ws_config))
                     .await;
             ctx.metrics.connections.fetch_add(1, Relaxed);
-            Connection::new(ws, ctx.clone()).run().await;
+            let (open, pending) = slots;
+            Connection::new(ws, ctx.clone(), peer, accepted, pending).run().await;
+            drop(open);
             ctx.metrics.connections.fetch_sub(1, Relaxed);
         }
     }
 }
 
+/// `work`'s result, unless `deadline` comes first.
+async fn within<T>(deadline: Instant, work: impl std::future::Future<Output = T>) -> Option<T> {
+    future::or(async { Some(work.await) }, async {
+        Timer::at(deadline).await;
+        None
+    })
+    .await
+}
+
 enum Wake {
     Frame(Option<Result<Message, WsError>>),
-    Mail(Mail),
+    Sent(std::io::Result<usize>),
+    Mail(MailWake),
     Shutdown,
     Tick,
+}
+
+/// Why the connection gave up on its peer.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum GaveUp {
+    /// Its unsent output passed `--send-queue-bytes`.
+    SendQueueFull,
+    /// Its socket took nothing for [`WRITE_STALL`].
+    WriteStalled,
 }
 
 struct Connection {
     ws: Ws,
     ctx: Arc<Ctx>,
+    peer: SocketAddr,
     session: Session,
     id: SessionId,
     mail_tx: MailSender,
     mail_rx: Mailbox,
     keepalive: KeepAlive,
-    /// Fires at the earlier of the session's and the keepalive's deadlines. Kept across wakes
-    /// and moved only when the deadline moves: registering a timer costs a reactor wakeup.
+    /// Fires at the earliest deadline (session, keepalive, write stall). Kept across wakes and
+    /// moved only when the deadline moves: registering a timer costs a reactor wakeup.
     timer: Timer,
     /// The deadline `timer` is set for; `None` once it fired.
     armed: Option<Instant>,
+    /// Counted against `--max-pending` until the session stops being pending.
+    pending: Option<PendingSlot>,
+    /// Actuation frames on the socket's queue, acked "Delivered" once written.
+    deliveries: Deliveries,
+    /// Of each actuation fed to the session, in order, until the session either sends it or
+    /// hands it back: where its ack goes, and whether it came from the hold queue.
+    acks_due: VecDeque<(Option<MailSender>, bool)>,
+    /// Actuations taken back when the output queue was cut, oldest first.
+    taken_back: Vec<Undelivered>,
+    /// When the socket last took a byte, or output was queued on an empty queue.
+    progress_at: Instant,
+    /// Wakes since the task last yielded.
+    turns: u32,
     /// Registered with the hub (until detached).
     attached: bool,
-    /// We sent a close frame: the peer's answer ends the connection.
+    /// We sent a close frame (or can send nothing more): the peer's answer ends the connection.
     close_sent: bool,
     /// The peer's side is over (closed, reset, or errored): nothing more to read.
     peer_done: bool,
+    gave_up: Option<GaveUp>,
 }
 
 impl Connection {
-    fn new(ws: Ws, ctx: Arc<Ctx>) -> Self {
+    fn new(ws: Ws, ctx: Arc<Ctx>, peer: SocketAddr, accepted: Instant, pending: PendingSlot) -> Self {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
-            session: Session::new(ctx.now(), &ctx.session_config),
+            session: Session::new(ctx.millis(accepted), &ctx.session_config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
+            peer,
             mail_tx,
             mail_rx,
             keepalive: KeepAlive::new(Instant::now()),
             timer: Timer::never(),
             armed: None,
+            pending: Some(pending),
+            deliveries: Deliveries::default(),
+            acks_due: VecDeque::new(),
+            taken_back: Vec::new(),
+            progress_at: Instant::now(),
+            turns: 0,
             attached: false,
             close_sent: false,
             peer_done: false,
+            gave_up: None,
         }
     }
 
@@ -115,8 +192,16 @@ impl Connection {
                 if self.session.has_output() {
                     Box::pin(self.perform_outputs()).await;
                 }
+                if self.pending.is_some() && !self.session.is_pending() {
+                    self.pending = None;
+                }
                 if self.session.is_closed() {
                     break;
+                }
+                self.turns += 1;
+                if self.turns >= TURNS {
+                    self.turns = 0;
+                    future::yield_now().await;
                 }
                 let wake = self.next_wake().await;
                 let now = self.ctx.now();
@@ -125,21 +210,22 @@ impl Connection {
                         self.keepalive.heard();
                         self.on_message(message);
                     }
-                    Wake::Frame(Some(Err(error))) => Box::pin(self.on_error(error)).await,
+                    Wake::Frame(Some(Err(error))) => self.on_error(error),
                     Wake::Frame(None) => {
                         self.peer_done = true;
                         self.session.handle_input(now, Input::PeerGone);
                     }
-                    Wake::Mail(mail) => {
-                        self.on_mail(now, mail);
-                        if !self.mail_rx.is_empty() {
-                            Box::pin(self.mail_burst()).await;
-                        }
+                    Wake::Sent(Ok(_)) => self.on_sent(),
+                    Wake::Sent(Err(_)) => {
+                        self.peer_done = true;
+                        self.session.handle_input(now, Input::PeerGone);
                     }
+                    Wake::Mail(MailWake::Mail(mail)) => Box::pin(self.mail_burst(mail)).await,
+                    Wake::Mail(MailWake::Overflow) => self.give_up(GaveUp::SendQueueFull),
                     Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
                     Wake::Tick => {
                         self.armed = None;
-                        Box::pin(self.on_tick(now)).await
+                        self.on_tick(now);
                     }
                 }
             }
@@ -147,56 +233,107 @@ impl Connection {
         }
     }
 
-    /// Waits for whatever happens first; shutdown and mail before frames, so a chatty peer
-    /// cannot starve its own actuations.
+    /// Waits for whatever happens first: shutdown, then the socket taking output, then mail,
+    /// then frames, then the timer. Reading pauses while the peer leaves our output unread.
     async fn next_wake(&mut self) -> Wake {
-        let session_deadline = self.session.poll_timeout().map(|t| self.ctx.instant(t));
-        let deadline = session_deadline.map_or(self.keepalive.deadline(), |d| d.min(self.keepalive.deadline()));
+        let deadline = self.next_deadline();
         if self.armed != Some(deadline) {
             self.timer.set_at(deadline);
             self.armed = Some(deadline);
         }
+        let unsent = self.ws.get_ref().unsent();
+        let sending = unsent > 0;
+        let reading = !self.peer_done && unsent <= self.read_pause_bytes();
+        let take_actuations = self.has_room();
+        let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
         let Connection { ws, mail_rx, ctx, timer, .. } = self;
         // The channel is closed, never written: `recv` fails at once, every time, after a stop.
         let shutdown = async {
             let _ = ctx.shutdown.recv().await;
             Wake::Shutdown
         };
-        let mail = async { Wake::Mail(mail_rx.recv().await) };
-        let frame = async { Wake::Frame(ws.next().await) };
+        let socket = poll_fn(|cx| {
+            if sending {
+                if let Poll::Ready(result) = ws.get_mut().poll_send(cx) {
+                    return Poll::Ready(Wake::Sent(result));
+                }
+            }
+            if reading {
+                if let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx) {
+                    return Poll::Ready(Wake::Frame(frame));
+                }
+            }
+            Poll::Pending
+        });
+        let mail = async { Wake::Mail(mail_rx.recv(take_actuations, overflow_at).await) };
         let tick = async {
             timer.await;
             Wake::Tick
         };
-        future::or(shutdown, future::or(mail, future::or(frame, tick))).await
+        future::or(shutdown, future::or(socket, future::or(mail, tick))).await
     }
 
-    fn on_mail(&mut self, now: iot_ws_core::Millis, mail: Mail) {
+    fn next_deadline(&self) -> Instant {
+        let mut deadline = self.keepalive.deadline();
+        if let Some(at) = self.session.poll_timeout() {
+            deadline = deadline.min(self.ctx.instant(at));
+        }
+        if self.ws.get_ref().unsent() > 0 {
+            deadline = deadline.min(self.progress_at + WRITE_STALL);
+        }
+        deadline
+    }
+
+    fn read_pause_bytes(&self) -> usize {
+        READ_PAUSE_BYTES.min(self.ctx.send_queue_bytes / 2)
+    }
+
+    /// Whether the socket's queue has room for more actuations: up to half the send queue, so
+    /// that a backlog handed over from the hold queue leaves room for live actuations.
+    fn has_room(&self) -> bool {
+        self.ws.get_ref().unsent() <= self.ctx.send_queue_bytes / 2
+    }
+
+    /// The socket took some output: the actuations now written whole are delivered.
+    fn on_sent(&mut self) {
+        self.progress_at = Instant::now();
+        let written = self.ws.get_ref().written();
+        for delivered in self.deliveries.written(written) {
+            Metrics::inc(&self.ctx.metrics.actuations_delivered);
+            if let Some(ack_to) = delivered.ack_to {
+                let outcome = iot_ws_core::RouteOutcome::Delivered;
+                let _ = ack_to.try_send(Mail::Routed { device: delivered.device, outcome });
+            }
+        }
+        if self.ws.get_ref().unsent() == 0 {
+            self.deliveries.shrink();
+        }
+    }
+
+    /// Handles `first` and the mail behind it, up to a burst; their frames leave together.
+    async fn mail_burst(&mut self, first: Mail) {
+        self.on_mail(first);
+        for _ in 1..BURST {
+            self.perform_outputs().await;
+            if self.session.is_closed() || self.close_sent {
+                return;
+            }
+            let Some(mail) = self.mail_rx.try_recv(self.has_room()) else { return };
+            self.on_mail(mail);
+        }
+    }
+
+    fn on_mail(&mut self, mail: Mail) {
+        let now = self.ctx.now();
         let input = match mail {
-            Mail::Deliver { device, body } => Input::Deliver { device, body },
+            Mail::Deliver { device, body, ack_to, from_hold } => {
+                self.acks_due.push_back((ack_to, from_hold));
+                Input::Deliver { device, body }
+            }
             Mail::Superseded => Input::Superseded,
             Mail::Routed { device, outcome } => Input::Routed { device, outcome },
         };
         self.session.handle_input(now, input);
-    }
-
-    /// More mail is waiting: handles it with the socket corked, so that its replies leave in
-    /// one write rather than one each.
-    async fn mail_burst(&mut self) {
-        self.ws.get_mut().cork();
-        for _ in 0..BURST {
-            self.perform_outputs().await;
-            if self.session.is_closed() || self.close_sent {
-                break;
-            }
-            let Some(mail) = self.mail_rx.try_recv() else { break };
-            self.on_mail(self.ctx.now(), mail);
-        }
-        self.ws.get_mut().uncork();
-        if self.ws.get_mut().flush().await.is_err() {
-            self.peer_done = true;
-            self.session.handle_input(self.ctx.now(), Input::PeerGone);
-        }
     }
 
     fn on_message(&mut self, message: Message) {
@@ -213,7 +350,7 @@ impl Connection {
     }
 
     /// Frame-level errors the session never sees: close with the RFC's code for each.
-    async fn on_error(&mut self, error: WsError) {
+    fn on_error(&mut self, error: WsError) {
         let code = match error {
             WsError::Capacity(_) => Some(CloseCode::MESSAGE_TOO_BIG),
             WsError::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
@@ -224,118 +361,27 @@ impl Connection {
         };
         if let Some(code) = code {
             Metrics::inc(&self.ctx.metrics.messages_rejected);
-            self.send_close(code).await;
+            self.send_close(code);
         }
         self.peer_done = code.is_none();
         self.session.handle_input(self.ctx.now(), Input::PeerGone);
     }
 
-    async fn on_tick(&mut self, now: iot_ws_core::Millis) {
+    fn on_tick(&mut self, now: iot_ws_core::Millis) {
+        if self.ws.get_ref().unsent() > 0 && Instant::now() >= self.progress_at + WRITE_STALL {
+            self.give_up(GaveUp::WriteStalled);
+            return;
+        }
         self.session.handle_timeout(now);
         match self.keepalive.on_tick() {
             crate::keepalive::Action::Nothing => {}
             crate::keepalive::Action::Ping => {
-                if self.ws.send(Message::Ping(Default::default())).await.is_err() {
-                    self.peer_done = true;
-                    self.session.handle_input(now, Input::PeerGone);
-                }
+                self.queue(Message::Ping(Default::default()));
             }
             crate::keepalive::Action::Dead => {
                 self.peer_done = true;
                 self.session.handle_input(now, Input::PeerGone);
             }
-        }
-    }
-
-    /// Performs every pending command; results go straight back into the session.
-    async fn perform_outputs(&mut self) {
-        while let Some(output) = self.session.poll_output() {
-            let now = self.ctx.now();
-            match output {
-                Output::Send(reply) => self.send_reply(reply).await,
-                Output::Close(code) => self.send_close(code).await,
-                Output::VerifyToken { device, token } => {
-                    let verdict = self.ctx.verifier.verify(&device, &token, SystemTime::now());
-                    if let Err(reason) = verdict {
-                        // The reason, never the token.
-                        eprintln!("device {device}: token refused: {reason}");
-                        Metrics::inc(&self.ctx.metrics.registrations_invalid_token);
-                    }
-                    self.session.handle_input(now, Input::TokenChecked(verdict));
-                }
-                Output::StoreBinding { device } => {
-                    let stored = Box::pin(self.attach(device)).await;
-                    let counter = match stored {
-                        Ok(()) => &self.ctx.metrics.registrations_ok,
-                        Err(StoreFailed) => &self.ctx.metrics.registrations_store_failed,
-                    };
-                    Metrics::inc(counter);
-                    self.session.handle_input(self.ctx.now(), Input::BindingStored(stored));
-                }
-                Output::MarkDisconnected { .. } => self.detach(),
-                Output::Route { device, body, ack } => {
-                    let ack_to = ack.then(|| self.mail_tx.clone());
-                    let _ = self.ctx.hub.try_send(Request::Route { device, body, ack_to });
-                }
-                Output::Undelivered { device, body } => {
-                    let _ = self.ctx.hub.try_send(Request::Route { device, body, ack_to: None });
-                }
-            }
-        }
-    }
-
-    async fn send_reply(&mut self, reply: Reply) {
-        match reply {
-            Reply::WrongFormat => Metrics::inc(&self.ctx.metrics.messages_rejected),
-            Reply::InvalidCredentials => Metrics::inc(&self.ctx.metrics.actuations_refused),
-            _ => {}
-        }
-        if self.ws.send(Message::text(reply.to_text())).await.is_err() {
-            self.peer_done = true;
-            self.session.handle_input(self.ctx.now(), Input::PeerGone);
-        }
-    }
-
-    async fn send_close(&mut self, code: CloseCode) {
-        if self.close_sent {
-            return;
-        }
-        self.close_sent = true;
-        let frame = CloseFrame { code: WsCloseCode::from(code.0), reason: "".into() };
-        let _ = self.ws.close(Some(frame)).await;
-    }
-
-    /// Makes this connection the device's route and waits for the binding to be recorded.
-    async fn attach(&mut self, device: DeviceId) -> Result<(), StoreFailed> {
-        let (reply, answer) = async_channel::bounded(1);
-        let request = Request::Attach { session: self.id, device, mailbox: self.mail_tx.clone(), reply };
-        self.ctx.hub.try_send(request).map_err(|_| StoreFailed)?;
-        self.attached = true;
-        let store_reply = answer.recv().await.map_err(|_| StoreFailed)?;
-        store_reply.recv().await.unwrap_or(Err(StoreFailed))
-    }
-
-    fn detach(&mut self) {
-        if std::mem::take(&mut self.attached) {
-            let _ = self.ctx.hub.try_send(Request::Detach { session: self.id });
-        }
-    }
-
-    /// Leaves the hub, hands back undelivered actuations, and completes the close handshake.
-    async fn finish(mut self) {
-        self.detach();
-        self.mail_rx.close();
-        while let Some(mail) = self.mail_rx.try_recv() {
-            if let Mail::Deliver { device, body } = mail {
-                let _ = self.ctx.hub.try_send(Request::Route { device, body, ack_to: None });
-            }
-        }
-        if !self.peer_done {
-            let drain = async { while let Some(Ok(_)) = self.ws.next().await {} };
-            future::or(drain, async {
-                smol::Timer::after(CLOSE_GRACE).await;
-            })
-            .await;
         }
     }
 }

@@ -2,21 +2,18 @@
 //!
 //! The head is read here rather than inside tungstenite so that plain requests can be answered
 //! (`/health`, `/metrics`, 404) and an upgrade without `echo-protocol` refused with a 4xx before
-//! any WebSocket exists.
+//! any WebSocket exists. What a head asks for is decided by the core's
+//! [`iot_ws_core::http_head`] (fuzzed there); this module does the I/O and the SHA-1 of the
+//! accept key, which the core leaves to its host.
 
-use std::time::Duration;
+use std::time::Instant;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use iot_ws_core::http_head::{self, head_complete, MAX_HEAD_BYTES};
+pub use iot_ws_core::http_head::{Answer, SUBPROTOCOL};
 
-/// Longest request head accepted.
-const MAX_HEAD_BYTES: usize = 8 * 1024;
-/// How long a client may take to send its request head.
-pub const HEAD_TIMEOUT: Duration = Duration::from_secs(10);
-/// The one subprotocol of this server.
-pub const SUBPROTOCOL: &str = "echo-protocol";
-
-/// What the request head asks for.
+/// What the request head asks for: the core's [`http_head::Request`] with the accept key derived.
 #[derive(Debug, PartialEq, Eq)]
 pub enum Request {
     /// A WebSocket upgrade offering `echo-protocol`; `leftover` are bytes read past the head.
@@ -25,21 +22,10 @@ pub enum Request {
     Plain(Answer),
 }
 
-/// A plain HTTP answer.
-#[derive(Debug, PartialEq, Eq)]
-pub enum Answer {
-    Health,
-    Metrics,
-    NotFound,
-    /// An upgrade that cannot be accepted (no `echo-protocol`, no key, wrong version).
-    BadUpgrade(&'static str),
-    /// Not HTTP, or a head too large.
-    BadRequest,
-}
-
-/// Reads the request head (up to the blank line) within [`HEAD_TIMEOUT`]; `None` if the peer
-/// closed or was too slow.
-pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(stream: &mut S) -> Option<Vec<u8>> {
+/// Reads the request head (up to the blank line) by `deadline` (the register timeout after the
+/// accept: a head that trickles in counts against it); `None` if the peer closed or was too
+/// slow.
+pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(stream: &mut S, deadline: Instant) -> Option<Vec<u8>> {
     let read = async {
         let mut buf = Vec::with_capacity(1024);
         let mut chunk = [0u8; 1024];
@@ -49,62 +35,27 @@ pub async fn read_head<S: futures_lite::AsyncRead + Unpin>(stream: &mut S) -> Op
                 return None;
             }
             buf.extend_from_slice(&chunk[..n]);
-            if head_end(&buf).is_some() || buf.len() > MAX_HEAD_BYTES {
+            if head_complete(&buf).is_some() || buf.len() > MAX_HEAD_BYTES {
                 return Some(buf);
             }
         }
     };
     future::or(read, async {
-        smol::Timer::after(HEAD_TIMEOUT).await;
+        smol::Timer::at(deadline).await;
         None
     })
     .await
 }
 
-fn head_end(buf: &[u8]) -> Option<usize> {
-    buf.windows(4).position(|w| w == b"\r\n\r\n").map(|i| i + 4)
-}
-
-/// Decides what a request head asks for.
+/// Decides what a request head asks for (the core's [`http_head::classify`]), deriving the
+/// `Sec-WebSocket-Accept` of an upgrade from its key (RFC 6455 section 4.2.2).
 pub fn classify(buf: &[u8]) -> Request {
-    let Some(end) = head_end(buf) else { return Request::Plain(Answer::BadRequest) };
-    let mut headers = [httparse::EMPTY_HEADER; 32];
-    let mut req = httparse::Request::new(&mut headers);
-    let Ok(httparse::Status::Complete(_)) = req.parse(&buf[..end]) else {
-        return Request::Plain(Answer::BadRequest);
-    };
-    let headers: &[httparse::Header<'_>] = req.headers;
-    let header = |name: &'static str| {
-        headers
-            .iter()
-            .filter(move |h| h.name.eq_ignore_ascii_case(name))
-            .filter_map(|h| std::str::from_utf8(h.value).ok())
-    };
-    let has_token = |name: &'static str, token: &str| {
-        header(name).flat_map(|v| v.split(',')).any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if !has_token("upgrade", "websocket") {
-        let path = req.path.unwrap_or("/").split('?').next().unwrap_or("/");
-        return Request::Plain(match (req.method, path) {
-            (Some("GET"), "/health") => Answer::Health,
-            (Some("GET"), "/metrics") => Answer::Metrics,
-            _ => Answer::NotFound,
-        });
+    match http_head::classify(buf) {
+        http_head::Request::Upgrade { key, leftover } => {
+            Request::Upgrade { accept_key: derive_accept_key(key.as_bytes()), leftover }
+        }
+        http_head::Request::Plain(answer) => Request::Plain(answer),
     }
-    if req.method != Some("GET") || !has_token("connection", "upgrade") {
-        return Request::Plain(Answer::BadUpgrade("not a WebSocket upgrade request"));
-    }
-    if !header("sec-websocket-version").any(|v| v.trim() == "13") {
-        return Request::Plain(Answer::BadUpgrade("Sec-WebSocket-Version must be 13"));
-    }
-    let Some(key) = header("sec-websocket-key").next().map(str::trim).filter(|k| !k.is_empty()) else {
-        return Request::Plain(Answer::BadUpgrade("Sec-WebSocket-Key is missing"));
-    };
-    // Subprotocol tokens are case-sensitive (RFC 6455 section 4.1).
-    if !header("sec-websocket-protocol").flat_map(|v| v.split(',')).any(|t| t.trim() == SUBPROTOCOL) {
-        return Request::Plain(Answer::BadUpgrade("the subprotocol echo-protocol is required"));
-    }
-    Request::Upgrade { accept_key: derive_accept_key(key.as_bytes()), leftover: buf[end..].to_vec() }
 }
 
 /// The 101 response that completes an upgrade.
@@ -138,41 +89,35 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
 
 #[cfg(test)]
 mod tests {
+    //! What a head asks for is tested in the core; here only what this wrapper adds.
     use super::*;
 
-    fn upgrade(extra: &str) -> Vec<u8> {
-        format!("GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: keep-alive, Upgrade\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n").into_bytes()
-    }
-
     #[test]
-    fn upgrade_offering_echo_protocol_is_accepted_with_the_rfc_accept_key() {
-        let req = classify(&upgrade("Sec-WebSocket-Protocol: chat, echo-protocol\r\n"));
-        assert_eq!(req, Request::Upgrade { accept_key: "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".into(), leftover: vec![] });
-    }
-
-    #[test]
-    fn upgrade_without_echo_protocol_is_refused() {
-        assert!(matches!(classify(&upgrade("")), Request::Plain(Answer::BadUpgrade(_))));
-        assert!(matches!(
-            classify(&upgrade("Sec-WebSocket-Protocol: Echo-Protocol\r\n")),
-            Request::Plain(Answer::BadUpgrade(_))
-        ));
-    }
-
-    #[test]
-    fn bytes_after_the_head_are_kept() {
-        let mut buf = upgrade("Sec-WebSocket-Protocol: echo-protocol\r\n");
+    fn upgrade_gets_the_rfc_accept_key_and_keeps_the_leftover() {
+        let head = "GET /x HTTP/1.1\r\nHost: h\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                    Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+                    Sec-WebSocket-Protocol: echo-protocol\r\n\r\n";
+        let mut buf = head.as_bytes().to_vec();
         buf.extend_from_slice(&[0x81, 0x80]);
-        assert!(matches!(classify(&buf), Request::Upgrade { leftover, .. } if leftover == [0x81, 0x80]));
+        // The accept key of RFC 6455 section 1.3's example.
+        let accept_key = "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=".to_string();
+        assert_eq!(classify(&buf), Request::Upgrade { accept_key, leftover: vec![0x81, 0x80] });
     }
 
     #[test]
-    fn plain_requests_are_routed() {
-        let get = |path: &str| classify(format!("GET {path} HTTP/1.1\r\nHost: h\r\n\r\n").as_bytes());
-        assert_eq!(get("/health"), Request::Plain(Answer::Health));
-        assert_eq!(get("/metrics?x=1"), Request::Plain(Answer::Metrics));
-        assert_eq!(get("/"), Request::Plain(Answer::NotFound));
-        assert_eq!(classify(b"\x16\x03\x01garbage\r\n\r\n"), Request::Plain(Answer::BadRequest));
-        assert_eq!(classify(b"GET / HTTP/1.1\r\n"), Request::Plain(Answer::BadRequest));
+    fn plain_answers_pass_through() {
+        assert_eq!(classify(b"GET /health HTTP/1.1\r\n\r\n"), Request::Plain(Answer::Health));
+        let no_protocol = b"GET / HTTP/1.1\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+                            Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\n\r\n";
+        assert!(matches!(classify(no_protocol), Request::Plain(Answer::BadUpgrade(_))));
+        assert_eq!(classify(b"GET /health HTTP/1.1\r\n"), Request::Plain(Answer::BadRequest));
+    }
+
+    #[test]
+    fn switching_protocols_names_the_accept_key_and_the_subprotocol() {
+        let response = switching_protocols("abc=");
+        assert!(response.starts_with("HTTP/1.1 101 "));
+        assert!(response.contains("\r\nSec-WebSocket-Accept: abc=\r\n"));
+        assert!(response.ends_with("\r\nSec-WebSocket-Protocol: echo-protocol\r\n\r\n"));
     }
 }

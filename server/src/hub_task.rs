@@ -15,7 +15,7 @@ use std::time::Instant;
 
 use async_channel::{Receiver, Sender};
 use futures_lite::future;
-use iot_ws_core::{Body, DeviceId, HeldActuations, Hub, Millis, RouteOutcome, SessionId};
+use iot_ws_core::{Body, DeviceId, HeldActuations, Hold, Hub, Millis, RouteOutcome, SessionId};
 
 use crate::forward::{Lookup, Verdict};
 use crate::inbox::Inbound;
@@ -23,16 +23,56 @@ use crate::mailbox::MailSender;
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreReply};
 
-/// Most actuations waiting in one connection's mailbox; beyond it the device is not keeping up.
-const MAILBOX_LIMIT: usize = 1_024;
 /// Most actuations held for one device between two of its connections.
 const HELD_PER_DEVICE: usize = 256;
 
 /// What the hub tells a connection.
 pub enum Mail {
-    Deliver { device: DeviceId, body: Body },
+    /// An actuation for the connection's device. Its sender hears "Delivered" (at `ack_to`)
+    /// from the device's connection once the frame is written to the socket. `from_hold`: one
+    /// held while the device was away, handed over at its registration.
+    Deliver {
+        device: DeviceId,
+        body: Body,
+        ack_to: Option<MailSender>,
+        from_hold: bool,
+    },
     Superseded,
-    Routed { device: DeviceId, outcome: RouteOutcome },
+    Routed {
+        device: DeviceId,
+        outcome: RouteOutcome,
+    },
+}
+
+impl Mail {
+    /// What the mail adds to the connection's unsent output, as `--send-queue-bytes` counts
+    /// it. Actuations handed over from the hold queue at a registration do not count: the
+    /// connection takes them as its socket makes room (they were bounded when held), and a
+    /// device returning to a long backlog must not be closed for it.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Mail::Deliver { body, from_hold: false, .. } => body.as_str().len(),
+            _ => 0,
+        }
+    }
+}
+
+/// An actuation a connection was given and did not write before it ended.
+pub struct Undelivered {
+    pub device: DeviceId,
+    pub body: Body,
+    pub ack_to: Option<MailSender>,
+}
+
+/// Limits of what the hub keeps for devices.
+#[derive(Clone, Copy, Debug)]
+pub struct HubLimits {
+    pub hold_secs: u64,
+    /// All held actuations together, in body bytes.
+    pub hold_max_bytes: usize,
+    /// A connection's unsent output (its mailbox included); beyond it the hub stops handing
+    /// actuations to it, since the connection is about to be closed for it.
+    pub send_queue_bytes: usize,
 }
 
 /// What a connection asks of the hub.
@@ -42,8 +82,9 @@ pub enum Request {
     /// Make `session` the device's route and record the binding; the store's answer goes to
     /// `reply`.
     Attach { session: SessionId, device: DeviceId, mailbox: MailSender, reply: Sender<StoreReply> },
-    /// The session ended or its device is gone.
-    Detach { session: SessionId },
+    /// The session ended or its device is gone; `undelivered` is what it was given and did not
+    /// write, oldest first.
+    Detach { session: SessionId, undelivered: Vec<Undelivered> },
     /// Route an actuation; the outcome goes to `ack_to` when the sender asked for one.
     Route { device: DeviceId, body: Body, ack_to: Option<MailSender> },
 }
@@ -52,6 +93,7 @@ pub struct HubTask {
     hub: Hub,
     mailboxes: HashMap<SessionId, MailSender>,
     held: HeldActuations,
+    send_queue_bytes: usize,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     start: Instant,
@@ -69,11 +111,12 @@ enum Wake {
 }
 
 impl HubTask {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, hold_secs: u64, start: Instant) -> Self {
+    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, limits: HubLimits, start: Instant) -> Self {
         HubTask {
             hub: Hub::new(),
             mailboxes: HashMap::new(),
-            held: HeldActuations::new(hold_secs * 1_000, HELD_PER_DEVICE),
+            held: HeldActuations::new(limits.hold_secs * 1_000, HELD_PER_DEVICE, limits.hold_max_bytes),
+            send_queue_bytes: limits.send_queue_bytes,
             store,
             metrics,
             start,
@@ -150,7 +193,7 @@ impl HubTask {
     fn handle(&mut self, request: Request) {
         match request {
             Request::Attach { session, device, mailbox, reply } => self.attach(session, device, mailbox, reply),
-            Request::Detach { session } => self.detach(session),
+            Request::Detach { session, undelivered } => self.detach(session, undelivered),
             Request::Barrier(done) => {
                 let _ = done.try_send(());
             }
@@ -167,19 +210,40 @@ impl HubTask {
         }
         // Held actuations queue behind the store's answer: the device hears 200 before them.
         for body in self.held.arrived(&device) {
-            let _ = mailbox.try_send(Mail::Deliver { device: device.clone(), body });
+            let _ = mailbox.try_send(Mail::Deliver { device: device.clone(), body, ack_to: None, from_hold: true });
         }
         self.mailboxes.insert(session, mailbox);
         self.set_registered_gauge();
     }
 
-    fn detach(&mut self, session: SessionId) {
+    fn detach(&mut self, session: SessionId, undelivered: Vec<Undelivered>) {
         self.mailboxes.remove(&session);
-        if let Some(device) = self.hub.remove(session) {
-            self.held.departed(self.now(), device.clone());
-            self.store.mark_disconnected(device);
+        match self.hub.remove(session) {
+            Some(device) => {
+                self.held.departed(self.now(), device.clone());
+                self.store.mark_disconnected(device);
+                self.hold_undelivered(undelivered);
+            }
+            // Superseded or moved: its actuations follow the device to its current connection.
+            None => {
+                for Undelivered { device, body, ack_to } in undelivered {
+                    self.route(Lookup { device, body, hops: 0, ack_to });
+                }
+            }
         }
         self.set_registered_gauge();
+    }
+
+    /// A connection's unwritten actuations are older than anything held for its device since
+    /// it stopped taking mail: they go first, in their order.
+    fn hold_undelivered(&mut self, undelivered: Vec<Undelivered>) {
+        let now = self.now();
+        let outcomes: Vec<Hold> =
+            undelivered.iter().rev().map(|u| self.held.hold_first(now, &u.device, u.body.clone())).collect();
+        for (u, hold) in undelivered.into_iter().zip(outcomes.into_iter().rev()) {
+            let outcome = self.count_hold(hold);
+            acknowledge(u.ack_to, u.device, outcome);
+        }
     }
 
     /// The device registered with another instance. A connection of it still open here is
@@ -236,37 +300,41 @@ impl HubTask {
         }
     }
 
+    /// Hands the actuation to the device's connection here, which acks it once written, or
+    /// holds it, or refuses it.
     fn route_here(&mut self, Lookup { device, body, ack_to, .. }: Lookup) {
         let target = self.hub.route(&device).and_then(|sid| self.mailboxes.get(&sid)).cloned();
-        let outcome = match target {
-            // A device this far behind is not reading: refuse rather than grow without bound.
-            Some(mailbox) if mailbox.len() >= MAILBOX_LIMIT => RouteOutcome::NotConnected,
-            Some(mailbox) => match mailbox.try_send(Mail::Deliver { device: device.clone(), body }) {
-                Ok(()) => RouteOutcome::Delivered,
-                // The connection ended before the hub heard of it: its device is between two
-                // connections.
-                Err(mail) => match mail {
-                    Mail::Deliver { body, .. } => self.hold(device.clone(), body),
-                    _ => RouteOutcome::NotConnected,
-                },
-            },
-            None => self.hold(device.clone(), body),
+        let (body, ack_to) = match target {
+            Some(mailbox) if mailbox.queued_bytes() <= self.send_queue_bytes => {
+                match mailbox.try_send(Mail::Deliver { device: device.clone(), body, ack_to, from_hold: false }) {
+                    Ok(()) => return,
+                    Err(Mail::Deliver { body, ack_to, .. }) => (body, ack_to),
+                    Err(_) => unreachable!("try_send gives back the mail it was given"),
+                }
+            }
+            Some(_) => (body, ack_to),
+            None => (body, ack_to),
         };
-        let counter = match outcome {
-            RouteOutcome::Delivered => &self.metrics.actuations_delivered,
-            RouteOutcome::Held => &self.metrics.actuations_held,
-            RouteOutcome::NotConnected | RouteOutcome::Forwarded { .. } => &self.metrics.actuations_not_connected,
-        };
-        Metrics::inc(counter);
+        if self.hub.route(&device).is_some() && !self.held.is_away(&device) {
+            // The device's connection is ending (it stopped taking mail, or is closed for
+            // falling behind): the device is between two connections from now on. Its
+            // connection's own leftovers will go ahead of what is held from here.
+            self.held.departed(self.now(), device.clone());
+        }
+        let hold = self.held.hold(self.now(), &device, body);
+        let outcome = self.count_hold(hold);
         acknowledge(ack_to, device, outcome);
     }
 
-    fn hold(&mut self, device: DeviceId, body: Body) -> RouteOutcome {
-        if self.held.hold(self.now(), &device, body) {
-            RouteOutcome::Held
-        } else {
-            RouteOutcome::NotConnected
-        }
+    /// Counts a hold attempt's outcome and says what the sender hears.
+    fn count_hold(&self, hold: Hold) -> RouteOutcome {
+        let (counter, outcome) = match hold {
+            Hold::Held => (&self.metrics.actuations_held, RouteOutcome::Held),
+            Hold::NotAway => (&self.metrics.actuations_not_connected, RouteOutcome::NotConnected),
+            Hold::Full => (&self.metrics.actuations_hold_full, RouteOutcome::NotConnected),
+        };
+        Metrics::inc(counter);
+        outcome
     }
 
     fn set_registered_gauge(&self) {

@@ -27,7 +27,8 @@ use crate::config::ConfigError;
 use crate::metrics::Metrics;
 use crate::pg_conn::Reconnecting;
 
-const TAKE_AT_ONCE: i64 = 1_000;
+/// Rows taken from the queue at once: with bodies of up to 64 KiB, a few MiB in memory.
+const TAKE_AT_ONCE: i64 = 64;
 /// How often queues are checked without a NOTIFY, and stranded actuations looked after.
 const POLL: Duration = Duration::from_secs(1);
 
@@ -56,10 +57,11 @@ pub fn start(
                 db = db.with_client(client);
             }
             Ok(false) => return Err(another_instance(&server)),
-            Err(e) => eprintln!("database (inbox): {}", crate::pg_conn::error_text(&e)),
+            Err(e) => crate::log::line(format!("database (inbox): {}", crate::pg_conn::error_text(&e))),
         }
     }
-    let (tx, rx) = async_channel::unbounded();
+    // Bounded: the thread waits for the hub rather than piling actuations up in memory.
+    let (tx, rx) = async_channel::bounded(TAKE_AT_ONCE as usize);
     let thread = Thread { db, server, hold_secs, metrics, reported_taken: false };
     std::thread::Builder::new()
         .name("inbox-db".into())
@@ -85,6 +87,17 @@ fn check_fits(client: &mut Client, server: &str) -> Result<(), ConfigError> {
         ))),
         _ => Ok(()),
     }
+}
+
+/// A taken row as an actuation; `None` when it holds what no actuation can (a body that is not
+/// a JSON object, text that is not UTF-8 in a database whose encoding lets it in): anyone may
+/// write to the queue, and one such row is dropped on its own rather than failing the take
+/// (the rows are already deleted) or the thread.
+fn actuation(row: &postgres::Row) -> Option<Inbound> {
+    let device: String = row.try_get(1).ok()?;
+    let body = Body::from_json_object(row.try_get(2).ok()?)?;
+    let hops: i16 = row.try_get(3).ok()?;
+    Some(Inbound::Actuation { device: DeviceId(device), body, hops })
 }
 
 /// Prepares a new connection: the lock (false when another process holds it) and LISTEN.
@@ -144,7 +157,7 @@ impl Thread {
             // Another process took the address while this one's connection was down: its
             // queue is that process's now. Say so once and keep trying.
             if !self.reported_taken {
-                eprintln!("database (inbox): {}", another_instance(&self.server).0);
+                crate::log::line(format!("database (inbox): {}", another_instance(&self.server).0));
                 self.reported_taken = true;
             }
             self.db.drop_client();
@@ -167,11 +180,20 @@ impl Thread {
             };
             rows.sort_by_key(|row| row.get::<_, i64>(0));
             let full = rows.len() as i64 == TAKE_AT_ONCE;
+            let mut unreadable = 0;
             for row in rows {
-                let Some(body) = Body::from_json_object(row.get(2)) else { continue };
-                let inbound = Inbound::Actuation { device: DeviceId(row.get(1)), body, hops: row.get(3) };
+                let Some(inbound) = actuation(&row) else {
+                    unreadable += 1;
+                    continue;
+                };
                 Metrics::inc(&self.metrics.actuations_received);
-                hub.try_send(inbound).map_err(|_| ())?;
+                hub.send_blocking(inbound).map_err(|_| ())?;
+            }
+            if unreadable > 0 {
+                self.metrics.actuations_lost_in_transit.fetch_add(unreadable, std::sync::atomic::Ordering::Relaxed);
+                crate::log::line(format!(
+                    "forwarding: dropped {unreadable} queued actuations that are not a JSON object in UTF-8"
+                ));
             }
             if !full {
                 return Ok(());
@@ -192,7 +214,7 @@ impl Thread {
             Ok(0) => {}
             Ok(n) => {
                 self.metrics.actuations_lost_in_transit.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                eprintln!("forwarding: dropped {n} actuations queued for an instance that is gone");
+                crate::log::line(format!("forwarding: dropped {n} actuations queued for an instance that is gone"));
             }
             Err(e) => self.db.failed("drop stranded actuations", &e),
         }
@@ -232,7 +254,7 @@ impl Thread {
         match client.query(crate::schema::MOVED_AWAY, &[&moved, &self.server]) {
             Ok(rows) => {
                 for row in rows {
-                    hub.try_send(Inbound::Moved(DeviceId(row.get(0)))).map_err(|_| ())?;
+                    hub.send_blocking(Inbound::Moved(DeviceId(row.get(0)))).map_err(|_| ())?;
                 }
             }
             Err(e) => self.db.failed("check moved devices", &e),

@@ -20,6 +20,9 @@ const KEEP_CAPACITY: usize = 8;
 #[derive(Default)]
 struct Shared {
     queue: VecDeque<Mail>,
+    /// Body bytes of the live actuations queued (see [`Mail::bytes`]): part of the
+    /// connection's unsent output.
+    bytes: usize,
     /// The receiver, waiting for mail.
     waker: Option<Waker>,
     /// The receiver is gone: sending fails, so the hub knows the connection ended.
@@ -51,6 +54,7 @@ impl MailSender {
         if shared.closed {
             return Err(mail);
         }
+        shared.bytes += mail.bytes();
         shared.queue.push_back(mail);
         if let Some(waker) = shared.waker.take() {
             waker.wake();
@@ -59,40 +63,58 @@ impl MailSender {
     }
 
     /// Mail waiting to be read.
+    #[cfg(test)]
     pub fn len(&self) -> usize {
         lock(&self.0).queue.len()
     }
+
+    /// Body bytes of the live actuations waiting to be read (see [`Mail::bytes`]).
+    pub fn queued_bytes(&self) -> usize {
+        lock(&self.0).bytes
+    }
+}
+
+/// What a waiting connection is woken for.
+pub enum MailWake {
+    Mail(Mail),
+    /// The actuations waiting here passed the given bound: the connection has fallen behind.
+    Overflow,
 }
 
 impl Mailbox {
-    /// The next mail, waiting for it.
-    pub async fn recv(&self) -> Mail {
-        poll_fn(|cx| match self.try_recv() {
-            Some(mail) => Poll::Ready(mail),
-            None => {
-                lock(&self.0).waker = Some(cx.waker().clone());
-                // Mail may have come between the two locks.
-                match self.try_recv() {
-                    Some(mail) => Poll::Ready(mail),
-                    None => Poll::Pending,
+    /// The next mail it may take, or word of an overflow, waiting for either. Actuations are
+    /// taken only if `take_actuations` (the connection has room to write them); other mail
+    /// (a supersede, acks) is taken ahead of them then.
+    pub async fn recv(&self, take_actuations: bool, overflow_at: usize) -> MailWake {
+        poll_fn(|cx| {
+            let mut shared = lock(&self.0);
+            if shared.bytes > overflow_at {
+                return Poll::Ready(MailWake::Overflow);
+            }
+            match take(&mut shared, take_actuations) {
+                Some(mail) => Poll::Ready(MailWake::Mail(mail)),
+                None => {
+                    shared.waker = Some(cx.waker().clone());
+                    Poll::Pending
                 }
             }
         })
         .await
     }
 
-    /// The next mail, if there is one.
-    pub fn try_recv(&self) -> Option<Mail> {
-        let mut shared = lock(&self.0);
-        let mail = shared.queue.pop_front();
-        if shared.queue.is_empty() && shared.queue.capacity() > KEEP_CAPACITY {
-            shared.queue = VecDeque::new();
-        }
-        mail
+    /// The next mail it may take, if there is one (see [`recv`](Mailbox::recv)).
+    pub fn try_recv(&self, take_actuations: bool) -> Option<Mail> {
+        take(&mut lock(&self.0), take_actuations)
     }
 
+    #[cfg(test)]
     pub fn is_empty(&self) -> bool {
         lock(&self.0).queue.is_empty()
+    }
+
+    /// Body bytes of the live actuations waiting to be read (see [`Mail::bytes`]).
+    pub fn bytes(&self) -> usize {
+        lock(&self.0).bytes
     }
 
     /// Refuses further mail; what is queued can still be read.
@@ -101,11 +123,23 @@ impl Mailbox {
     }
 }
 
+fn take(shared: &mut Shared, take_actuations: bool) -> Option<Mail> {
+    let at =
+        if take_actuations { 0 } else { shared.queue.iter().position(|mail| !matches!(mail, Mail::Deliver { .. }))? };
+    let mail = shared.queue.remove(at)?;
+    shared.bytes -= mail.bytes();
+    if shared.queue.is_empty() && shared.queue.capacity() > KEEP_CAPACITY {
+        shared.queue = VecDeque::new();
+    }
+    Some(mail)
+}
+
 impl Drop for Mailbox {
     fn drop(&mut self) {
         let mut shared = lock(&self.0);
         shared.closed = true;
         shared.queue.clear();
+        shared.bytes = 0;
     }
 }
 
@@ -121,16 +155,60 @@ mod tests {
     #[test]
     fn mail_arrives_in_order_and_wakes_the_receiver() {
         let (tx, rx) = mailbox();
-        let waiting = std::thread::spawn(move || smol::block_on(async { (rx.recv().await, rx) }));
+        let waiting = std::thread::spawn(move || smol::block_on(async { (rx.recv(true, usize::MAX).await, rx) }));
         std::thread::sleep(std::time::Duration::from_millis(20));
         let device = DeviceId("d".into());
         let outcome = iot_ws_core::RouteOutcome::Held;
         assert!(tx.try_send(Mail::Routed { device: device.clone(), outcome: outcome.clone() }).is_ok());
         assert!(tx.try_send(superseded()).is_ok());
         let (first, rx) = waiting.join().unwrap();
-        assert!(matches!(first, Mail::Routed { device: d, .. } if d == device));
-        assert!(matches!(rx.try_recv(), Some(Mail::Superseded)));
-        assert!(rx.try_recv().is_none() && rx.is_empty() && tx.len() == 0);
+        assert!(matches!(first, MailWake::Mail(Mail::Routed { device: d, .. }) if d == device));
+        assert!(matches!(rx.try_recv(true), Some(Mail::Superseded)));
+        assert!(rx.try_recv(true).is_none() && rx.is_empty() && tx.len() == 0);
+    }
+
+    fn deliver(from_hold: bool) -> Mail {
+        let body = iot_ws_core::Body::from_json_object(r#"{"content":{"deviceId":"d"}}"#).unwrap();
+        Mail::Deliver { device: DeviceId("d".into()), body, ack_to: None, from_hold }
+    }
+
+    #[test]
+    fn live_actuation_bytes_are_counted_until_read_and_held_ones_not() {
+        let (tx, rx) = mailbox();
+        let size = deliver(false).bytes();
+        assert!(size > 0 && deliver(true).bytes() == 0);
+        for mail in [deliver(false), superseded(), deliver(true), deliver(false)] {
+            assert!(tx.try_send(mail).is_ok());
+        }
+        assert_eq!((tx.queued_bytes(), rx.bytes()), (2 * size, 2 * size));
+        rx.try_recv(true);
+        assert_eq!(tx.queued_bytes(), size);
+        drop(rx);
+        assert_eq!(tx.queued_bytes(), 0);
+    }
+
+    #[test]
+    fn without_room_for_actuations_other_mail_is_taken_ahead_of_them() {
+        let (tx, rx) = mailbox();
+        for mail in [deliver(false), deliver(true), superseded()] {
+            assert!(tx.try_send(mail).is_ok());
+        }
+        assert!(matches!(rx.try_recv(false), Some(Mail::Superseded)));
+        assert!(rx.try_recv(false).is_none());
+        assert!(matches!(rx.try_recv(true), Some(Mail::Deliver { from_hold: false, .. })));
+        assert!(matches!(rx.try_recv(true), Some(Mail::Deliver { from_hold: true, .. })));
+    }
+
+    #[test]
+    fn a_waiting_connection_hears_of_an_overflow_even_when_it_takes_no_actuations() {
+        let (tx, rx) = mailbox();
+        let size = deliver(false).bytes();
+        assert!(tx.try_send(deliver(false)).is_ok());
+        let woken = smol::block_on(futures_lite::future::poll_once(rx.recv(false, size)));
+        assert!(woken.is_none(), "at the bound, not past it");
+        assert!(tx.try_send(deliver(false)).is_ok());
+        let woken = smol::block_on(futures_lite::future::poll_once(rx.recv(false, size)));
+        assert!(matches!(woken, Some(MailWake::Overflow)));
     }
 
     #[test]
@@ -150,7 +228,7 @@ mod tests {
         for _ in 0..100 {
             assert!(tx.try_send(superseded()).is_ok());
         }
-        while rx.try_recv().is_some() {}
+        while rx.try_recv(true).is_some() {}
         assert_eq!(lock(&rx.0).queue.capacity(), 0);
     }
 }

@@ -3,6 +3,7 @@
 mod auth;
 mod config;
 mod conn;
+mod deliveries;
 mod demo;
 mod forward;
 mod http;
@@ -10,6 +11,8 @@ mod hub_task;
 mod inbox;
 mod keepalive;
 mod keys;
+mod limits;
+mod log;
 mod mailbox;
 mod metrics;
 mod pg;
@@ -17,6 +20,7 @@ mod pg_conn;
 mod schema;
 mod server;
 mod signals;
+mod socket;
 mod store;
 
 use std::process::ExitCode;

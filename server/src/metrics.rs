@@ -2,6 +2,9 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
+use std::sync::{Arc, OnceLock};
+
+use crate::limits::Limits;
 
 /// One process's counters; cheap to bump from any task.
 #[derive(Default)]
@@ -24,11 +27,23 @@ pub struct Metrics {
     /// show up anywhere else in time.
     pub actuations_lost_in_transit: AtomicU64,
     pub messages_rejected: AtomicU64,
+    /// Not held because the device's queue or all held actuations together were full.
+    pub actuations_hold_full: AtomicU64,
+    /// Connections closed because their unsent output passed `--send-queue-bytes`.
+    pub closed_send_queue_full: AtomicU64,
+    /// Connections closed because their socket took no output for 30 s.
+    pub closed_write_stalled: AtomicU64,
+    /// The connection caps and counts, once the server has them.
+    limits: OnceLock<Arc<Limits>>,
 }
 
 impl Metrics {
     pub fn inc(counter: &AtomicU64) {
         counter.fetch_add(1, Relaxed);
+    }
+
+    pub fn set_limits(&self, limits: Arc<Limits>) {
+        let _ = self.limits.set(limits);
     }
 
     /// The whole exposition, as served.
@@ -72,6 +87,7 @@ impl Metrics {
                 ("not_connected", &self.actuations_not_connected),
                 ("refused", &self.actuations_refused),
                 ("dropped_after_hold", &self.actuations_dropped_after_hold),
+                ("hold_full", &self.actuations_hold_full),
                 ("forwarded", &self.actuations_forwarded),
                 ("received", &self.actuations_received),
                 ("lost_in_transit", &self.actuations_lost_in_transit),
@@ -81,6 +97,37 @@ impl Metrics {
             out,
             "# HELP iot_ws_messages_rejected_total Messages answered \"Wrong message format\".\n# TYPE iot_ws_messages_rejected_total counter\niot_ws_messages_rejected_total {}",
             self.messages_rejected.load(Relaxed)
+        );
+        if let Some(limits) = self.limits.get() {
+            let open = |n: usize| n as i64;
+            gauge(&mut out, "iot_ws_open_connections", "Open client connections, in any phase.", open(limits.open()));
+            gauge(
+                &mut out,
+                "iot_ws_pending_connections",
+                "Connections neither registered nor senders of an accepted actuation yet.",
+                open(limits.pending()),
+            );
+            counter(
+                &mut out,
+                "iot_ws_connections_refused_total",
+                "Connections refused at accept with 503, by the cap they met.",
+                "reason",
+                &[("limit", &limits.refused_limit), ("pending", &limits.refused_pending)],
+            );
+        }
+        counter(
+            &mut out,
+            "iot_ws_connections_closed_total",
+            "Connections closed for not taking their output.",
+            "reason",
+            &[("send_queue_full", &self.closed_send_queue_full), ("write_stalled", &self.closed_write_stalled)],
+        );
+        let _ = writeln!(
+            out,
+            "# HELP iot_ws_log_lines_dropped_total Log lines dropped because nothing was reading the log.
+# TYPE iot_ws_log_lines_dropped_total counter
+iot_ws_log_lines_dropped_total {}",
+            crate::log::dropped()
         );
         out
     }

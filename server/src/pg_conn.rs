@@ -96,7 +96,7 @@ impl Reconnecting {
             match self.config.connect(NoTls).and_then(|mut c| setup(&mut c).map(|()| c)) {
                 Ok(client) => {
                     if self.reported_down {
-                        eprintln!("database ({}): connected again", self.role);
+                        crate::log::line(format!("database ({}): connected again", self.role));
                     }
                     self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
@@ -104,7 +104,7 @@ impl Reconnecting {
                 }
                 Err(e) => {
                     if !self.reported_down {
-                        eprintln!("database ({}): unavailable ({})", self.role, error_text(&e));
+                        crate::log::line(format!("database ({}): unavailable ({})", self.role, error_text(&e)));
                     }
                     self.reported_down = true;
                     self.retry_at = Instant::now() + self.backoff;
@@ -118,7 +118,7 @@ impl Reconnecting {
 
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
     pub fn failed(&mut self, what: &str, e: &postgres::Error) {
-        eprintln!("database ({}): cannot {what}: {}", self.role, error_text(e));
+        crate::log::line(format!("database ({}): cannot {what}: {}", self.role, error_text(e)));
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
         }

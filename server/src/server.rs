@@ -2,7 +2,7 @@
 //! stops gracefully on SIGTERM / SIGINT.
 
 use std::net::TcpListener;
-use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
@@ -14,7 +14,8 @@ use smol::{Async, LocalExecutor};
 
 use crate::auth::TokenVerifier;
 use crate::config::{Config, ConfigError};
-use crate::hub_task::{HubTask, Request};
+use crate::hub_task::{HubLimits, HubTask, Request};
+use crate::limits::Limits;
 use crate::metrics::Metrics;
 use crate::store::Store;
 
@@ -24,6 +25,8 @@ const STOP_GRACE: Duration = Duration::from_secs(3);
 /// What every connection task shares.
 pub struct Ctx {
     pub session_config: SessionConfig,
+    /// A connection's unsent output at most (`--send-queue-bytes`).
+    pub send_queue_bytes: usize,
     pub verifier: TokenVerifier,
     pub hub: Sender<Request>,
     pub metrics: Arc<Metrics>,
@@ -43,6 +46,17 @@ impl Ctx {
     pub fn instant(&self, at: Millis) -> Instant {
         self.start + Duration::from_millis(at.0)
     }
+
+    /// `at` as the core's time.
+    pub fn millis(&self, at: Instant) -> Millis {
+        Millis(at.saturating_duration_since(self.start).as_millis() as u64)
+    }
+}
+
+/// Requests waiting for the hub: enough for bursts, few enough that the actuations in them
+/// stay within a few MiB (each can be as large as `--max-message-bytes`).
+fn hub_queue_len(max_message_bytes: usize) -> usize {
+    (8 << 20) / max_message_bytes.max(1)
 }
 
 /// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
@@ -67,13 +81,16 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(Store::start(&config, &external_address, &metrics)?);
     let start = Instant::now();
-    let (hub_tx, hub_rx) = async_channel::unbounded();
+    let (hub_tx, hub_rx) = async_channel::bounded(hub_queue_len(config.max_message_bytes).clamp(16, 1024));
+    let limits = Limits::new(config.max_connections, config.max_pending);
+    metrics.set_limits(limits.clone());
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
         session_config: SessionConfig {
             actuator: config.actuator.clone(),
             register_timeout_ms: config.register_timeout_secs * 1_000,
         },
+        send_queue_bytes: config.send_queue_bytes,
         verifier,
         hub: hub_tx,
         metrics: metrics.clone(),
@@ -97,27 +114,35 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     // stay apart, behind channels. (Token verification runs inline: ring's RSA check is ~20 µs,
     // and a cached token skips it.)
     let ex = LocalExecutor::new();
-    let hub_task = HubTask::new(store.clone(), metrics.clone(), config.hold_secs, start);
+    let hub_limits = HubLimits {
+        hold_secs: config.hold_secs,
+        hold_max_bytes: config.hold_max_bytes,
+        send_queue_bytes: config.send_queue_bytes,
+    };
+    let hub_task = HubTask::new(store.clone(), metrics.clone(), hub_limits, start);
+    // From here on the serving thread never writes stderr itself (see log.rs).
+    crate::log::start()?;
     let hub_done = ex.spawn(hub_task.run(hub_rx));
     smol::block_on(ex.run(async {
-        let accept = accept_loop(&listener, &ex, &ctx);
+        let accept = accept_loop(&listener, &ex, &ctx, &limits);
         future::or(accept, async {
             let _ = signals.recv().await;
         })
         .await;
-        eprintln!("stopping: closing connections");
+        crate::log::line("stopping: closing connections");
         drop(listener);
         drop(shutdown_tx);
-        wait_for_connections(&metrics).await;
+        wait_for_connections(&limits).await;
         // Every detach sent so far is handled before the store is flushed.
         let (done_tx, done_rx) = async_channel::bounded(1);
-        let _ = ctx.hub.try_send(Request::Barrier(done_tx));
+        let _ = ctx.hub.send(Request::Barrier(done_tx)).await;
         let _ = done_rx.recv().await;
         store.flush(STOP_GRACE).await;
         drop(ctx);
         let _ = future::or(hub_done, smol::Timer::after(Duration::from_millis(100)).map_unit()).await;
     }));
-    eprintln!("stopped");
+    crate::log::line("stopped");
+    crate::log::flush(STOP_GRACE);
     Ok(())
 }
 
@@ -145,25 +170,46 @@ impl<F: std::future::Future> MapUnit for F {
     }
 }
 
-async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx: &Arc<Ctx>) {
+/// Accepts, admits within the caps, and spawns. Yields every [`ACCEPT_BURST`] accepts so that
+/// a connection storm does not keep the thread from the connections already open.
+async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx: &Arc<Ctx>, limits: &Arc<Limits>) {
+    let mut burst = 0;
     loop {
+        burst += 1;
+        if burst >= ACCEPT_BURST {
+            burst = 0;
+            future::yield_now().await;
+        }
         match listener.accept().await {
-            Ok((stream, _)) => {
-                let _ = stream.get_ref().set_nodelay(true);
-                ex.spawn(crate::conn::serve_connection(stream, ctx.clone())).detach();
+            Ok((stream, peer)) => {
+                let accepted = Instant::now();
+                match limits.admit() {
+                    Ok(slots) => {
+                        let _ = stream.get_ref().set_nodelay(true);
+                        ex.spawn(crate::conn::serve_connection(stream, peer, accepted, slots, ctx.clone())).detach();
+                    }
+                    Err(_) => {
+                        if let Ok(stream) = stream.into_inner() {
+                            crate::limits::refuse(stream);
+                        }
+                    }
+                }
             }
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
-                eprintln!("accept failed: {e}");
+                crate::log::line(format!("accept failed: {e}"));
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }
     }
 }
 
-async fn wait_for_connections(metrics: &Metrics) {
+/// Connections accepted in a row before others get a turn.
+const ACCEPT_BURST: u32 = 64;
+
+async fn wait_for_connections(limits: &Limits) {
     let deadline = Instant::now() + STOP_GRACE;
-    while metrics.connections.load(Relaxed) > 0 && Instant::now() < deadline {
+    while limits.open() > 0 && Instant::now() < deadline {
         smol::Timer::after(Duration::from_millis(10)).await;
     }
 }

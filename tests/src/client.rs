@@ -45,6 +45,15 @@ impl Client {
     /// Connects offering `protocol` (or no `Sec-WebSocket-Protocol` at all).
     pub fn connect_offering(addr: SocketAddr, protocol: Option<&str>) -> Result<Client, tungstenite::Error> {
         let stream = TcpStream::connect_timeout(&addr, WAIT)?;
+        Client::handshake_offering(addr, stream, protocol)
+    }
+
+    /// Completes the WebSocket handshake on an already connected `stream`, offering `protocol`.
+    pub fn handshake_offering(
+        addr: SocketAddr,
+        stream: TcpStream,
+        protocol: Option<&str>,
+    ) -> Result<Client, tungstenite::Error> {
         stream.set_nodelay(true)?;
         stream.set_read_timeout(Some(WAIT))?;
         stream.set_write_timeout(Some(WAIT))?;
@@ -200,6 +209,70 @@ impl Client {
         assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
         drop(self);
     }
+}
+
+/// Hostile-load helpers.
+impl Client {
+    /// Connects with the socket's receive buffer set to `bytes` before the connect (the kernel
+    /// doubles it and stops tuning it), then completes the handshake: a device that stops
+    /// reading backs the server's writes up after little data.
+    pub fn connect_with_recv_buffer(addr: SocketAddr, bytes: usize) -> Client {
+        let stream = tcp_with_recv_buffer(addr, bytes).unwrap_or_else(|e| panic!("connect to {addr}: {e}"));
+        Client::handshake_offering(addr, stream, Some("echo-protocol"))
+            .unwrap_or_else(|e| panic!("handshake with {addr}: {e}"))
+    }
+
+    /// The local address of this connection, as the server sees its peer.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.ws.get_ref().local_addr().expect("local_addr")
+    }
+}
+
+/// A TCP connection to `addr` (IPv4) whose receive buffer was set to `bytes` before connecting.
+pub fn tcp_with_recv_buffer(addr: SocketAddr, bytes: usize) -> std::io::Result<TcpStream> {
+    use std::os::fd::FromRawFd;
+    let SocketAddr::V4(v4) = addr else {
+        return Err(std::io::Error::new(ErrorKind::Unsupported, "IPv4 only"));
+    };
+    // SAFETY: a fresh socket owned by the TcpStream made from it below (closed on every path).
+    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
+    if fd < 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is a socket just created and owned by nobody else.
+    let stream = unsafe { TcpStream::from_raw_fd(fd) };
+    let size = bytes as libc::c_int;
+    // SAFETY: setsockopt on our socket with a correctly sized int.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd,
+            libc::SOL_SOCKET,
+            libc::SO_RCVBUF,
+            (&size as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    let sin = libc::sockaddr_in {
+        sin_family: libc::AF_INET as libc::sa_family_t,
+        sin_port: v4.port().to_be(),
+        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
+        sin_zero: [0; 8],
+    };
+    // SAFETY: connect(2) on our socket with a correctly sized sockaddr_in.
+    let rc = unsafe {
+        libc::connect(
+            fd,
+            (&sin as *const libc::sockaddr_in).cast(),
+            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(stream)
 }
 
 /// One WebSocket frame's bytes (RFC 6455 section 5.2); `opcode` may be anything, even reserved.

@@ -26,6 +26,10 @@ const SERVER_ENV: &[&str] = &[
     "IOT_WS_MAX_MESSAGE_BYTES",
     "IOT_WS_REGISTER_TIMEOUT_SECS",
     "IOT_WS_HOLD_ACTUATIONS_SECS",
+    "IOT_WS_MAX_CONNECTIONS",
+    "IOT_WS_MAX_PENDING",
+    "IOT_WS_SEND_QUEUE_BYTES",
+    "IOT_WS_HOLD_MAX_BYTES",
     "PORT",
     "VCAP_SERVICES",
     "VCAP_APPLICATION",
@@ -116,6 +120,39 @@ impl Lines {
         lines
     }
 
+    /// Like [`collect`](Lines::collect) up to the `listening on` line, then never reads again:
+    /// the pipe stays open and fills, as when whatever reads a service's stderr hangs. The
+    /// unread end is held until process `pid` is gone.
+    pub(crate) fn collect_until_listening(stream: impl Read + Send + 'static, pid: u32) -> Arc<Lines> {
+        let lines = Arc::new(Lines::default());
+        let sink = lines.clone();
+        std::thread::spawn(move || {
+            let mut reader = BufReader::new(stream);
+            loop {
+                let mut line = String::new();
+                match reader.read_line(&mut line) {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
+                        let line = line.trim_end_matches(['\n', '\r']).to_string();
+                        let listening = line.contains("listening on ");
+                        sink.lines.lock().unwrap().0.push(line);
+                        sink.changed.notify_all();
+                        if listening {
+                            // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
+                            while unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 {
+                                std::thread::sleep(Duration::from_millis(100));
+                            }
+                            break;
+                        }
+                    }
+                }
+            }
+            sink.lines.lock().unwrap().1 = true;
+            sink.changed.notify_all();
+        });
+        lines
+    }
+
     /// The first line (counting from the start) that `pred` accepts, waiting up to `timeout`.
     pub(crate) fn wait_for(&self, timeout: Duration, pred: impl Fn(&str) -> bool) -> Option<String> {
         let deadline = Instant::now() + timeout;
@@ -191,13 +228,27 @@ impl Server {
     }
 
     fn try_spawn_waiting(opts: ServerOpts, args: &[String], startup: Duration) -> Result<Server, String> {
+        Server::try_spawn_custom(opts, args, startup, |_| {}, |stream, _| Lines::collect(stream))
+    }
+
+    /// Spawns with `customize` applied to the command; `stderr` turns the server's stderr pipe
+    /// into the [`Lines`] that `listening on` is awaited in.
+    fn try_spawn_custom(
+        opts: ServerOpts,
+        args: &[String],
+        startup: Duration,
+        customize: impl FnOnce(&mut Command),
+        stderr: impl FnOnce(std::process::ChildStderr, u32) -> Arc<Lines>,
+    ) -> Result<Server, String> {
         let mut cmd = Command::new(server_bin());
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for var in SERVER_ENV {
             cmd.env_remove(var);
         }
+        customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn iot-ws-server");
-        let stderr = Lines::collect(child.stderr.take().expect("stderr"));
+        let pid = child.id();
+        let stderr = stderr(child.stderr.take().expect("stderr"), pid);
         let stdout = Lines::collect(child.stdout.take().expect("stdout"));
         let line = stderr.wait_for(startup, |l| l.contains("listening on "));
         let Some(line) = line else {
@@ -360,4 +411,59 @@ pub fn run_to_exit(args: &[&str], envs: &[(&str, &str)], timeout: Duration) -> (
         stderr.push('\n');
     }
     (status, out.text(), stderr)
+}
+
+/// Hostile-load helpers: resource limits, unread stderr, memory.
+impl Server {
+    /// Starts the server with its file descriptor limit (soft and hard `RLIMIT_NOFILE`) set to
+    /// `nofile`, as a small service limit would.
+    pub fn start_with_nofile(opts: ServerOpts, nofile: u64) -> Server {
+        use std::os::unix::process::CommandExt;
+        let args = opts.args();
+        let limit = |cmd: &mut Command| {
+            // SAFETY: setrlimit(2) is async-signal-safe; nothing else runs between fork and exec.
+            unsafe {
+                cmd.pre_exec(move || {
+                    let rl = libc::rlimit { rlim_cur: nofile as libc::rlim_t, rlim_max: nofile as libc::rlim_t };
+                    if libc::setrlimit(libc::RLIMIT_NOFILE, &rl) == 0 {
+                        Ok(())
+                    } else {
+                        Err(std::io::Error::last_os_error())
+                    }
+                });
+            }
+        };
+        Server::try_spawn_custom(opts, &args, WAIT, limit, |stream, _| Lines::collect(stream))
+            .unwrap_or_else(|stderr| panic!("server did not say `listening on`; stderr:\n{stderr}"))
+    }
+
+    /// Starts the server and reads its stderr only up to `listening on`: from then on nobody
+    /// reads it and the pipe fills (a hung log collector). [`stderr`](Server::stderr) holds the
+    /// startup lines only.
+    pub fn start_stderr_unread(opts: ServerOpts) -> Server {
+        let args = opts.args();
+        Server::try_spawn_custom(opts, &args, WAIT, |_| {}, Lines::collect_until_listening)
+            .unwrap_or_else(|stderr| panic!("server did not say `listening on`; stderr:\n{stderr}"))
+    }
+
+    /// A `kB` field of `/proc/PID/status`, in KiB: `VmRSS` (resident now), `VmHWM` (the peak
+    /// resident size since the start).
+    pub fn proc_status_kib(&self, field: &str) -> u64 {
+        let path = format!("/proc/{}/status", self.pid());
+        let status = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("read {path}: {e}"));
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix(field)?.strip_prefix(':')?.trim().strip_suffix("kB")?.trim().parse().ok())
+            .unwrap_or_else(|| panic!("no {field} in {path}:\n{status}"))
+    }
+
+    /// The server's peak resident set size so far (`VmHWM`), in bytes.
+    pub fn peak_rss_bytes(&self) -> u64 {
+        self.proc_status_kib("VmHWM") * 1024
+    }
+
+    /// Every stderr line so far.
+    pub fn stderr_lines(&self) -> Vec<String> {
+        self.stderr.all()
+    }
 }

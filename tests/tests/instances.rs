@@ -14,7 +14,8 @@
 //!   delivered exactly once, in order per sender and device, the ack saying where it went; a
 //!   registration elsewhere closing the stale connection (1000) and taking what was held there;
 //!   actuations queued for an instance that then died reaching the device where it reconnected,
-//!   or dropped and counted once the hold time passed; devices really gone reported 500;
+//!   or dropped and counted once the hold time passed; devices really gone reported 500; a row
+//!   the database refuses failing only itself, the rest of its batch forwarded in order;
 //! - load: 1,000 devices over three instances, 10,000 actuations sent to random instances, each
 //!   delivered exactly once.
 //!
@@ -1037,4 +1038,88 @@ fn load_thousand_devices_over_three_instances_ten_thousand_actuations_to_random_
         failures[..failures.len().min(5)].join("\n")
     );
     assert_eq!(total, LOAD_ACTUATIONS);
+}
+
+// ---------------------------------------------------------------------------------------------
+// One refused row fails only itself
+// ---------------------------------------------------------------------------------------------
+
+/// Statements of the server's forwarding thread waiting for a table lock on the queue.
+fn forwarding_writes_waiting(db: &Db) -> i64 {
+    db.client()
+        .query_one(
+            r#"SELECT count(*) FROM pg_stat_activity WHERE datname = current_database()
+               AND wait_event_type = 'Lock' AND query LIKE '%INSERT INTO dashboard."iotWsForwarded"%'"#,
+            &[],
+        )
+        .expect("query pg_stat_activity")
+        .get(0)
+}
+
+/// A row the database refuses (here through a CHECK constraint the test adds to the queue
+/// table: a NUL in a device id was such a row before ids holding one were refused at parse)
+/// fails only itself: the other actuations forwarded in the same batch reach the device, in
+/// order, and the refused one is answered as not forwarded, with one log line that names the
+/// SQLSTATE and never the body.
+#[test]
+fn a_row_the_database_refuses_fails_only_itself_and_the_rest_of_its_batch_is_forwarded_in_order() {
+    let db = Cluster::shared().create_db();
+    let (a, b) = (instance(&db), instance(&db));
+    let (id, fence_id) = ("isolated", "isolated-fence");
+    // B's registration has stored the binding, so the queue table exists.
+    let mut device = registered_on(&b, id);
+    let mut fence = registered_on(&a, fence_id);
+    let mut sql = db.client();
+    sql.batch_execute(
+        r#"ALTER TABLE dashboard."iotWsForwarded" ADD CONSTRAINT marked CHECK (body NOT LIKE '%poison%')"#,
+    )
+    .expect("add the constraint");
+
+    // A first actuation keeps A's forwarding thread inside its write while the table is locked:
+    // the five that follow queue up behind it and are taken as one batch.
+    let mut lock = db.client();
+    let mut locked = lock.transaction().expect("begin");
+    locked.batch_execute(r#"LOCK TABLE dashboard."iotWsForwarded" IN EXCLUSIVE MODE"#).expect("lock the queue");
+    let mut sender = Client::connect(a.addr);
+    let (message, plug) = actuation_ack(id, r#""n":"first""#);
+    sender.send(&message);
+    let blocked = eventually(WAIT, || (forwarding_writes_waiting(&db) == 1).then_some(()));
+    assert!(blocked.is_some(), "A's forwarding write never waited for the lock:\n{}", a.stderr());
+    let mut bodies = vec![plug];
+    for n in 0..5 {
+        let extra = if n == 2 { format!(r#""n":{n},"poison":true"#) } else { format!(r#""n":{n}"#) };
+        let (message, body) = actuation_ack(id, &extra);
+        sender.send(&message);
+        bodies.push(body);
+    }
+    // The hub routes a connection's actuations in order: once the fence (a device on A) is
+    // acknowledged, the five are in the forwarding queue.
+    let (message, fence_body) = actuation_ack(fence_id, r#""fence":true"#);
+    sender.send(&message);
+    assert_eq!(sender.recv_json(WAIT), ack_delivered(fence_id), "the first ack: the others wait for the database");
+    expect_delivery(&mut fence, fence_id, &fence_body);
+    locked.commit().expect("unlock");
+
+    // Acks for one device come in the order sent.
+    let acks: Vec<Value> = (0..6).map(|_| sender.recv_json(WAIT)).collect();
+    let mut expected = vec![ack_forwarded(id, &b); 6];
+    expected[3] = ack_not_connected(id);
+    assert_eq!(acks, expected, "acks of the first actuation, then of the five (the third refused)");
+    bodies.remove(3);
+    for body in &bodies {
+        expect_delivery(&mut device, id, body);
+    }
+    expect_nothing_more(&mut device, id);
+    let line = a.wait_for_log("the database refused 1 of 5 actuations", WAIT);
+    let line = line.unwrap_or_else(|| panic!("no log line for the refused row (one batch of five?):\n{}", a.stderr()));
+    assert!(line.contains("SQLSTATE 23514"), "the cause: {line}");
+    a.assert_never_logged("poison");
+    assert_eq!(
+        db.client()
+            .query_one(r#"SELECT count(*) FROM dashboard."iotWsForwarded""#, &[])
+            .expect("count")
+            .get::<_, i64>(0),
+        0,
+        "B took everything that was queued"
+    );
 }

@@ -79,9 +79,11 @@ fn websocket_node_without_echo_protocol_fails_the_handshake() {
 #[test]
 fn websocket_node_bad_token_sees_401_and_close_1008() {
     let server = Server::start(ServerOpts::default());
+    // Minted first: the first use of another key pair generates it, which can take longer than
+    // a pending connection may live on a loaded machine.
+    let token = Keys::other().token("node-victim");
     let mut bridge = Bridge::start();
     open(&mut bridge, "device", &server);
-    let token = Keys::other().token("node-victim");
     let register = json!({"type": "device", "deviceId": "node-victim", "deviceToken": token}).to_string();
     bridge.command(json!({"op": "send", "id": "device", "text": register}));
     assert_eq!(message_text(&mut bridge, "device"), r#"{"code":401,"content":"Invalid device token"}"#);

@@ -1,0 +1,354 @@
+//! A connection's socket, as tungstenite sees it: writes never wait, reads are rationed.
+//!
+//! **Writes** are queued here in user space and always accepted at once, so that sending a frame
+//! never blocks the connection's task: its timers (register timeout, keepalive, the stall
+//! deadline) keep running while a peer does not read. The task writes the queue out with
+//! [`Socket::poll_send`] whenever the socket takes bytes, and bounds the queue itself (it knows
+//! which frames are actuations, to be given back when the connection ends unwritten). A burst
+//! of frames queued in one turn leaves in one `write` (on loopback the kernel charges the whole
+//! receive path to the writer, so each syscall saved is several microseconds).
+//!
+//! The queue remembers where each `write` call from tungstenite ended: tungstenite writes whole
+//! frames, so these are frame boundaries, and the queue can be cut back to one
+//! ([`Socket::cut_unsent`]) without ever leaving half a frame on the wire.
+//!
+//! **Reads** are rationed: after [`READ_BUDGET`] bytes or [`READS_PER_TURN`] reads in one turn
+//! the socket reports "not ready" once (and wakes its task at once), so that a peer streaming
+//! tiny frames that tungstenite swallows (empty pongs, empty continuations) cannot keep the one
+//! executor thread in its loop. tungstenite is given a small read buffer (it keeps it for the
+//! connection's life), so each small read is served from one large read of the socket into a
+//! scratch buffer shared by the thread's connections; what does not fit is kept by this
+//! connection only until tungstenite asks for it.
+
+use std::collections::VecDeque;
+use std::io;
+use std::net::TcpStream;
+use std::pin::Pin;
+use std::task::{ready, Context, Poll};
+
+use futures_lite::{AsyncRead, AsyncWrite};
+use smol::Async;
+
+/// One socket read at most; smaller reads are served from a read this large.
+const READ_AHEAD: usize = 16 * 1024;
+/// Most bytes handed to tungstenite in one turn of the connection's task.
+pub const READ_BUDGET: usize = 64 * 1024;
+/// Most reads in one turn: tungstenite asks for 128 bytes at a time, so this is the bound that
+/// bites first on a stream of tiny frames (64 reads: at most 8 KiB, ~1,400 empty frames).
+pub const READS_PER_TURN: u32 = 64;
+/// A drained queue keeps at most this much memory.
+const KEEP_CAPACITY: usize = 4 * 1024;
+
+thread_local! {
+    static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_AHEAD]);
+}
+
+pub struct Socket {
+    io: Async<TcpStream>,
+    /// Queued output; `out[out_at..]` is unsent.
+    out: Vec<u8>,
+    out_at: usize,
+    /// Bytes ever queued and ever written: positions in the connection's output stream.
+    queued: u64,
+    written: u64,
+    /// Where queued writes ended (frame boundaries) past `written`, oldest first.
+    boundaries: VecDeque<u64>,
+    /// The last boundary the socket has reached: where the frame under way started.
+    frame_start: u64,
+    /// Read from the socket, not yet given to tungstenite (empty and unallocated when idle).
+    read_ahead: Vec<u8>,
+    read_at: usize,
+    /// This turn's reads so far, in bytes and calls.
+    turn_bytes: usize,
+    turn_reads: u32,
+}
+
+impl Socket {
+    pub fn new(io: Async<TcpStream>) -> Socket {
+        Socket {
+            io,
+            out: Vec::new(),
+            out_at: 0,
+            queued: 0,
+            written: 0,
+            boundaries: VecDeque::new(),
+            frame_start: 0,
+            read_ahead: Vec::new(),
+            read_at: 0,
+            turn_bytes: 0,
+            turn_reads: 0,
+        }
+    }
+
+    /// Output queued and not yet taken by the socket.
+    pub fn unsent(&self) -> usize {
+        self.out.len() - self.out_at
+    }
+
+    /// The end of everything queued so far, as a position in the output stream.
+    pub fn queued(&self) -> u64 {
+        self.queued
+    }
+
+    /// How far the socket has taken the output stream.
+    pub fn written(&self) -> u64 {
+        self.written
+    }
+
+    /// Writes queued output until the queue is empty or the socket is full. `Ready(Ok(n))`:
+    /// `n` bytes were taken (0 only when nothing was queued).
+    pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let mut total = 0;
+        while self.unsent() > 0 {
+            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_at..]) {
+                Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
+                Poll::Ready(Ok(n)) => {
+                    self.out_at += n;
+                    self.written += n as u64;
+                    total += n;
+                }
+                Poll::Ready(Err(e)) => return Poll::Ready(Err(e)),
+                Poll::Pending if total > 0 => break,
+                Poll::Pending => return Poll::Pending,
+            }
+        }
+        while let Some(b) = self.boundaries.front().copied().filter(|b| *b <= self.written) {
+            self.frame_start = b;
+            self.boundaries.pop_front();
+        }
+        if self.unsent() == 0 {
+            self.out_at = 0;
+            if self.out.capacity() > KEEP_CAPACITY {
+                self.out = Vec::new();
+            } else {
+                self.out.clear();
+            }
+        }
+        Poll::Ready(Ok(total))
+    }
+
+    /// Drops queued output after the frame being written now (or all of it, if no frame is
+    /// half written): the connection is giving up on its peer. Returns where the output stream
+    /// now ends; frames ending past it will never be written.
+    pub fn cut_unsent(&mut self) -> u64 {
+        let keep_to = match self.boundaries.front() {
+            Some(end) if self.mid_frame() => *end,
+            _ => self.written,
+        };
+        self.out.truncate(self.out_at + (keep_to - self.written) as usize);
+        self.queued = keep_to;
+        self.boundaries.retain(|b| *b <= keep_to);
+        keep_to
+    }
+
+    /// Whether the socket has taken part of a frame but not all of it.
+    fn mid_frame(&self) -> bool {
+        self.written != self.frame_start
+    }
+
+    /// Gives out what was read ahead; frees the buffer once it is all given.
+    fn take_read_ahead(&mut self, buf: &mut [u8]) -> usize {
+        let n = buf.len().min(self.read_ahead.len() - self.read_at);
+        buf[..n].copy_from_slice(&self.read_ahead[self.read_at..self.read_at + n]);
+        self.read_at += n;
+        if self.read_at == self.read_ahead.len() {
+            self.read_ahead = Vec::new();
+            self.read_at = 0;
+        }
+        n
+    }
+
+    /// Counts a read against this turn's ration; `true` when the ration is spent and the
+    /// reader must yield first.
+    fn ration_spent(&mut self, cx: &mut Context<'_>) -> bool {
+        if self.turn_bytes >= READ_BUDGET || self.turn_reads >= READS_PER_TURN {
+            self.turn_bytes = 0;
+            self.turn_reads = 0;
+            // Not ready now, but at once: the task goes to the back of the executor's queue.
+            cx.waker().wake_by_ref();
+            return true;
+        }
+        self.turn_reads += 1;
+        false
+    }
+
+    fn read_uncounted(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.read_at < self.read_ahead.len() {
+            return Poll::Ready(Ok(self.take_read_ahead(buf)));
+        }
+        if buf.len() >= READ_AHEAD {
+            return Pin::new(&mut self.io).poll_read(cx, buf);
+        }
+        SCRATCH.with(|scratch| {
+            let mut scratch = scratch.borrow_mut();
+            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut scratch))?;
+            let given = n.min(buf.len());
+            buf[..given].copy_from_slice(&scratch[..given]);
+            if n > given {
+                self.read_ahead = scratch[given..n].to_vec();
+            }
+            Poll::Ready(Ok(given))
+        })
+    }
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        if this.ration_spent(cx) {
+            return Poll::Pending;
+        }
+        match this.read_uncounted(cx, buf) {
+            Poll::Ready(Ok(n)) => {
+                this.turn_bytes += n;
+                Poll::Ready(Ok(n))
+            }
+            Poll::Pending => {
+                // The peer has nothing more for now: the next burst starts a new ration.
+                this.turn_bytes = 0;
+                this.turn_reads = 0;
+                Poll::Pending
+            }
+            other => other,
+        }
+    }
+}
+
+impl AsyncWrite for Socket {
+    /// Always takes everything: the connection bounds its queue itself.
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        this.out.extend_from_slice(buf);
+        this.queued += buf.len() as u64;
+        this.boundaries.push_back(this.queued);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Nothing to do: the connection's task writes the queue out as the socket takes it.
+    fn poll_flush(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+
+    fn poll_close(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+    use std::io::Read;
+
+    /// A server-side `Socket` and the blocking client end of the same loopback connection.
+    fn pair() -> (Socket, std::net::TcpStream) {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        let (server, _) = listener.accept().unwrap();
+        (Socket::new(Async::new(server).unwrap()), client)
+    }
+
+    fn send_all(socket: &mut Socket) {
+        smol::block_on(async {
+            while socket.unsent() > 0 {
+                future::poll_fn(|cx| socket.poll_send(cx)).await.unwrap();
+            }
+        });
+    }
+
+    #[test]
+    fn writes_are_queued_at_once_and_leave_when_sent_in_order() {
+        let (mut socket, mut client) = pair();
+        smol::block_on(async {
+            socket.write_all(b"one ").await.unwrap();
+            socket.write_all(b"two").await.unwrap();
+            socket.flush().await.unwrap();
+        });
+        assert_eq!((socket.unsent(), socket.queued(), socket.written()), (7, 7, 0));
+        send_all(&mut socket);
+        assert_eq!((socket.unsent(), socket.written()), (0, 7));
+        drop(socket);
+        let mut got = String::new();
+        client.read_to_string(&mut got).unwrap();
+        assert_eq!(got, "one two");
+    }
+
+    #[test]
+    fn a_cut_keeps_the_frame_under_way_whole_and_drops_the_rest() {
+        let (mut socket, _client) = pair();
+        smol::block_on(async {
+            for frame in [&b"aaaa"[..], b"bbbb", b"cccc"] {
+                socket.write_all(frame).await.unwrap();
+            }
+        });
+        // As if the socket had taken the first frame and half of the second.
+        socket.out_at = 6;
+        socket.written = 6;
+        socket.frame_start = 4;
+        socket.boundaries.pop_front();
+        assert_eq!(socket.cut_unsent(), 8);
+        assert_eq!(&socket.out[socket.out_at..], b"bb");
+        assert_eq!(socket.queued(), 8);
+        // Between two frames, everything unsent goes.
+        socket.out_at = 8;
+        socket.written = 8;
+        socket.frame_start = 8;
+        socket.boundaries.clear();
+        assert_eq!(socket.cut_unsent(), 8);
+        assert_eq!(socket.unsent(), 0);
+    }
+
+    #[test]
+    fn a_cut_after_real_partial_writes_never_splits_a_frame() {
+        let (mut socket, mut client) = pair();
+        let frame = vec![7u8; 100_000];
+        smol::block_on(async {
+            for _ in 0..50 {
+                socket.write_all(&frame).await.unwrap();
+            }
+        });
+        // The client reads nothing: the socket takes what the kernel buffers hold.
+        let _ = future::block_on(future::poll_once(future::poll_fn(|cx| socket.poll_send(cx))));
+        let written = socket.written();
+        assert!(written > 0 && written < 5_000_000, "{written}");
+        let end = socket.cut_unsent();
+        assert_eq!(end % 100_000, 0, "the stream ends on a frame boundary");
+        assert!(end >= written);
+        let reader = std::thread::spawn(move || {
+            let mut got = Vec::new();
+            client.read_to_end(&mut got).unwrap();
+            got.len() as u64
+        });
+        send_all(&mut socket);
+        drop(socket);
+        assert_eq!(reader.join().unwrap(), end);
+    }
+
+    #[test]
+    fn reads_are_rationed_per_turn_then_resume() {
+        let (mut socket, mut client) = pair();
+        std::io::Write::write_all(&mut client, &vec![1u8; 64 * 1024]).unwrap();
+        let waker = futures_lite::future::block_on(future::poll_fn(|cx| Poll::Ready(cx.waker().clone())));
+        let mut cx = Context::from_waker(&waker);
+        let mut buf = [0u8; 16];
+        let mut reads = 0;
+        let mut total = 0;
+        // Wait for the bytes to arrive, then count the reads of one turn.
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        loop {
+            match Pin::new(&mut socket).poll_read(&mut cx, &mut buf) {
+                Poll::Ready(Ok(n)) => {
+                    reads += 1;
+                    total += n;
+                }
+                Poll::Ready(Err(e)) => panic!("{e}"),
+                Poll::Pending => break,
+            }
+        }
+        assert_eq!(reads, READS_PER_TURN);
+        assert_eq!(total, READS_PER_TURN as usize * 16);
+        // The next turn reads again.
+        let n = smol::block_on(socket.read(&mut buf)).unwrap();
+        assert_eq!(n, 16);
+    }
+}
