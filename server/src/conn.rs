@@ -9,9 +9,8 @@
 //!   connection keeps the executor thread for more than a bounded burst;
 //! - a pending connection ends at the register timeout after its accept, head included.
 
-use std::collections::VecDeque;
 use std::future::poll_fn;
-use std::net::{SocketAddr, TcpStream};
+use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
@@ -26,11 +25,12 @@ use futures_lite::{future, AsyncWriteExt, Stream};
 use iot_ws_core::{CloseCode, Input, Session, SessionId};
 use smol::{Async, Timer};
 
-use crate::deliveries::Deliveries;
+use crate::deliveries::Transit;
 use crate::http;
-use crate::hub_task::{Mail, Undelivered};
+use crate::hub_task::Mail;
 use crate::keepalive::KeepAlive;
 use crate::limits::{OpenSlot, PendingSlot};
+use crate::log::Peer;
 use crate::mailbox::{mailbox, MailSender, MailWake, Mailbox};
 use crate::metrics::Metrics;
 use crate::server::Ctx;
@@ -57,7 +57,6 @@ const READ_PAUSE_BYTES: usize = 64 * 1024;
 /// Serves one accepted TCP connection to its end; `accepted` starts its register timeout.
 pub async fn serve_connection(
     mut stream: Async<TcpStream>,
-    peer: SocketAddr,
     accepted: Instant,
     slots: (OpenSlot, PendingSlot),
     ctx: Arc<Ctx>,
@@ -85,7 +84,7 @@ pub async fn serve_connection(
                     .await;
             ctx.metrics.connections.fetch_add(1, Relaxed);
             let (open, pending) = slots;
-            Connection::new(ws, ctx.clone(), peer, accepted, pending).run().await;
+            Connection::new(ws, ctx.clone(), accepted, pending).run().await;
             drop(open);
             ctx.metrics.connections.fetch_sub(1, Relaxed);
         }
@@ -121,7 +120,6 @@ enum GaveUp {
 struct Connection {
     ws: Ws,
     ctx: Arc<Ctx>,
-    peer: SocketAddr,
     session: Session,
     id: SessionId,
     mail_tx: MailSender,
@@ -134,15 +132,9 @@ struct Connection {
     armed: Option<Instant>,
     /// Counted against `--max-pending` until the session stops being pending.
     pending: Option<PendingSlot>,
-    /// Actuation frames on the socket's queue, acked "Delivered" once written.
-    deliveries: Deliveries,
-    /// Of each actuation fed to the session, in order, until the session either sends it or
-    /// hands it back: where its ack goes, and whether it came from the hold queue.
-    acks_due: VecDeque<(Option<MailSender>, bool)>,
-    /// Actuations taken back when the output queue was cut, oldest first.
-    taken_back: Vec<Undelivered>,
-    /// When the socket last took a byte, or output was queued on an empty queue.
-    progress_at: Instant,
+    /// Actuations fed to the session, queued on the socket (acked "Delivered" once written),
+    /// or taken back.
+    transit: Transit,
     /// Wakes since the task last yielded.
     turns: u32,
     /// Registered with the hub (until detached).
@@ -155,24 +147,20 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(ws: Ws, ctx: Arc<Ctx>, peer: SocketAddr, accepted: Instant, pending: PendingSlot) -> Self {
+    fn new(ws: Ws, ctx: Arc<Ctx>, accepted: Instant, pending: PendingSlot) -> Self {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
             session: Session::new(ctx.millis(accepted), &ctx.session_config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
-            peer,
             mail_tx,
             mail_rx,
             keepalive: KeepAlive::new(Instant::now()),
             timer: Timer::never(),
             armed: None,
             pending: Some(pending),
-            deliveries: Deliveries::default(),
-            acks_due: VecDeque::new(),
-            taken_back: Vec::new(),
-            progress_at: Instant::now(),
+            transit: Transit::default(),
             turns: 0,
             attached: false,
             close_sent: false,
@@ -278,10 +266,15 @@ impl Connection {
         if let Some(at) = self.session.poll_timeout() {
             deadline = deadline.min(self.ctx.instant(at));
         }
-        if self.ws.get_ref().unsent() > 0 {
-            deadline = deadline.min(self.progress_at + WRITE_STALL);
+        if let Some(since) = self.ws.get_ref().waiting_since() {
+            deadline = deadline.min(since + WRITE_STALL);
         }
         deadline
+    }
+
+    /// The peer, for a log line: asked of the socket (rare) rather than kept per connection.
+    fn peer(&self) -> Peer {
+        Peer(self.ws.get_ref().peer_addr().unwrap_or_else(|| (std::net::Ipv4Addr::UNSPECIFIED, 0).into()))
     }
 
     fn read_pause_bytes(&self) -> usize {
@@ -296,9 +289,8 @@ impl Connection {
 
     /// The socket took some output: the actuations now written whole are delivered.
     fn on_sent(&mut self) {
-        self.progress_at = Instant::now();
         let written = self.ws.get_ref().written();
-        for delivered in self.deliveries.written(written) {
+        for delivered in self.transit.written(written) {
             Metrics::inc(&self.ctx.metrics.actuations_delivered);
             if let Some(ack_to) = delivered.ack_to {
                 let outcome = iot_ws_core::RouteOutcome::Delivered;
@@ -306,7 +298,7 @@ impl Connection {
             }
         }
         if self.ws.get_ref().unsent() == 0 {
-            self.deliveries.shrink();
+            self.transit.shrink();
         }
     }
 
@@ -327,7 +319,7 @@ impl Connection {
         let now = self.ctx.now();
         let input = match mail {
             Mail::Deliver { device, body, ack_to, from_hold } => {
-                self.acks_due.push_back((ack_to, from_hold));
+                self.transit.fed(ack_to, from_hold);
                 Input::Deliver { device, body }
             }
             Mail::Superseded => Input::Superseded,
@@ -368,7 +360,7 @@ impl Connection {
     }
 
     fn on_tick(&mut self, now: iot_ws_core::Millis) {
-        if self.ws.get_ref().unsent() > 0 && Instant::now() >= self.progress_at + WRITE_STALL {
+        if self.ws.get_ref().waiting_since().is_some_and(|since| Instant::now() >= since + WRITE_STALL) {
             self.give_up(GaveUp::WriteStalled);
             return;
         }

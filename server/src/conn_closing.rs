@@ -12,7 +12,7 @@ use smol::Timer;
 
 use super::{Connection, GaveUp, Wake, CLOSE_GRACE};
 use crate::hub_task::{Mail, Request, Undelivered};
-use crate::log::{self, Kind, Peer};
+use crate::log::{self, Kind};
 use crate::metrics::Metrics;
 
 impl Connection {
@@ -29,10 +29,10 @@ impl Connection {
             GaveUp::WriteStalled => (&self.ctx.metrics.closed_write_stalled, "peer took no output"),
         };
         Metrics::inc(counter);
-        let peer = self.peer;
-        log::limited(Kind::SlowPeer, || format!("{}: closed: {what}", Peer(peer)));
+        let peer = self.peer();
+        log::limited(Kind::SlowPeer, || format!("{peer}: closed: {what}"));
         let end = self.ws.get_mut().cut_unsent();
-        self.taken_back.extend(self.deliveries.cut(end));
+        self.transit.cut(end);
         if self.ws.get_ref().unsent() == 0 && why == GaveUp::SendQueueFull {
             self.send_close(CloseCode::POLICY_VIOLATION);
         }
@@ -46,7 +46,12 @@ impl Connection {
     pub(super) async fn finish(mut self) {
         // From here the hub holds the device's actuations instead of handing them over.
         self.mail_rx.close();
-        if self.gave_up.is_none() {
+        if self.gave_up.is_some() {
+            // The close frame, if the socket takes it now; the peer is not waited for.
+            if let Some(Ok(_)) = future::poll_once(poll_fn(|cx| self.ws.get_mut().poll_send(cx))).await {
+                self.on_sent();
+            }
+        } else {
             let grace = Instant::now() + CLOSE_GRACE;
             while !(self.peer_done && self.ws.get_ref().unsent() == 0) && Instant::now() < grace {
                 let wake = future::or(self.next_io(), async {
@@ -62,17 +67,14 @@ impl Connection {
                     Some(_) => {
                         self.peer_done = true;
                         let end = self.ws.get_mut().cut_unsent();
-                        self.taken_back.extend(self.deliveries.cut(end));
+                        self.transit.cut(end);
                     }
                     None => break,
                 }
             }
         }
-        let mut undelivered = std::mem::take(&mut self.taken_back);
-        // Oldest first: what stayed in the stream, then what was cut from it (queued later),
-        // then the mailbox.
-        let mut in_stream: Vec<Undelivered> = std::mem::take(&mut self.deliveries).into_undelivered().collect();
-        in_stream.append(&mut undelivered);
+        // Oldest first: what stayed in the stream, what was taken back from it, then the mailbox.
+        let mut in_stream = std::mem::take(&mut self.transit).into_undelivered();
         in_stream.extend(std::iter::from_fn(|| self.mail_rx.try_recv(true)).filter_map(|mail| match mail {
             Mail::Deliver { device, body, ack_to, .. } => Some(Undelivered { device, body, ack_to }),
             _ => None,

@@ -1,7 +1,7 @@
 //! A connection's commands from its session, performed: frames queued on the socket,
 //! requests to the hub, token checks. Nothing here waits on the peer: frames are queued.
 
-use std::time::{Instant, SystemTime};
+use std::time::SystemTime;
 
 use async_tungstenite::tungstenite::protocol::frame::coding::CloseCode as WsCloseCode;
 use async_tungstenite::tungstenite::protocol::CloseFrame;
@@ -11,7 +11,7 @@ use iot_ws_core::{Body, CloseCode, DeviceId, Input, Output, Reply, StoreFailed};
 
 use super::{Connection, GaveUp};
 use crate::hub_task::{Request, Undelivered};
-use crate::log::{self, client_text, Kind, Peer};
+use crate::log::{self, client_text, Kind};
 use crate::metrics::Metrics;
 
 impl Connection {
@@ -27,9 +27,9 @@ impl Connection {
                     let verdict = self.ctx.verifier.verify(&device, &token, SystemTime::now());
                     if let Err(reason) = verdict {
                         // The reason, never the token.
-                        let peer = self.peer;
+                        let peer = self.peer();
                         log::limited(Kind::TokenRefused, || {
-                            format!("{}: device {}: token refused: {reason}", Peer(peer), client_text(device.as_str()))
+                            format!("{peer}: device {}: token refused: {reason}", client_text(device.as_str()))
                         });
                         Metrics::inc(&self.ctx.metrics.registrations_invalid_token);
                     }
@@ -51,7 +51,7 @@ impl Connection {
                     self.to_hub(Request::Route { device, body, ack_to }).await;
                 }
                 Output::Undelivered { device, body } => {
-                    let ack_to = self.acks_due.pop_front().and_then(|(ack_to, _)| ack_to);
+                    let (ack_to, _) = self.transit.next_due();
                     self.to_hub(Request::Route { device, body, ack_to }).await;
                 }
             }
@@ -65,9 +65,6 @@ impl Connection {
 
     /// Queues a frame, noting when a queue that was empty starts waiting for the socket.
     pub(super) fn queue(&mut self, message: Message) -> bool {
-        if self.ws.get_ref().unsent() == 0 {
-            self.progress_at = Instant::now();
-        }
         // The socket takes every write at once, so this completes in its first poll.
         let sent = future::block_on(future::poll_once(self.ws.send(message)));
         matches!(sent, Some(Ok(())))
@@ -75,7 +72,7 @@ impl Connection {
 
     /// Queues an actuation frame, or gives up on a peer that has fallen this far behind.
     fn send_actuation(&mut self, body: Body) {
-        let (ack_to, from_hold) = self.acks_due.pop_front().unwrap_or((None, false));
+        let (ack_to, from_hold) = self.transit.next_due();
         let Some(device) = self.session.registered_device().cloned() else { return };
         let backlog = self.ws.get_ref().unsent() + self.mail_rx.bytes();
         // A backlog from the hold queue is taken as room allows, and never counts as falling
@@ -83,7 +80,7 @@ impl Connection {
         if !from_hold && backlog + body.as_str().len() > self.ctx.send_queue_bytes {
             // What the queue gives back is older than this one: it goes first.
             self.give_up(GaveUp::SendQueueFull);
-            self.taken_back.push(Undelivered { device, body, ack_to });
+            self.transit.take_back(Undelivered { device, body, ack_to });
             return;
         }
         let reply = Reply::Actuation(body);
@@ -92,9 +89,9 @@ impl Connection {
         let Reply::Actuation(body) = reply else { unreachable!("built above") };
         if self.queue(Message::text(text)) {
             let end = self.ws.get_ref().queued();
-            self.deliveries.queued(end, device, body, ack_to);
+            self.transit.queued(end, device, body, ack_to);
         } else {
-            self.taken_back.push(Undelivered { device, body, ack_to });
+            self.transit.take_back(Undelivered { device, body, ack_to });
         }
     }
 
@@ -103,10 +100,8 @@ impl Connection {
             Reply::WrongFormat => Metrics::inc(&self.ctx.metrics.messages_rejected),
             Reply::InvalidCredentials => {
                 Metrics::inc(&self.ctx.metrics.actuations_refused);
-                let peer = self.peer;
-                log::limited(Kind::CredentialsRefused, || {
-                    format!("{}: actuation refused: wrong credentials", Peer(peer))
-                });
+                let peer = self.peer();
+                log::limited(Kind::CredentialsRefused, || format!("{peer}: actuation refused: wrong credentials"));
             }
             _ => {}
         }

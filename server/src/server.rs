@@ -181,12 +181,12 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             future::yield_now().await;
         }
         match listener.accept().await {
-            Ok((stream, peer)) => {
+            Ok((stream, _)) => {
                 let accepted = Instant::now();
                 match limits.admit() {
                     Ok(slots) => {
                         let _ = stream.get_ref().set_nodelay(true);
-                        ex.spawn(crate::conn::serve_connection(stream, peer, accepted, slots, ctx.clone())).detach();
+                        ex.spawn(crate::conn::serve_connection(stream, accepted, slots, ctx.clone())).detach();
                     }
                     Err(_) => {
                         if let Ok(stream) = stream.into_inner() {

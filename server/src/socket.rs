@@ -25,6 +25,7 @@ use std::io;
 use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
+use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 use smol::Async;
@@ -36,8 +37,6 @@ pub const READ_BUDGET: usize = 64 * 1024;
 /// Most reads in one turn: tungstenite asks for 128 bytes at a time, so this is the bound that
 /// bites first on a stream of tiny frames (64 reads: at most 8 KiB, ~1,400 empty frames).
 pub const READS_PER_TURN: u32 = 64;
-/// A drained queue keeps at most this much memory.
-const KEEP_CAPACITY: usize = 4 * 1024;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_AHEAD]);
@@ -45,49 +44,44 @@ thread_local! {
 
 pub struct Socket {
     io: Async<TcpStream>,
-    /// Queued output; `out[out_at..]` is unsent.
-    out: Vec<u8>,
-    out_at: usize,
-    /// Bytes ever queued and ever written: positions in the connection's output stream.
-    queued: u64,
+    /// Queued output; `None` while there is none (most connections, most of the time).
+    out: Option<Box<OutQueue>>,
+    /// How far the socket has taken the connection's output stream, in bytes.
     written: u64,
-    /// Where queued writes ended (frame boundaries) past `written`, oldest first.
-    boundaries: VecDeque<u64>,
-    /// The last boundary the socket has reached: where the frame under way started.
-    frame_start: u64,
     /// Read from the socket, not yet given to tungstenite (empty and unallocated when idle).
     read_ahead: Vec<u8>,
     read_at: usize,
     /// This turn's reads so far, in bytes and calls.
-    turn_bytes: usize,
+    turn_bytes: u32,
     turn_reads: u32,
+}
+
+/// Output waiting for the socket.
+struct OutQueue {
+    /// `buf[at..]` is unsent.
+    buf: Vec<u8>,
+    at: usize,
+    /// Where queued writes ended (frame boundaries) past `written`, oldest first.
+    boundaries: VecDeque<u64>,
+    /// The last boundary the socket has reached: where the frame under way started.
+    frame_start: u64,
+    /// When the socket last took a byte, or the queue was started.
+    progress_at: Instant,
 }
 
 impl Socket {
     pub fn new(io: Async<TcpStream>) -> Socket {
-        Socket {
-            io,
-            out: Vec::new(),
-            out_at: 0,
-            queued: 0,
-            written: 0,
-            boundaries: VecDeque::new(),
-            frame_start: 0,
-            read_ahead: Vec::new(),
-            read_at: 0,
-            turn_bytes: 0,
-            turn_reads: 0,
-        }
+        Socket { io, out: None, written: 0, read_ahead: Vec::new(), read_at: 0, turn_bytes: 0, turn_reads: 0 }
     }
 
     /// Output queued and not yet taken by the socket.
     pub fn unsent(&self) -> usize {
-        self.out.len() - self.out_at
+        self.out.as_ref().map_or(0, |q| q.buf.len() - q.at)
     }
 
     /// The end of everything queued so far, as a position in the output stream.
     pub fn queued(&self) -> u64 {
-        self.queued
+        self.written + self.unsent() as u64
     }
 
     /// How far the socket has taken the output stream.
@@ -95,15 +89,27 @@ impl Socket {
         self.written
     }
 
+    /// Since when output has waited without the socket taking a byte of it, if any waits.
+    pub fn waiting_since(&self) -> Option<Instant> {
+        self.out.as_ref().map(|q| q.progress_at)
+    }
+
+    /// The peer's address, for a log line (asked of the socket: not worth keeping per
+    /// connection).
+    pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
+        self.io.get_ref().peer_addr().ok()
+    }
+
     /// Writes queued output until the queue is empty or the socket is full. `Ready(Ok(n))`:
     /// `n` bytes were taken (0 only when nothing was queued).
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
+        let Some(q) = self.out.as_mut() else { return Poll::Ready(Ok(0)) };
         let mut total = 0;
-        while self.unsent() > 0 {
-            match Pin::new(&mut self.io).poll_write(cx, &self.out[self.out_at..]) {
+        while q.at < q.buf.len() {
+            match Pin::new(&mut self.io).poll_write(cx, &q.buf[q.at..]) {
                 Poll::Ready(Ok(0)) => return Poll::Ready(Err(io::ErrorKind::WriteZero.into())),
                 Poll::Ready(Ok(n)) => {
-                    self.out_at += n;
+                    q.at += n;
                     self.written += n as u64;
                     total += n;
                 }
@@ -112,17 +118,14 @@ impl Socket {
                 Poll::Pending => return Poll::Pending,
             }
         }
-        while let Some(b) = self.boundaries.front().copied().filter(|b| *b <= self.written) {
-            self.frame_start = b;
-            self.boundaries.pop_front();
+        q.progress_at = Instant::now();
+        while let Some(b) = q.boundaries.front().copied().filter(|b| *b <= self.written) {
+            q.frame_start = b;
+            q.boundaries.pop_front();
         }
-        if self.unsent() == 0 {
-            self.out_at = 0;
-            if self.out.capacity() > KEEP_CAPACITY {
-                self.out = Vec::new();
-            } else {
-                self.out.clear();
-            }
+        if q.at == q.buf.len() {
+            // All taken: an idle connection keeps no buffer.
+            self.out = None;
         }
         Poll::Ready(Ok(total))
     }
@@ -131,19 +134,18 @@ impl Socket {
     /// half written): the connection is giving up on its peer. Returns where the output stream
     /// now ends; frames ending past it will never be written.
     pub fn cut_unsent(&mut self) -> u64 {
-        let keep_to = match self.boundaries.front() {
-            Some(end) if self.mid_frame() => *end,
+        let Some(q) = self.out.as_mut() else { return self.written };
+        // Mid-frame: the socket has taken part of a frame but not all of it.
+        let keep_to = match q.boundaries.front() {
+            Some(end) if self.written != q.frame_start => *end,
             _ => self.written,
         };
-        self.out.truncate(self.out_at + (keep_to - self.written) as usize);
-        self.queued = keep_to;
-        self.boundaries.retain(|b| *b <= keep_to);
+        q.buf.truncate(q.at + (keep_to - self.written) as usize);
+        q.boundaries.retain(|b| *b <= keep_to);
+        if q.at == q.buf.len() {
+            self.out = None;
+        }
         keep_to
-    }
-
-    /// Whether the socket has taken part of a frame but not all of it.
-    fn mid_frame(&self) -> bool {
-        self.written != self.frame_start
     }
 
     /// Gives out what was read ahead; frees the buffer once it is all given.
@@ -161,7 +163,7 @@ impl Socket {
     /// Counts a read against this turn's ration; `true` when the ration is spent and the
     /// reader must yield first.
     fn ration_spent(&mut self, cx: &mut Context<'_>) -> bool {
-        if self.turn_bytes >= READ_BUDGET || self.turn_reads >= READS_PER_TURN {
+        if self.turn_bytes as usize >= READ_BUDGET || self.turn_reads >= READS_PER_TURN {
             self.turn_bytes = 0;
             self.turn_reads = 0;
             // Not ready now, but at once: the task goes to the back of the executor's queue.
@@ -200,7 +202,7 @@ impl AsyncRead for Socket {
         }
         match this.read_uncounted(cx, buf) {
             Poll::Ready(Ok(n)) => {
-                this.turn_bytes += n;
+                this.turn_bytes += n as u32;
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
@@ -218,9 +220,18 @@ impl AsyncWrite for Socket {
     /// Always takes everything: the connection bounds its queue itself.
     fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
-        this.out.extend_from_slice(buf);
-        this.queued += buf.len() as u64;
-        this.boundaries.push_back(this.queued);
+        let written = this.written;
+        let q = this.out.get_or_insert_with(|| {
+            Box::new(OutQueue {
+                buf: Vec::new(),
+                at: 0,
+                boundaries: VecDeque::new(),
+                frame_start: written,
+                progress_at: Instant::now(),
+            })
+        });
+        q.buf.extend_from_slice(buf);
+        q.boundaries.push_back(written + (q.buf.len() - q.at) as u64);
         Poll::Ready(Ok(buf.len()))
     }
 
@@ -267,6 +278,7 @@ mod tests {
         assert_eq!((socket.unsent(), socket.queued(), socket.written()), (7, 7, 0));
         send_all(&mut socket);
         assert_eq!((socket.unsent(), socket.written()), (0, 7));
+        assert!(socket.out.is_none(), "a drained queue keeps no buffer");
         drop(socket);
         let mut got = String::new();
         client.read_to_string(&mut got).unwrap();
@@ -282,20 +294,30 @@ mod tests {
             }
         });
         // As if the socket had taken the first frame and half of the second.
-        socket.out_at = 6;
+        let q = socket.out.as_mut().unwrap();
+        q.at = 6;
+        q.frame_start = 4;
+        q.boundaries.pop_front();
         socket.written = 6;
-        socket.frame_start = 4;
-        socket.boundaries.pop_front();
         assert_eq!(socket.cut_unsent(), 8);
-        assert_eq!(&socket.out[socket.out_at..], b"bb");
+        let q = socket.out.as_ref().unwrap();
+        assert_eq!(&q.buf[q.at..], b"bb");
         assert_eq!(socket.queued(), 8);
-        // Between two frames, everything unsent goes.
-        socket.out_at = 8;
-        socket.written = 8;
-        socket.frame_start = 8;
-        socket.boundaries.clear();
-        assert_eq!(socket.cut_unsent(), 8);
+        // Between two frames, everything unsent goes, and so does the queue.
+        let (mut socket, _client) = pair();
+        smol::block_on(async {
+            for frame in [&b"aaaa"[..], b"bbbb"] {
+                socket.write_all(frame).await.unwrap();
+            }
+        });
+        let q = socket.out.as_mut().unwrap();
+        q.at = 4;
+        q.frame_start = 4;
+        q.boundaries.pop_front();
+        socket.written = 4;
+        assert_eq!(socket.cut_unsent(), 4);
         assert_eq!(socket.unsent(), 0);
+        assert!(socket.out.is_none() && socket.waiting_since().is_none());
     }
 
     #[test]
