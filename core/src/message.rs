@@ -72,6 +72,9 @@ impl CloseCode {
     pub const MESSAGE_TOO_BIG: CloseCode = CloseCode(1009);
     /// 1011: the server could not do its part (the binding could not be recorded).
     pub const INTERNAL_ERROR: CloseCode = CloseCode(1011);
+    /// 1013: the server is at capacity; try again later (hosts use it when they shed a pending
+    /// connection to admit another).
+    pub const TRY_AGAIN_LATER: CloseCode = CloseCode(1013);
 }
 
 /// A message from a client, parsed and checked.

@@ -34,6 +34,7 @@ pub struct Config {
     pub hold_secs: u64,
     pub max_connections: usize,
     pub max_pending: usize,
+    pub max_pending_per_address: usize,
     pub send_queue_bytes: usize,
     pub hold_max_bytes: usize,
     pub demo: bool,
@@ -61,6 +62,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --hold-actuations-secs N      IOT_WS_HOLD_ACTUATIONS_SECS default 30 (0 disables)
     --max-connections N           IOT_WS_MAX_CONNECTIONS    default: the soft open-file limit - 64
     --max-pending N               IOT_WS_MAX_PENDING        default 1024
+    --max-pending-per-address N   IOT_WS_MAX_PENDING_PER_ADDRESS default 64
     --send-queue-bytes N          IOT_WS_SEND_QUEUE_BYTES   default 1048576 (1 MiB)
     --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
     --help
@@ -135,6 +137,7 @@ impl Config {
         let hold = setting("hold-actuations-secs", "IOT_WS_HOLD_ACTUATIONS_SECS");
         let max_connections = setting("max-connections", "IOT_WS_MAX_CONNECTIONS");
         let max_pending = setting("max-pending", "IOT_WS_MAX_PENDING");
+        let max_pending_per_address = setting("max-pending-per-address", "IOT_WS_MAX_PENDING_PER_ADDRESS");
         let send_queue = setting("send-queue-bytes", "IOT_WS_SEND_QUEUE_BYTES");
         let hold_max_bytes = setting("hold-max-bytes", "IOT_WS_HOLD_MAX_BYTES");
         let demo = flags.has("demo");
@@ -176,6 +179,8 @@ impl Config {
             max_connections: number(max_connections, "--max-connections", default_max_connections(), 1..=10_000_000)?
                 as usize,
             max_pending: number(max_pending, "--max-pending", 1_024, 1..=10_000_000)? as usize,
+            max_pending_per_address: number(max_pending_per_address, "--max-pending-per-address", 64, 1..=10_000_000)?
+                as usize,
             send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
             hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
             demo,
@@ -192,7 +197,10 @@ const RESERVED_FDS: u64 = 64;
 fn default_max_connections() -> u64 {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
-    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0 { limit.rlim_cur } else { 1_024 };
+    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
+    // rlim_t is 32 bits on 32-bit ARM, 64 elsewhere.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = if known { limit.rlim_cur as u64 } else { 1_024 };
     soft.min(1 << 24).saturating_sub(RESERVED_FDS).max(1)
 }
 

@@ -64,7 +64,12 @@ pub async fn serve_connection(
     let deadline = accepted + Duration::from_millis(ctx.session_config.register_timeout_ms);
     // Boxed, like every rare phase below: an idle connection's task keeps only the state of its
     // steady loop, not the largest state any phase ever needs (the head buffer, the attach).
-    let Some(head) = Box::pin(http::read_head(&mut stream, deadline)).await else { return };
+    let read = Box::pin(http::read_head(&mut stream, deadline));
+    let evicted = async {
+        slots.1.evicted().await;
+        None
+    };
+    let Some(head) = future::or(read, evicted).await else { return };
     let request = http::classify(&head);
     // Freed now, not when the connection ends (a kilobyte per idle connection).
     drop(head);
@@ -84,7 +89,7 @@ pub async fn serve_connection(
                     .await;
             ctx.metrics.connections.fetch_add(1, Relaxed);
             let (open, pending) = slots;
-            Connection::new(ws, ctx.clone(), accepted, pending).run().await;
+            Connection::new(ws, ctx.clone(), accepted, Box::new(pending)).run().await;
             drop(open);
             ctx.metrics.connections.fetch_sub(1, Relaxed);
         }
@@ -104,6 +109,8 @@ enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Sent(std::io::Result<usize>),
     Mail(MailWake),
+    /// Its pending slot was given to a fairer claim (see limits.rs).
+    Evicted,
     Shutdown,
     Tick,
 }
@@ -130,8 +137,9 @@ struct Connection {
     timer: Timer,
     /// The deadline `timer` is set for; `None` once it fired.
     armed: Option<Instant>,
-    /// Counted against `--max-pending` until the session stops being pending.
-    pending: Option<PendingSlot>,
+    /// Counted against `--max-pending` until the session stops being pending (boxed: an idle
+    /// registered connection keeps 8 bytes for it, not 40).
+    pending: Option<Box<PendingSlot>>,
     /// Actuations fed to the session, queued on the socket (acked "Delivered" once written),
     /// or taken back.
     transit: Transit,
@@ -147,7 +155,7 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(ws: Ws, ctx: Arc<Ctx>, accepted: Instant, pending: PendingSlot) -> Self {
+    fn new(ws: Ws, ctx: Arc<Ctx>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
@@ -211,6 +219,10 @@ impl Connection {
                     Wake::Mail(MailWake::Mail(mail)) => Box::pin(self.mail_burst(mail)).await,
                     Wake::Mail(MailWake::Overflow) => self.give_up(GaveUp::SendQueueFull),
                     Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
+                    Wake::Evicted => {
+                        self.send_close(CloseCode::TRY_AGAIN_LATER);
+                        self.session.handle_input(now, Input::PeerGone);
+                    }
                     Wake::Tick => {
                         self.armed = None;
                         self.on_tick(now);
@@ -234,11 +246,18 @@ impl Connection {
         let reading = !self.peer_done && unsent <= self.read_pause_bytes();
         let take_actuations = self.has_room();
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
-        let Connection { ws, mail_rx, ctx, timer, .. } = self;
+        let Connection { ws, mail_rx, ctx, timer, pending, .. } = self;
         // The channel is closed, never written: `recv` fails at once, every time, after a stop.
         let shutdown = async {
             let _ = ctx.shutdown.recv().await;
             Wake::Shutdown
+        };
+        let evicted = async {
+            match pending {
+                Some(slot) => slot.evicted().await,
+                None => future::pending().await,
+            }
+            Wake::Evicted
         };
         let socket = poll_fn(|cx| {
             if sending {
@@ -258,7 +277,7 @@ impl Connection {
             timer.await;
             Wake::Tick
         };
-        future::or(shutdown, future::or(socket, future::or(mail, tick))).await
+        future::or(future::or(shutdown, evicted), future::or(socket, future::or(mail, tick))).await
     }
 
     fn next_deadline(&self) -> Instant {

@@ -1,22 +1,37 @@
-//! Caps on client connections: how many are open, and how many of them are pending.
+//! Caps on client connections: how many are open, how many of them are pending, and how many
+//! pending ones come from one address.
 //!
 //! A connection counts as open from its accept to its close, and as pending from its accept
-//! until it registers a device or sends an accepted actuation (or ends). Both caps are checked
-//! at the accept: a connection beyond either costs the server an accept, a best-effort 503 and
-//! a close, never a task or a buffer.
+//! until it registers a device or sends an accepted actuation (or ends). The caps are checked at
+//! the accept: a connection refused costs the server an accept, a best-effort 503 and a close,
+//! never a task or a buffer.
+//!
+//! Pending connections are anonymous: anyone can open them, and each may live up to the
+//! register timeout. So that no host can keep real devices out by holding the slots:
+//! - one address holds at most `--max-pending-per-address` pending connections;
+//! - when the open or pending cap is full, a connection from an address with fewer pending
+//!   connections than the address with the most is still admitted, and the oldest pending
+//!   connection of that address is closed (evicted) to make room. A flood from many addresses
+//!   thus shares the slots with everyone else instead of taking them all; a device (one pending
+//!   connection, for a moment) always has fewer than the flood's addresses and gets in.
 
+use std::collections::{BTreeSet, HashMap, VecDeque};
+use std::future::poll_fn;
 use std::io::{Read, Write};
-use std::net::{Shutdown, TcpStream};
-use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering::Relaxed};
-use std::sync::Arc;
+use std::net::{IpAddr, Shutdown, TcpStream};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Poll, Waker};
 
 /// Why a connection was refused at its accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Refused {
-    /// `--max-connections` open connections already.
+    /// `--max-connections` open connections already, none of them a fairer pending one to evict.
     Limit,
-    /// `--max-pending` pending connections already.
+    /// `--max-pending` pending connections already, none of them a fairer one to evict.
     Pending,
+    /// `--max-pending-per-address` pending connections from this address already.
+    PendingPerAddress,
 }
 
 /// The counts and their caps, shared by the accept loop, the connections and `/metrics`.
@@ -24,39 +39,88 @@ pub enum Refused {
 pub struct Limits {
     pub max_connections: usize,
     pub max_pending: usize,
+    pub max_pending_per_address: usize,
     open: AtomicUsize,
     pending: AtomicUsize,
+    table: Mutex<PendingTable>,
     pub refused_limit: AtomicU64,
     pub refused_pending: AtomicU64,
+    pub refused_pending_per_address: AtomicU64,
+    pub evicted: AtomicU64,
+}
+
+/// Pending connections by address, oldest first, and the addresses ordered by how many they
+/// hold (so the one with the most is found without a scan, under a flood of accepts).
+#[derive(Debug, Default)]
+struct PendingTable {
+    by_address: HashMap<IpAddr, VecDeque<Arc<Eviction>>>,
+    by_count: BTreeSet<(usize, IpAddr)>,
+}
+
+/// A pending connection's flag, set when its slot is given to a fairer claim.
+#[derive(Debug, Default)]
+struct Eviction {
+    evicted: AtomicBool,
+    waker: Mutex<Option<Waker>>,
 }
 
 /// An open connection; counted until dropped.
 #[derive(Debug)]
 pub struct OpenSlot(Arc<Limits>);
 
-/// A pending connection; counted until dropped.
+/// A pending connection from an address; counted until dropped or evicted.
 #[derive(Debug)]
-pub struct PendingSlot(Arc<Limits>);
+pub struct PendingSlot {
+    limits: Arc<Limits>,
+    peer: IpAddr,
+    eviction: Arc<Eviction>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
+}
 
 impl Limits {
-    pub fn new(max_connections: usize, max_pending: usize) -> Arc<Limits> {
-        Arc::new(Limits { max_connections, max_pending, ..Limits::default() })
+    pub fn new(max_connections: usize, max_pending: usize, max_pending_per_address: usize) -> Arc<Limits> {
+        Arc::new(Limits { max_connections, max_pending, max_pending_per_address, ..Limits::default() })
     }
 
-    /// Admits a just-accepted connection as open and pending, or says why not (and counts it).
-    pub fn admit(self: &Arc<Self>) -> Result<(OpenSlot, PendingSlot), Refused> {
+    /// Admits a connection just accepted from `peer` as open and pending, or says why not (and
+    /// counts it). May evict another address's oldest pending connection to make room.
+    pub fn admit(self: &Arc<Self>, peer: IpAddr) -> Result<(OpenSlot, PendingSlot), Refused> {
+        let peer = peer.to_canonical();
         // One thread accepts, so a check then an add cannot race with another admission.
-        if self.open.load(Relaxed) >= self.max_connections {
-            self.refused_limit.fetch_add(1, Relaxed);
-            return Err(Refused::Limit);
+        let mut table = lock(&self.table);
+        let mine = table.count(&peer);
+        let refused = if mine >= self.max_pending_per_address {
+            Some(Refused::PendingPerAddress)
+        } else if self.open.load(Relaxed) >= self.max_connections {
+            Some(Refused::Limit)
+        } else if self.pending.load(Relaxed) >= self.max_pending {
+            Some(Refused::Pending)
+        } else {
+            None
+        };
+        if let Some(refused) = refused {
+            let fairer = refused != Refused::PendingPerAddress && table.evict_for(mine);
+            if !fairer {
+                let counter = match refused {
+                    Refused::Limit => &self.refused_limit,
+                    Refused::Pending => &self.refused_pending,
+                    Refused::PendingPerAddress => &self.refused_pending_per_address,
+                };
+                counter.fetch_add(1, Relaxed);
+                return Err(refused);
+            }
+            // The evicted connection leaves the counts now; its task ends on its own soon.
+            self.pending.fetch_sub(1, Relaxed);
+            self.evicted.fetch_add(1, Relaxed);
         }
-        if self.pending.load(Relaxed) >= self.max_pending {
-            self.refused_pending.fetch_add(1, Relaxed);
-            return Err(Refused::Pending);
-        }
+        let eviction = Arc::new(Eviction::default());
+        table.add(peer, eviction.clone());
         self.open.fetch_add(1, Relaxed);
         self.pending.fetch_add(1, Relaxed);
-        Ok((OpenSlot(self.clone()), PendingSlot(self.clone())))
+        Ok((OpenSlot(self.clone()), PendingSlot { limits: self.clone(), peer, eviction }))
     }
 
     pub fn open(&self) -> usize {
@@ -68,6 +132,74 @@ impl Limits {
     }
 }
 
+impl PendingTable {
+    fn count(&self, peer: &IpAddr) -> usize {
+        self.by_address.get(peer).map_or(0, VecDeque::len)
+    }
+
+    fn set_count(&mut self, peer: IpAddr, from: usize, to: usize) {
+        if from > 0 {
+            self.by_count.remove(&(from, peer));
+        }
+        if to > 0 {
+            self.by_count.insert((to, peer));
+        }
+    }
+
+    fn add(&mut self, peer: IpAddr, eviction: Arc<Eviction>) {
+        let queue = self.by_address.entry(peer).or_default();
+        queue.push_back(eviction);
+        let n = queue.len();
+        self.set_count(peer, n - 1, n);
+    }
+
+    fn remove(&mut self, peer: IpAddr, eviction: &Arc<Eviction>) {
+        let Some(queue) = self.by_address.get_mut(&peer) else { return };
+        let Some(at) = queue.iter().position(|e| Arc::ptr_eq(e, eviction)) else { return };
+        queue.remove(at);
+        let n = queue.len();
+        if n == 0 {
+            self.by_address.remove(&peer);
+        }
+        self.set_count(peer, n + 1, n);
+    }
+
+    /// For a newcomer whose address holds `mine` pending connections: evicts the oldest pending
+    /// connection of the address holding the most, if that is more than `mine + 1` (after the
+    /// swap the heavier address still holds at least as many). `false`: nobody to evict fairly.
+    fn evict_for(&mut self, mine: usize) -> bool {
+        let Some(&(most, heaviest)) = self.by_count.last() else { return false };
+        if most <= mine + 1 {
+            return false;
+        }
+        let Some(victim) = self.by_address.get(&heaviest).and_then(|q| q.front()).cloned() else { return false };
+        self.remove(heaviest, &victim);
+        victim.evicted.store(true, Relaxed);
+        if let Some(waker) = lock(&victim.waker).take() {
+            waker.wake();
+        }
+        true
+    }
+}
+
+impl PendingSlot {
+    /// Completes when the slot was given to a fairer claim: the connection must close.
+    pub async fn evicted(&self) {
+        poll_fn(|cx| {
+            if self.eviction.evicted.load(Relaxed) {
+                return Poll::Ready(());
+            }
+            *lock(&self.eviction.waker) = Some(cx.waker().clone());
+            if self.eviction.evicted.load(Relaxed) {
+                Poll::Ready(())
+            } else {
+                Poll::Pending
+            }
+        })
+        .await
+    }
+}
+
 impl Drop for OpenSlot {
     fn drop(&mut self) {
         self.0.open.fetch_sub(1, Relaxed);
@@ -76,7 +208,11 @@ impl Drop for OpenSlot {
 
 impl Drop for PendingSlot {
     fn drop(&mut self) {
-        self.0.pending.fetch_sub(1, Relaxed);
+        // An evicted slot left the counts when it was evicted.
+        if !self.eviction.evicted.load(Relaxed) {
+            self.limits.pending.fetch_sub(1, Relaxed);
+            lock(&self.limits.table).remove(self.peer, &self.eviction);
+        }
     }
 }
 
@@ -96,34 +232,5 @@ pub fn refuse(mut stream: TcpStream) {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn admits_up_to_each_cap_and_counts_refusals_by_reason() {
-        let limits = Limits::new(3, 2);
-        let a = limits.admit().unwrap();
-        let b = limits.admit().unwrap();
-        assert_eq!(limits.admit().unwrap_err(), Refused::Pending);
-        // One stops being pending (it registered): room for another pending one.
-        drop(a.1);
-        let c = limits.admit().unwrap();
-        assert_eq!((limits.open(), limits.pending()), (3, 2));
-        assert_eq!(limits.admit().unwrap_err(), Refused::Limit);
-        assert_eq!((limits.refused_limit.load(Relaxed), limits.refused_pending.load(Relaxed)), (1, 1));
-        drop((a.0, b, c));
-        assert_eq!((limits.open(), limits.pending()), (0, 0));
-    }
-
-    #[test]
-    fn a_refused_client_reads_503() {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-        let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
-        client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-        refuse(listener.accept().unwrap().0);
-        let mut answer = String::new();
-        client.read_to_string(&mut answer).unwrap();
-        assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
-        assert!(answer.ends_with("\r\n\r\nserver at capacity.\n"), "{answer}");
-    }
-}
+#[path = "limits_tests.rs"]
+mod tests;

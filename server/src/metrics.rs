@@ -112,15 +112,24 @@ impl Metrics {
                 "iot_ws_connections_refused_total",
                 "Connections refused at accept with 503, by the cap they met.",
                 "reason",
-                &[("limit", &limits.refused_limit), ("pending", &limits.refused_pending)],
+                &[
+                    ("limit", &limits.refused_limit),
+                    ("pending", &limits.refused_pending),
+                    ("pending_per_address", &limits.refused_pending_per_address),
+                ],
             );
+        }
+        let mut closed =
+            vec![("send_queue_full", &self.closed_send_queue_full), ("write_stalled", &self.closed_write_stalled)];
+        if let Some(limits) = self.limits.get() {
+            closed.push(("pending_evicted", &limits.evicted));
         }
         counter(
             &mut out,
             "iot_ws_connections_closed_total",
-            "Connections closed for not taking their output.",
+            "Connections closed by the server: for not taking their output, or to give a pending slot to a fairer claim.",
             "reason",
-            &[("send_queue_full", &self.closed_send_queue_full), ("write_stalled", &self.closed_write_stalled)],
+            &closed,
         );
         let _ = writeln!(
             out,

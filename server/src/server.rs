@@ -82,7 +82,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let store = Arc::new(Store::start(&config, &external_address, &metrics)?);
     let start = Instant::now();
     let (hub_tx, hub_rx) = async_channel::bounded(hub_queue_len(config.max_message_bytes).clamp(16, 1024));
-    let limits = Limits::new(config.max_connections, config.max_pending);
+    let limits = Limits::new(config.max_connections, config.max_pending, config.max_pending_per_address);
     metrics.set_limits(limits.clone());
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
@@ -181,9 +181,9 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             future::yield_now().await;
         }
         match listener.accept().await {
-            Ok((stream, _)) => {
+            Ok((stream, peer)) => {
                 let accepted = Instant::now();
-                match limits.admit() {
+                match limits.admit(peer.ip()) {
                     Ok(slots) => {
                         let _ = stream.get_ref().set_nodelay(true);
                         ex.spawn(crate::conn::serve_connection(stream, accepted, slots, ctx.clone())).detach();

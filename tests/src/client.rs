@@ -6,6 +6,7 @@ use std::net::{SocketAddr, TcpStream};
 use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
+use socket2::{Domain, Socket, Type};
 use tungstenite::client::IntoClientRequest;
 use tungstenite::handshake::client::Response;
 use tungstenite::protocol::WebSocketConfig;
@@ -228,51 +229,22 @@ impl Client {
     }
 }
 
-/// A TCP connection to `addr` (IPv4) whose receive buffer was set to `bytes` before connecting.
+/// A TCP connection to `addr` whose receive buffer was set to `bytes` before connecting (the
+/// kernel doubles it and stops tuning it).
 pub fn tcp_with_recv_buffer(addr: SocketAddr, bytes: usize) -> std::io::Result<TcpStream> {
-    use std::os::fd::FromRawFd;
-    let SocketAddr::V4(v4) = addr else {
-        return Err(std::io::Error::new(ErrorKind::Unsupported, "IPv4 only"));
-    };
-    // SAFETY: a fresh socket owned by the TcpStream made from it below (closed on every path).
-    let fd = unsafe { libc::socket(libc::AF_INET, libc::SOCK_STREAM | libc::SOCK_CLOEXEC, 0) };
-    if fd < 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    // SAFETY: `fd` is a socket just created and owned by nobody else.
-    let stream = unsafe { TcpStream::from_raw_fd(fd) };
-    let size = bytes as libc::c_int;
-    // SAFETY: setsockopt on our socket with a correctly sized int.
-    let rc = unsafe {
-        libc::setsockopt(
-            fd,
-            libc::SOL_SOCKET,
-            libc::SO_RCVBUF,
-            (&size as *const libc::c_int).cast(),
-            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    let sin = libc::sockaddr_in {
-        sin_family: libc::AF_INET as libc::sa_family_t,
-        sin_port: v4.port().to_be(),
-        sin_addr: libc::in_addr { s_addr: u32::from(*v4.ip()).to_be() },
-        sin_zero: [0; 8],
-    };
-    // SAFETY: connect(2) on our socket with a correctly sized sockaddr_in.
-    let rc = unsafe {
-        libc::connect(
-            fd,
-            (&sin as *const libc::sockaddr_in).cast(),
-            std::mem::size_of::<libc::sockaddr_in>() as libc::socklen_t,
-        )
-    };
-    if rc != 0 {
-        return Err(std::io::Error::last_os_error());
-    }
-    Ok(stream)
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.set_recv_buffer_size(bytes)?;
+    socket.connect_timeout(&addr.into(), WAIT)?;
+    Ok(socket.into())
+}
+
+/// A TCP connection to `addr` from the local address `source` (any port): on loopback, a
+/// client that looks like another host (127.0.0.2, 127.0.0.3, ...).
+pub fn tcp_from(source: std::net::IpAddr, addr: SocketAddr) -> std::io::Result<TcpStream> {
+    let socket = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+    socket.bind(&SocketAddr::new(source, 0).into())?;
+    socket.connect_timeout(&addr.into(), WAIT)?;
+    Ok(socket.into())
 }
 
 /// One WebSocket frame's bytes (RFC 6455 section 5.2); `opcode` may be anything, even reserved.

@@ -114,6 +114,7 @@ fn metric(addr: SocketAddr, name_and_labels: &str) -> Option<f64> {
 }
 
 const REFUSED_PENDING: &str = r#"iot_ws_connections_refused_total{reason="pending"}"#;
+const REFUSED_PENDING_PER_ADDRESS: &str = r#"iot_ws_connections_refused_total{reason="pending_per_address"}"#;
 const REFUSED_LIMIT: &str = r#"iot_ws_connections_refused_total{reason="limit"}"#;
 
 /// Waits (bounded) until the metric is at least `at_least`; returns the last value seen.

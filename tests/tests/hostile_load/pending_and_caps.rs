@@ -247,3 +247,31 @@ fn rule3_default_cap_under_a_low_fd_limit_refuses_the_excess_and_keeps_fds_for_d
         "{REFUSED_LIMIT} below the {refused} refusals seen"
     );
 }
+
+#[test]
+fn rule3_a_flood_from_many_addresses_shares_the_pending_slots_and_a_device_still_gets_in() {
+    let server =
+        start(&[("--max-pending", "32"), ("--max-pending-per-address", "8"), ("--register-timeout-secs", "30")]);
+    // Sixteen hosts (127.0.0.2 to 127.0.0.17) open 8 idle connections each, twice the slots.
+    let mut flood: Vec<TcpStream> = Vec::new();
+    for host in 2..18u8 {
+        for _ in 0..8 {
+            let tcp = iot_ws_tests::client::tcp_from(std::net::IpAddr::from([127, 0, 0, host]), server.addr);
+            flood.push(tcp.expect("connect from another loopback address"));
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    // The slots are full of the flood's connections, each host holding a share; a device from
+    // an address with none still gets in, three times running, for as long as the flood stays.
+    for _ in 0..3 {
+        assert_live(&server);
+    }
+    // Room was made by closing the oldest connections of the busiest hosts (counted); the
+    // rest of the flood was refused. At most 32 of its connections are still open.
+    let evicted = metric(server.addr, r#"iot_ws_connections_closed_total{reason="pending_evicted"}"#).unwrap_or(0.0);
+    assert!(evicted >= 3.0, "evicted {evicted}: at least one per device");
+    std::thread::sleep(Duration::from_millis(500));
+    let closed = flood.iter_mut().filter_map(|s| wait_closed(s, Instant::now() + Duration::from_millis(50))).count();
+    assert!(closed >= 96, "{closed} of 128 flood connections closed, for 32 slots");
+    assert!(metric(server.addr, "iot_ws_pending_connections").unwrap_or(99.0) <= 32.0);
+}
