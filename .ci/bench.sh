@@ -83,3 +83,21 @@ grep '^{' "$work/bench.out" | DEVICES=$DEVICES node -e '
   if (fail.length) { console.error(".ci/bench.sh: " + fail.join("; ")); process.exit(1); }
   console.log(".ci/bench.sh: JSON line parsed, counts sane");
 '
+
+# Attack mode (issue 9), last because it may leave the server hurt: every attack for 1 s. The
+# probes' figures under attack are printed, never asserted; asserted: the tool ends in time, the
+# quiet baseline is served, and every attack got connections.
+attacks=10
+timeout $(((attacks + 1) * 4 + 10)) "$target/iot-ws-bench" attack --server "ws://$addr" --server-pid "$server_pid" \
+  --private-key "$work/keys/private.pem" --seconds 1 | tee "$work/attack.out"
+[ "$(grep -c '^{' "$work/attack.out")" = 1 ] || { echo ".ci/bench.sh: attack: want one JSON line" >&2; exit 1; }
+grep '^{' "$work/attack.out" | ATTACKS=$attacks node -e '
+  const runs = JSON.parse(require("fs").readFileSync(0, "utf8")).attack.runs;
+  const fail = [];
+  if (runs.length !== Number(process.env.ATTACKS) + 1) fail.push("one run per attack, and the quiet one");
+  const quiet = runs[0];
+  if (quiet.attack !== "quiet" || quiet.probes_ok !== 2 || quiet.probes_failed !== 0) fail.push("quiet probes served");
+  for (const r of runs.slice(1)) if (!(r.load.connections > 0)) fail.push(r.attack + " got no connection");
+  if (fail.length) { console.error(".ci/bench.sh: attack: " + fail.join("; ")); process.exit(1); }
+  console.log(".ci/bench.sh: attack JSON line parsed, baseline served");
+'

@@ -14,6 +14,9 @@ modes:
   churn      every device reconnects while acked actuations flow: lost and duplicated
   storm      every device drops at once: time until every binding is false (needs --database-url)
   startup    launches --server-bin itself: time to \"listening on\" and idle RSS
+  attack     a quiet baseline, then each attack for --seconds while a legitimate device registers
+             and is actuated every 500 ms: its latencies (2 s limit) and the server's RSS
+             (needs --private-key; --server-pid for RSS; never part of all)
 
 flags (defaults in brackets):
   --server ws://127.0.0.1:5000     the server under test
@@ -36,6 +39,10 @@ flags (defaults in brackets):
   --database-url URL               the server's database, polled during the storm
   --server-bin PATH                for startup
   --startup-runs N [5]             startup launches (the median is reported)
+  --attacks LIST [all]             attack: pong-flood, cont-flood, ping-frame-flood, json-ping-flood,
+                                   pending-pings, half-heads, stalled-reader, actuation-flood,
+                                   held-flood, log-flood
+  --seconds S [5]                  attack: length of each attack (and of the quiet baseline)
   --client-threads N [1]           bench executor threads
   --per-ip N [5000]                client sockets per 127.0.0.x source address
 

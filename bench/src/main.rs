@@ -5,6 +5,9 @@
 
 mod actuate;
 mod args;
+mod attack;
+mod attack_raw;
+mod attacks;
 mod bench;
 mod churn;
 mod device;
@@ -42,7 +45,7 @@ fn main() -> ExitCode {
     }
 }
 
-const MODES: &[&str] = &["all", "register", "idle", "actuate", "ping", "churn", "storm", "startup"];
+const MODES: &[&str] = &["all", "register", "idle", "actuate", "ping", "churn", "storm", "startup", "attack"];
 
 fn run(a: &Args) -> Result<Map<String, Value>, String> {
     if !MODES.contains(&a.mode.as_str()) {
@@ -68,7 +71,8 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
     report.insert("mode".into(), a.mode.clone().into());
     report.insert("file_limit".into(), limit.into());
     report.insert("cores".into(), std::thread::available_parallelism().map_or(1, |n| n.get()).into());
-    let want = |m: &str| a.mode == m || a.mode == "all";
+    // `attack` is never part of `all`: it is meant to hurt the server.
+    let want = |m: &str| a.mode == m || (a.mode == "all" && m != "attack");
     let devices = a.number("devices", 1000)? as usize;
 
     if want("startup") && (a.mode == "startup" || a.string("server-bin").is_some()) {
@@ -81,6 +85,15 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
     }
     let database_url = a.string("database-url");
     smol::block_on(b.ex.run(async {
+        if want("attack") {
+            let plan = attack::Plan {
+                attacks: attack::Attack::parse_list(&a.string_or("attacks", "all"))?,
+                secs: a.number("seconds", 5)?,
+                file_limit: limit,
+            };
+            report.insert("attack".into(), attack::run(&b, &plan).await?);
+            return Ok(());
+        }
         if want("ping") || a.mode == "actuate" {
             report.insert("ping_rtt".into(), actuate::ping(&b, a.number("pings", 2000)?).await?);
         }

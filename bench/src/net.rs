@@ -106,12 +106,24 @@ pub fn ws_config() -> WebSocketConfig {
 
 /// A non-blocking connect bound to `source` (port chosen by the kernel).
 async fn tcp_connect(source: IpAddr, to: SocketAddr) -> io::Result<Async<TcpStream>> {
-    let domain = if to.is_ipv4() { Domain::IPV4 } else { Domain::IPV6 };
-    let socket = Socket::new(domain, Type::STREAM, Some(Protocol::TCP))?;
-    socket.set_nonblocking(true)?;
+    let stream = connect_async(bound_socket(source, to)?, to).await?;
+    stream.get_ref().set_nodelay(true)?;
+    Ok(stream)
+}
+
+/// A TCP socket for `to`, bound to `source` if that is an IPv4 address other than 127.0.0.1 (which
+/// the kernel picks anyway).
+pub fn bound_socket(source: IpAddr, to: SocketAddr) -> io::Result<Socket> {
+    let socket = Socket::new(Domain::for_address(to), Type::STREAM, Some(Protocol::TCP))?;
     if source != IpAddr::V4(Ipv4Addr::LOCALHOST) && to.is_ipv4() {
         socket.bind(&SocketAddr::new(source, 0).into())?;
     }
+    Ok(socket)
+}
+
+/// Connects `socket` to `to` without blocking the executor.
+pub async fn connect_async(socket: Socket, to: SocketAddr) -> io::Result<Async<TcpStream>> {
+    socket.set_nonblocking(true)?;
     match socket.connect(&to.into()) {
         Ok(()) => {}
         Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) || e.kind() == io::ErrorKind::WouldBlock => {}
@@ -122,6 +134,5 @@ async fn tcp_connect(source: IpAddr, to: SocketAddr) -> io::Result<Async<TcpStre
     if let Some(e) = stream.get_ref().take_error()? {
         return Err(e);
     }
-    stream.get_ref().set_nodelay(true)?;
     Ok(stream)
 }

@@ -60,6 +60,14 @@ pub struct Actuator {
     pub password: String,
 }
 
+impl Actuator {
+    /// An actuation message up to its body: `{"type":"actuation","ack":…,"credentials":{…},"body":`.
+    pub fn message_head(&self, ack: bool) -> String {
+        let credentials = serde_json::json!({ "username": self.username, "password": self.password });
+        format!(r#"{{"type":"actuation","ack":{ack},"credentials":{credentials},"body":"#)
+    }
+}
+
 /// One actuation connection.
 pub struct Dashboard {
     tx: WebSocketSender<Async<std::net::TcpStream>>,
@@ -80,9 +88,7 @@ impl Dashboard {
         let (tx, rx) = ws.split();
         let acks = Arc::new(Acks::default());
         ex.spawn(read_acks(rx, acks.clone())).detach();
-        let credentials = serde_json::json!({ "username": actuator.username, "password": actuator.password });
-        let prefix = format!(r#"{{"type":"actuation","ack":{ack},"credentials":{credentials},"body":"#);
-        Ok(Dashboard { tx, prefix, acks })
+        Ok(Dashboard { tx, prefix: actuator.message_head(ack), acks })
     }
 
     /// Sends actuation number `seq` for `device`, stamped with `t` (the recorder's clock).
