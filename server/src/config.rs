@@ -62,7 +62,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --hold-actuations-secs N      IOT_WS_HOLD_ACTUATIONS_SECS default 30 (0 disables)
     --max-connections N           IOT_WS_MAX_CONNECTIONS    default: the soft open-file limit - 64
     --max-pending N               IOT_WS_MAX_PENDING        default 1024
-    --max-pending-per-address N   IOT_WS_MAX_PENDING_PER_ADDRESS default 64
+    --max-pending-per-address N   IOT_WS_MAX_PENDING_PER_ADDRESS default 512
     --send-queue-bytes N          IOT_WS_SEND_QUEUE_BYTES   default 1048576 (1 MiB)
     --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
     --help
@@ -179,7 +179,7 @@ impl Config {
             max_connections: number(max_connections, "--max-connections", default_max_connections(), 1..=10_000_000)?
                 as usize,
             max_pending: number(max_pending, "--max-pending", 1_024, 1..=10_000_000)? as usize,
-            max_pending_per_address: number(max_pending_per_address, "--max-pending-per-address", 64, 1..=10_000_000)?
+            max_pending_per_address: number(max_pending_per_address, "--max-pending-per-address", 512, 1..=10_000_000)?
                 as usize,
             send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
             hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,

@@ -13,11 +13,12 @@ use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::Instant;
 
-use async_channel::{Receiver, Sender};
+use async_channel::Sender;
 use futures_lite::future;
 use iot_ws_core::{Body, DeviceId, HeldActuations, Hold, Hub, Millis, RouteOutcome, SessionId};
 
 use crate::forward::{Lookup, Verdict};
+use crate::hub_queue::HubReceiver;
 use crate::inbox::Inbound;
 use crate::mailbox::MailSender;
 use crate::metrics::Metrics;
@@ -75,6 +76,16 @@ pub struct HubLimits {
     pub send_queue_bytes: usize,
 }
 
+impl Request {
+    /// The actuation bytes it carries, as the hub's queue counts them.
+    pub fn bytes(&self) -> usize {
+        match self {
+            Request::Route { body, .. } => body.as_str().len(),
+            _ => 0,
+        }
+    }
+}
+
 /// What a connection asks of the hub.
 pub enum Request {
     /// Answers once every earlier request is handled.
@@ -125,7 +136,7 @@ impl HubTask {
     }
 
     /// Serves requests until every sender is gone.
-    pub async fn run(mut self, requests: Receiver<Request>) {
+    pub async fn run(mut self, requests: HubReceiver) {
         let store = self.store.clone();
         let forwarding = store.forwarding();
         // Kept across requests and moved only when the next expiry moves: registering a timer

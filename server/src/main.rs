@@ -7,6 +7,7 @@ mod deliveries;
 mod demo;
 mod forward;
 mod http;
+mod hub_queue;
 mod hub_task;
 mod inbox;
 mod keepalive;

@@ -6,7 +6,7 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::{Receiver, Sender};
+use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::future;
 use iot_ws_core::{Millis, SessionConfig};
@@ -14,6 +14,7 @@ use smol::{Async, LocalExecutor};
 
 use crate::auth::TokenVerifier;
 use crate::config::{Config, ConfigError};
+use crate::hub_queue::{hub_queue, HubSender};
 use crate::hub_task::{HubLimits, HubTask, Request};
 use crate::limits::Limits;
 use crate::metrics::Metrics;
@@ -28,7 +29,7 @@ pub struct Ctx {
     /// A connection's unsent output at most (`--send-queue-bytes`).
     pub send_queue_bytes: usize,
     pub verifier: TokenVerifier,
-    pub hub: Sender<Request>,
+    pub hub: HubSender,
     pub metrics: Arc<Metrics>,
     pub ws_config: WebSocketConfig,
     pub next_session: AtomicU64,
@@ -53,12 +54,6 @@ impl Ctx {
     }
 }
 
-/// Requests waiting for the hub: enough for bursts, few enough that the actuations in them
-/// stay within a few MiB (each can be as large as `--max-message-bytes`).
-fn hub_queue_len(max_message_bytes: usize) -> usize {
-    (8 << 20) / max_message_bytes.max(1)
-}
-
 /// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
 /// connection should cost a few KiB.
 pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
@@ -81,7 +76,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let metrics = Arc::new(Metrics::default());
     let store = Arc::new(Store::start(&config, &external_address, &metrics)?);
     let start = Instant::now();
-    let (hub_tx, hub_rx) = async_channel::bounded(hub_queue_len(config.max_message_bytes).clamp(16, 1024));
+    let (hub_tx, hub_rx) = hub_queue();
     let limits = Limits::new(config.max_connections, config.max_pending, config.max_pending_per_address);
     metrics.set_limits(limits.clone());
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);

@@ -34,9 +34,9 @@ use smol::Async;
 const READ_AHEAD: usize = 16 * 1024;
 /// Most bytes handed to tungstenite in one turn of the connection's task.
 pub const READ_BUDGET: usize = 64 * 1024;
-/// Most reads in one turn: tungstenite asks for 128 bytes at a time, so this is the bound that
-/// bites first on a stream of tiny frames (64 reads: at most 8 KiB, ~1,400 empty frames).
-pub const READS_PER_TURN: u32 = 64;
+/// Most reads in one turn: tungstenite asks for 128 bytes at a time, so this and
+/// [`READ_BUDGET`] bite together on a stream of tiny frames (64 KiB, ~11,000 empty frames).
+pub const READS_PER_TURN: u32 = 512;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_AHEAD]);

@@ -15,6 +15,21 @@ pub fn server_bin() -> &'static PathBuf {
     })
 }
 
+/// The release build of `iot-ws-server` (in this target directory), for tests whose point is
+/// how the shipped binary holds up (hostile load): a debug build is tens of times slower per
+/// frame, which would measure the build, not the server. `IOT_WS_SERVER_BIN` overrides it too.
+pub fn release_server_bin() -> &'static PathBuf {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        if let Some(path) = std::env::var_os("IOT_WS_SERVER_BIN") {
+            return PathBuf::from(path);
+        }
+        let exe = std::env::current_exe().expect("current_exe");
+        let target_dir = exe.ancestors().nth(3).expect("test executable lives in <target>/<profile>/deps");
+        build_profile("release", target_dir, &target_dir.join("release"))
+    })
+}
+
 fn build() -> PathBuf {
     // <target>/<profile>/deps/<test executable>
     let exe = std::env::current_exe().expect("current_exe");
@@ -25,6 +40,11 @@ fn build() -> PathBuf {
         Some("debug") | None => "dev".to_string(),
         Some(other) => other.to_string(),
     };
+    build_profile(&profile, target_dir, profile_dir)
+}
+
+/// Builds the server with `profile` into `target_dir`; its binary lands in `profile_dir`.
+fn build_profile(profile: &str, target_dir: &std::path::Path, profile_dir: &std::path::Path) -> PathBuf {
     let workspace = concat!(env!("CARGO_MANIFEST_DIR"), "/../Cargo.toml");
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let out = Command::new(cargo)
@@ -36,7 +56,7 @@ fn build() -> PathBuf {
             "--bin",
             "iot-ws-server",
             "--profile",
-            &profile,
+            profile,
             "--manifest-path",
             workspace,
         ])

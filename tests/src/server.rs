@@ -7,7 +7,7 @@ use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::{Arc, Condvar, Mutex};
 use std::time::{Duration, Instant};
 
-use crate::bin::server_bin;
+use crate::bin::{release_server_bin, server_bin};
 use crate::tokens::Keys;
 use crate::WAIT;
 
@@ -48,6 +48,9 @@ pub struct ServerOpts {
     pub listen: String,
     /// Anything else, e.g. `["--register-timeout-secs", "1"]`.
     pub extra: Vec<String>,
+    /// Run the release build rather than this test build's profile (see
+    /// [`release_server_bin`](crate::bin::release_server_bin)).
+    pub release: bool,
 }
 
 impl Default for ServerOpts {
@@ -59,6 +62,7 @@ impl Default for ServerOpts {
             external_address: "10.1.2.3:5000".into(),
             listen: "127.0.0.1:0".into(),
             extra: Vec::new(),
+            release: false,
         }
     }
 }
@@ -74,6 +78,12 @@ impl ServerOpts {
     pub fn routable(mut self, port: u16) -> Self {
         self.listen = format!("127.0.0.1:{port}");
         self.external_address = self.listen.clone();
+        self
+    }
+
+    /// Runs the release build.
+    pub fn release(mut self) -> Self {
+        self.release = true;
         self
     }
 
@@ -241,7 +251,8 @@ impl Server {
         customize: impl FnOnce(&mut Command),
         stderr: impl FnOnce(std::process::ChildStderr, u32) -> Arc<Lines>,
     ) -> Result<Server, String> {
-        let mut cmd = Command::new(server_bin());
+        let bin = if opts.release { release_server_bin() } else { server_bin() };
+        let mut cmd = Command::new(bin);
         cmd.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::piped());
         for var in SERVER_ENV {
             cmd.env_remove(var);

@@ -9,7 +9,7 @@ use super::*;
 #[test]
 fn rule7_device_ids_of_1_to_255_characters_without_nul_register_and_others_are_wrong_format() {
     let db = Cluster::shared().create_db();
-    let server = Server::start(ServerOpts::default().with_db(&db.url()));
+    let server = Server::start(ServerOpts::default().release().with_db(&db.url()));
     for device in ["a".repeat(255), "é".repeat(255), "a".into()] {
         let token =
             Keys::shared().sign_claims(&json!({"sub": device, "exp": iot_ws_tests::now_secs() + 3600}).to_string());
@@ -40,7 +40,7 @@ fn rule7_device_ids_of_1_to_255_characters_without_nul_register_and_others_are_w
 
 #[test]
 fn rule7_actuations_for_ids_outside_1_to_255_characters_or_with_nul_are_wrong_format() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     let longest = "b".repeat(255);
     let mut device = Client::registered(server.addr, &longest, &Keys::shared().token(&longest));
     let mut dashboard = Client::connect(server.addr);
@@ -64,7 +64,7 @@ fn rule7_actuations_for_ids_outside_1_to_255_characters_or_with_nul_are_wrong_fo
 
 #[test]
 fn rule8_re_registration_with_a_bad_token_is_refused_401_and_closed_1008() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     for (what, token) in [("garbage", "garbage".to_string()), ("another key", Keys::other().token("renewed"))] {
         let mut c = Client::registered(server.addr, "renewed", &Keys::shared().token("renewed"));
         assert_eq!(c.register("renewed", &token), json!({"code": 401, "content": "Invalid device token"}), "{what}");
@@ -74,7 +74,7 @@ fn rule8_re_registration_with_a_bad_token_is_refused_401_and_closed_1008() {
 
 #[test]
 fn rule8_re_registration_with_a_valid_token_is_200_and_actuations_keep_arriving() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     let token = Keys::shared().token("renewing");
     let mut c = Client::registered(server.addr, "renewing", &token);
     let fresh =

@@ -21,7 +21,7 @@ fn refused_registration(server: &Server, device: &str) -> SocketAddr {
 
 #[test]
 fn rule6_device_id_in_a_log_line_is_escaped_and_the_line_names_the_peer() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     let peer = refused_registration(&server, "x\nstopped\n\u{1b}[2J");
     let logged = server.wait_for_log("stopped", WAIT);
     assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.stderr());
@@ -38,7 +38,7 @@ fn rule6_device_id_in_a_log_line_is_escaped_and_the_line_names_the_peer() {
 
 #[test]
 fn rule6_device_ids_in_log_lines_are_cut_to_128_characters() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     let peer = refused_registration(&server, &"q".repeat(200));
     let logged = server.wait_for_log(&"q".repeat(16), WAIT);
     assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.stderr());
@@ -85,7 +85,7 @@ fn counts_in(line: &str) -> Vec<u64> {
 
 #[test]
 fn rule6_refused_actuator_credentials_are_logged_rate_limited_with_a_summary_count() {
-    let server = Server::start(ServerOpts::default());
+    let server = Server::start(ServerOpts::default().release());
     let before = server.stderr_lines().len();
     let attempt = |n: usize| {
         let mut c = Client::connect(server.addr);
@@ -180,7 +180,7 @@ fn fill_stderr_pipe(server: &Server) -> usize {
 #[test]
 fn rule6_server_whose_stderr_pipe_is_full_keeps_serving_through_20000_loggable_refusals() {
     let _heavy = heavy();
-    let server = Server::start_stderr_unread(ServerOpts::default());
+    let server = Server::start_stderr_unread(ServerOpts::default().release());
     let addr = server.addr;
     let filled = fill_stderr_pipe(&server);
     eprintln!("stderr pipe full after {filled} bytes");

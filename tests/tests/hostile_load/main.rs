@@ -5,7 +5,9 @@
 //! has a deadline. Floods and memory measurements hold [`heavy`], so that no two of them share
 //! the machine's cores: a liveness measurement must time the server, not a neighbouring test's
 //! flood. Liveness is [`assert_live`]: a fresh device registers and receives an actuation within
-//! 2 s. Memory is the server's peak resident set (`VmHWM` in `/proc/PID/status`).
+//! 2 s. Memory is the server's peak resident set (`VmHWM` in `/proc/PID/status`). Every test
+//! runs the release build (`ServerOpts::release`): what holds up is the shipped binary, and a
+//! debug build's cost per frame would make a flood measure the build.
 
 use std::io::{ErrorKind, Read, Write};
 use std::net::{Shutdown, SocketAddr, TcpStream};
@@ -45,7 +47,7 @@ fn heavy() -> MutexGuard<'static, ()> {
 
 /// A server with the default settings plus `flags`.
 fn start(flags: &[(&str, &str)]) -> Server {
-    let opts = flags.iter().fold(ServerOpts::default(), |opts, (name, value)| opts.arg(name, value));
+    let opts = flags.iter().fold(ServerOpts::default().release(), |opts, (name, value)| opts.arg(name, value));
     Server::start(opts)
 }
 

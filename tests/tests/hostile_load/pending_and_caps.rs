@@ -182,7 +182,7 @@ fn rule3_default_cap_under_a_low_fd_limit_refuses_the_excess_and_keeps_fds_for_d
     let db = cluster.create_db();
     // 128 descriptors: the default cap is 64 connections, the rest is the server's own. Idle
     // connections stay for the whole test (no register timeout frees them).
-    let opts = ServerOpts::default().with_db(&db.url()).arg("--register-timeout-secs", "60");
+    let opts = ServerOpts::default().release().with_db(&db.url()).arg("--register-timeout-secs", "60");
     let server = Server::start_with_nofile(opts, 128);
     let mut resident = Client::registered(server.addr, "resident", &Keys::shared().token("resident"));
     let mut dashboard = Client::connect(server.addr);
