@@ -7,10 +7,10 @@
 //!   leaves its replies unread;
 //! - input is rationed per turn ([`Socket`]) and the task yields every [`TURNS`] wakes, so no
 //!   connection keeps the executor thread for more than a bounded burst;
-//! - a pending connection ends at the register timeout after its accept, head included.
+//! - a pending connection ends at the register timeout after its accept, head included, or
+//!   earlier if its slot goes to a fairer claim (limits.rs: close 1013).
 
-use std::future::poll_fn;
-use std::future::Future;
+use std::future::{poll_fn, Future};
 use std::net::TcpStream;
 use std::pin::{pin, Pin};
 use std::sync::atomic::Ordering::Relaxed;
