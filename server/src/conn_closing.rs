@@ -63,11 +63,14 @@ impl Connection {
                     Some(Wake::Frame(Some(Ok(_)))) => {}
                     // The peer has said all it will; our last frames may still go.
                     Some(Wake::Frame(_)) => self.peer_done = true,
-                    // Nothing more can be written.
+                    // Nothing more can be written: done. (Looping on would spin: the socket
+                    // fails again at once, and the task would keep the thread until the grace
+                    // ran out. A peer that resets mid-frame found that: 1-2 s of a frozen server.)
                     Some(_) => {
                         self.peer_done = true;
                         let end = self.ws.get_mut().cut_unsent();
                         self.transit.cut(end);
+                        break;
                     }
                     None => break,
                 }

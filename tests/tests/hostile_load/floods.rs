@@ -181,3 +181,33 @@ fn rule1_flood_of_ping_frames_leaves_the_server_live() {
 fn rule1_flood_of_json_pings_leaves_the_server_live() {
     flood_keeps_the_server_live(Kind::JsonPings);
 }
+
+#[test]
+fn rule1_peers_that_reset_with_our_replies_unsent_do_not_hold_the_server() {
+    let _heavy = heavy();
+    let server = Server::start(ServerOpts::default().release());
+    // Four connections send JSON pings, never reading the answers, until the server stops
+    // reading them (the writes block); then all reset at once, with the server's replies still
+    // queued, most likely mid-frame: nothing more can be written to them.
+    let flooders: Vec<_> = (0..4)
+        .map(|_| {
+            let addr = server.addr;
+            std::thread::spawn(move || {
+                let mut c = Client::connect_with_recv_buffer(addr, 4096);
+                let block = frame(true, 1, br#"{"type":"ping"}"#, true).repeat(1_000);
+                let mut stream = c.stream().try_clone().unwrap();
+                stream.set_write_timeout(Some(Duration::from_millis(300))).unwrap();
+                let end = Instant::now() + Duration::from_secs(5);
+                while Instant::now() < end && stream.write_all(&block).is_ok() {}
+                socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO)).unwrap();
+                (stream, c)
+            })
+        })
+        .collect();
+    let connections: Vec<_> = flooders.into_iter().map(|t| t.join().unwrap()).collect();
+    drop(connections);
+    // The server notices at once; ending those connections must not keep it from others.
+    for _ in 0..3 {
+        assert_live(&server);
+    }
+}
