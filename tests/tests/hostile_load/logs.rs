@@ -9,12 +9,12 @@ use super::*;
 /// Registers `device` with a token signed by a key the server does not trust; the refusal is
 /// answered 401 "Invalid device token" and closed 1008. Returns the peer address the server saw.
 fn refused_registration(server: &Server, device: &str) -> SocketAddr {
+    // Minted before connecting: the first use of the other key pair generates it, which can
+    // take longer than a pending connection may live on a loaded machine.
+    let token = Keys::other().token(device);
     let mut c = Client::connect(server.addr);
     let peer = c.local_addr();
-    assert_eq!(
-        c.register(device, &Keys::other().token(device)),
-        json!({"code": 401, "content": "Invalid device token"})
-    );
+    assert_eq!(c.register(device, &token), json!({"code": 401, "content": "Invalid device token"}));
     c.expect_close(1008);
     peer
 }
