@@ -11,7 +11,10 @@ use std::sync::Arc;
 use async_channel::{Receiver, RecvError, Sender};
 use futures_lite::future;
 
-use crate::hub_task::Request;
+/// What the queue weighs: the actuation bytes a request carries (0 for the others).
+pub trait Weighed {
+    fn bytes(&self) -> usize;
+}
 
 /// Requests waiting, at most.
 const QUEUE_LEN: usize = 1_024;
@@ -19,27 +22,26 @@ const QUEUE_LEN: usize = 1_024;
 pub const QUEUE_BYTES: usize = 8 << 20;
 
 /// The connections' end.
-#[derive(Clone)]
-pub struct HubSender {
-    tx: Sender<Request>,
+pub struct HubSender<T> {
+    tx: Sender<T>,
     bytes: Arc<AtomicUsize>,
 }
 
 /// The hub's end.
-pub struct HubReceiver {
-    rx: Receiver<Request>,
+pub struct HubReceiver<T> {
+    rx: Receiver<T>,
     bytes: Arc<AtomicUsize>,
 }
 
-pub fn hub_queue() -> (HubSender, HubReceiver) {
+pub fn hub_queue<T>() -> (HubSender<T>, HubReceiver<T>) {
     let (tx, rx) = async_channel::bounded(QUEUE_LEN);
     let bytes = Arc::new(AtomicUsize::new(0));
     (HubSender { tx, bytes: bytes.clone() }, HubReceiver { rx, bytes })
 }
 
-impl HubSender {
+impl<T: Weighed> HubSender<T> {
     /// Queues `request`, waiting while the queue is full; `Err` once the hub is gone.
-    pub async fn send(&self, request: Request) -> Result<(), ()> {
+    pub async fn send(&self, request: T) -> Result<(), ()> {
         let size = request.bytes();
         while size > 0 && self.bytes.load(Relaxed) > 0 && self.bytes.load(Relaxed) + size > QUEUE_BYTES {
             future::yield_now().await;
@@ -57,8 +59,8 @@ impl HubSender {
     }
 }
 
-impl HubReceiver {
-    pub async fn recv(&self) -> Result<Request, RecvError> {
+impl<T: Weighed> HubReceiver<T> {
+    pub async fn recv(&self) -> Result<T, RecvError> {
         let request = self.rx.recv().await?;
         self.bytes.fetch_sub(request.bytes(), Relaxed);
         Ok(request)
@@ -68,12 +70,18 @@ impl HubReceiver {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iot_ws_core::{Body, DeviceId};
 
-    fn route(size: usize) -> Request {
-        let body = Body::from_json_object(&format!(r#"{{"pad":"{}"}}"#, "x".repeat(size - 10))).unwrap();
-        assert_eq!(body.as_str().len(), size);
-        Request::Route { device: DeviceId("d".into()), body, ack_to: None }
+    /// A request carrying this many bytes of actuation.
+    struct Item(usize);
+
+    impl Weighed for Item {
+        fn bytes(&self) -> usize {
+            self.0
+        }
+    }
+
+    fn route(size: usize) -> Item {
+        Item(size)
     }
 
     #[test]

@@ -18,7 +18,7 @@ use futures_lite::future;
 use iot_ws_core::{Body, DeviceId, HeldActuations, Hold, Hub, Millis, RouteOutcome, SessionId};
 
 use crate::forward::{Lookup, Verdict};
-use crate::hub_queue::HubReceiver;
+use crate::hub_queue::{HubReceiver, Weighed};
 use crate::inbox::Inbound;
 use crate::mailbox::MailSender;
 use crate::metrics::Metrics;
@@ -76,9 +76,9 @@ pub struct HubLimits {
     pub send_queue_bytes: usize,
 }
 
-impl Request {
+impl Weighed for Request {
     /// The actuation bytes it carries, as the hub's queue counts them.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         match self {
             Request::Route { body, .. } => body.as_str().len(),
             _ => 0,
@@ -136,7 +136,7 @@ impl HubTask {
     }
 
     /// Serves requests until every sender is gone.
-    pub async fn run(mut self, requests: HubReceiver) {
+    pub async fn run(mut self, requests: HubReceiver<Request>) {
         let store = self.store.clone();
         let forwarding = store.forwarding();
         // Kept across requests and moved only when the next expiry moves: registering a timer

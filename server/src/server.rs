@@ -29,7 +29,7 @@ pub struct Ctx {
     /// A connection's unsent output at most (`--send-queue-bytes`).
     pub send_queue_bytes: usize,
     pub verifier: TokenVerifier,
-    pub hub: HubSender,
+    pub hub: HubSender<Request>,
     pub metrics: Arc<Metrics>,
     pub ws_config: WebSocketConfig,
     pub next_session: AtomicU64,
