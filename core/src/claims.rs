@@ -135,7 +135,12 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
     let offset = match zone {
         [] | [b'Z'] | [b'z'] => 0,
         [sign @ (b'+' | b'-'), h1, h2, b':', m1, m2] => {
-            let minutes = digits(&[*h1, *h2])? * 60 + digits(&[*m1, *m2])?;
+            let (hours, minutes) = (digits(&[*h1, *h2])?, digits(&[*m1, *m2])?);
+            // JavaScript and RFC 3339 alike refuse an offset of a day or more.
+            if hours > 23 || minutes > 59 {
+                return None;
+            }
+            let minutes = hours * 60 + minutes;
             if *sign == b'+' {
                 minutes * 60
             } else {
@@ -148,8 +153,9 @@ pub fn parse_iso8601(text: &str) -> Option<i64> {
     Some(days * 86_400 + hour * 3_600 + minute * 60 + second - offset)
 }
 
+/// A fixed-width field's number (every caller slices a width of one or more digits).
 fn digits(b: &[u8]) -> Option<i64> {
-    if b.is_empty() || !b.iter().all(u8::is_ascii_digit) {
+    if !b.iter().all(u8::is_ascii_digit) {
         return None;
     }
     Some(b.iter().fold(0, |n, d| n * 10 + i64::from(d - b'0')))
@@ -199,6 +205,68 @@ mod tests {
     }
 
     #[test]
+    fn zone_offsets_of_both_signs_move_the_instant_the_right_way() {
+        // 10:00 five hours west of Greenwich is 15:00 UTC; five hours east, 05:00 UTC.
+        let utc = parse_iso8601("2035-11-24T15:00:00Z").unwrap();
+        assert_eq!(parse_iso8601("2035-11-24T10:00:00-05:00"), Some(utc));
+        assert_eq!(parse_iso8601("2035-11-24T20:00:00+05:00"), Some(utc));
+        assert_eq!(parse_iso8601("2035-11-24T15:00:00+00:30"), Some(utc - 1_800));
+        assert_eq!(parse_iso8601("2035-11-24T15:00:00-23:59"), Some(utc + 86_340));
+    }
+
+    #[test]
+    fn leap_years_follow_the_gregorian_rule() {
+        for (date, exists) in [
+            ("2024-02-29", true),
+            ("2000-02-29", true),
+            ("1600-02-29", true),
+            ("2023-02-29", false),
+            ("1900-02-29", false),
+            ("2100-02-29", false),
+        ] {
+            assert_eq!(parse_iso8601(&alloc::format!("{date}T00:00:00Z")).is_some(), exists, "{date}");
+        }
+        assert_eq!(
+            parse_iso8601("2024-03-01T00:00:00Z"),
+            Some(parse_iso8601("2024-02-29T00:00:00Z").unwrap() + 86_400)
+        );
+    }
+
+    #[test]
+    fn thirty_day_months_end_on_the_thirtieth() {
+        for month in ["04", "06", "09", "11"] {
+            assert!(parse_iso8601(&alloc::format!("2025-{month}-30T00:00:00Z")).is_some(), "{month}");
+            assert_eq!(parse_iso8601(&alloc::format!("2025-{month}-31T00:00:00Z")), None, "{month}");
+        }
+        assert!(parse_iso8601("2025-12-31T00:00:00Z").is_some());
+    }
+
+    #[test]
+    fn a_leap_second_is_the_next_minutes_first() {
+        // JavaScript never writes :60; a clock that does means the instant after :59.
+        assert_eq!(parse_iso8601("2016-12-31T23:59:60Z"), parse_iso8601("2017-01-01T00:00:00Z"));
+        assert_eq!(parse_iso8601("2016-12-31T23:59:61Z"), None);
+    }
+
+    #[test]
+    fn every_refusal_reason_reads_differently_in_a_log() {
+        let reasons = [
+            TokenRejected::Malformed,
+            TokenRejected::Algorithm,
+            TokenRejected::Signature,
+            TokenRejected::Subject,
+            TokenRejected::Expired,
+            TokenRejected::NotYetValid,
+        ];
+        let texts: alloc::vec::Vec<String> = reasons.iter().map(alloc::string::ToString::to_string).collect();
+        assert_eq!(texts[4], "token expired");
+        for (i, text) in texts.iter().enumerate() {
+            assert!(!text.is_empty());
+            assert!(!texts[..i].contains(text), "{text} twice");
+        }
+    }
+
+    #[test]
     fn malformed_iso_dates_are_refused() {
         for text in [
             "",
@@ -209,6 +277,13 @@ mod tests {
             "2025-01-01T00:00:00.Z",
             "2025-01-01T00:00:00+0100",
             "2025-01-01T00:00:00Zjunk",
+            // Each separator in its place, and only there.
+            "2025/01-01T00:00:00Z",
+            "2025-01/01T00:00:00Z",
+            "2025-01-01X00:00:00Z",
+            "2025-01-01T00.00:00Z",
+            "2025-01-01T00:00.00Z",
+            "+002025/01-01T00:00:00Z",
             "２０２５-01-01T00:00:00Z",
         ] {
             assert_eq!(parse_iso8601(text), None, "{text}");

@@ -124,3 +124,27 @@ fn a_stray_200_after_registration_does_not_restart_the_ping_schedule() {
     assert_eq!(c.poll_timeout(), first_ping);
     assert!(drain(&mut c).is_empty(), "no second Registered event");
 }
+
+#[test]
+fn an_early_timer_neither_pings_nor_gives_up_on_the_pong() {
+    let mut c = registered(0);
+    c.handle_timeout(Millis(29_999));
+    assert!(drain(&mut c).is_empty(), "no ping before 30 s");
+    c.handle_timeout(Millis(30_000));
+    drain(&mut c);
+    c.handle_timeout(Millis(39_999));
+    assert!(drain(&mut c).is_empty(), "the pong still has time");
+    assert!(c.is_registered());
+}
+
+#[test]
+fn registered_only_between_a_200_and_the_disconnect() {
+    let mut c = client();
+    assert!(!c.is_registered());
+    c.handle_connected(Millis(1));
+    assert!(!c.is_registered(), "connected is not registered");
+    c.handle_text(Millis(2), r#"{"code":200,"content":"Subscribed"}"#);
+    assert!(c.is_registered());
+    c.handle_disconnected(Millis(3));
+    assert!(!c.is_registered());
+}

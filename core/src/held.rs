@@ -180,14 +180,29 @@ mod tests {
         held.departed(Millis(0), dev());
         assert_eq!(Hold::Held, held.hold(Millis(10), &dev(), body(1)));
         assert_eq!(Hold::Held, held.hold(Millis(20), &dev(), body(2)));
+        assert_eq!((held.len(), held.is_empty()), (2, false));
         assert_eq!(held.arrived(&dev()), [body(1), body(2)]);
         assert!(held.arrived(&dev()).is_empty());
+        assert_eq!((held.len(), held.is_empty()), (0, true));
     }
 
     #[test]
     fn a_device_never_seen_is_not_held_for() {
         let mut held = HeldActuations::new(30_000, 8, usize::MAX);
         assert_ne!(Hold::Held, held.hold(Millis(0), &dev(), body(1)));
+    }
+
+    #[test]
+    fn away_from_departure_until_arrival_or_the_end_of_the_hold() {
+        let mut held = HeldActuations::new(1_000, 8, usize::MAX);
+        assert!(!held.is_away(&dev()), "never seen");
+        held.departed(Millis(0), dev());
+        assert!(held.is_away(&dev()));
+        held.arrived(&dev());
+        assert!(!held.is_away(&dev()), "back");
+        held.departed(Millis(10), dev());
+        held.expire(Millis(1_010));
+        assert!(!held.is_away(&dev()), "hold over");
     }
 
     #[test]

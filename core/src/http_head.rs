@@ -248,7 +248,10 @@ mod tests {
             ),
             ("32 headers", with_headers(MAX_HEADERS), plain(Answer::Health)),
             ("33 headers", with_headers(MAX_HEADERS + 1), plain(Answer::BadRequest)),
+            // What browsers send with a few large cookies fits; the limit is 8 KiB, as nginx's.
+            ("a 6 KiB head", health_head_of(6 * 1024), plain(Answer::Health)),
             ("head of the longest length", health_head_of(MAX_HEAD_BYTES), plain(Answer::Health)),
+            ("a 9 KiB head", health_head_of(9 * 1024), plain(Answer::BadRequest)),
             ("head one byte too long", health_head_of(MAX_HEAD_BYTES + 1), plain(Answer::BadRequest)),
         ];
         for (name, buf, expected) in cases {

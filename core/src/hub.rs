@@ -121,6 +121,20 @@ mod tests {
     }
 
     #[test]
+    fn counts_connected_devices_not_sessions() {
+        let mut hub = Hub::new();
+        assert!(hub.is_empty());
+        hub.register(SessionId(1), dev("a"));
+        hub.register(SessionId(2), dev("b"));
+        hub.register(SessionId(3), dev("b"));
+        assert_eq!(hub.len(), 2);
+        assert!(!hub.is_empty());
+        let mut listed: alloc::vec::Vec<_> = hub.iter().map(|(d, s)| (d.clone(), s)).collect();
+        listed.sort_by_key(|(_, s)| s.0);
+        assert_eq!(listed, [(dev("a"), SessionId(1)), (dev("b"), SessionId(3))]);
+    }
+
+    #[test]
     fn unknown_session_removal_is_a_no_op() {
         let mut hub = Hub::new();
         assert_eq!(hub.remove(SessionId(9)), None);

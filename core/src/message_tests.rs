@@ -138,3 +138,20 @@ fn body_from_json_object_accepts_only_objects() {
     assert!(Body::from_json_object("[1]").is_none());
     assert!(Body::from_json_object("{").is_none());
 }
+
+#[test]
+fn device_ids_and_format_errors_display_as_logs_and_checktoken_print_them() {
+    assert_eq!(DeviceId("gw-7/led".to_string()).to_string(), "gw-7/led");
+    let errors = [
+        (FormatError::Binary, "binary frame"),
+        (FormatError::NotJson, "not JSON"),
+        (FormatError::NotAnObject, "not a JSON object"),
+        (FormatError::DuplicateField, "duplicate field"),
+        (FormatError::MissingField("deviceId"), "missing field deviceId"),
+        (FormatError::WrongType("body"), "field body has the wrong type"),
+        (FormatError::UnknownType, "unknown message type"),
+    ];
+    for (error, text) in errors {
+        assert_eq!(error.to_string(), text);
+    }
+}

@@ -261,11 +261,26 @@ fn delivery_to_a_session_that_is_not_the_device_is_handed_back() {
         [Output::Undelivered { device: dev("d1"), body: body("d1") }]
     );
     let mut h = Harness::registered("d1");
+    assert_eq!(
+        h.input(Input::Deliver { device: dev("d2"), body: body("d2") }),
+        [Output::Undelivered { device: dev("d2"), body: body("d2") }],
+        "another device's actuation never reaches this one"
+    );
     h.input(Input::PeerGone);
     assert_eq!(
         h.input(Input::Deliver { device: dev("d1"), body: body("d1") }),
         [Output::Undelivered { device: dev("d1"), body: body("d1") }]
     );
+}
+
+#[test]
+fn has_output_tells_whether_poll_output_would_give_something() {
+    let mut h = Harness::new();
+    assert!(!h.s.has_output());
+    h.s.handle_input(Millis(0), Input::Text(r#"{"type":"ping"}"#));
+    assert!(h.s.has_output());
+    assert_eq!(h.take(), [send(Reply::Pong)]);
+    assert!(!h.s.has_output());
 }
 
 #[test]
