@@ -40,6 +40,8 @@ if ! wasm-bindgen-test-runner --version 2>/dev/null | grep -q "$WASM_BINDGEN_VER
   cargo install wasm-bindgen-cli --version "$WASM_BINDGEN_VERSION"
 fi
 command -v cargo-fuzz >/dev/null || cargo install cargo-fuzz
+# The mutation step's tool (~4.5 min to build); its major version fixes the mutants it makes.
+cargo mutants --version 2>/dev/null | grep -q '^cargo-mutants 27\.' || cargo install --locked cargo-mutants --version '~27.1'
 
 if [ ! -d tests/node/node_modules ]; then
   (cd tests/node && npm ci --no-audit --no-fund)

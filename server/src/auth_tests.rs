@@ -138,6 +138,8 @@ fn a_cached_token_still_expires_on_time() {
     assert_eq!(v.cached(), 1);
     // Same verdicts as check_claims, leeway included, from the cache.
     assert_eq!(v.verify(&dev(), &token, at(2_000_000_059)), Ok(()));
+    assert_eq!(v.verify(&DeviceId("dev-2".into()), &token, at(2_000_000_059)), Err(TokenRejected::Subject));
+    assert_eq!(v.cached(), 1, "a token that still passes, or was offered by another device, stays");
     assert_eq!(v.verify(&dev(), &token, at(2_000_000_060)), Err(TokenRejected::Expired));
     assert_eq!(v.cached(), 0, "an expired token leaves the cache");
     assert_eq!(v.verify(&dev(), &token, at(2_000_000_060)), Err(TokenRejected::Expired));
@@ -148,6 +150,7 @@ fn a_cached_iso_exp_and_nbf_are_rechecked() {
     let v = verifier();
     let token = sign_raw(RS256, r#"{"sub":"dev-1","nbf":1900000000,"exp":"2035-11-24T10:00:00.000Z"}"#);
     assert_eq!(v.verify(&dev(), &token, at(1_950_000_000)), Ok(()));
+    assert_eq!(v.cached(), 1, "an ISO exp is read for the cache too");
     assert_eq!(v.verify(&dev(), &token, at(1_899_999_000)), Err(TokenRejected::NotYetValid));
     assert_eq!(v.verify(&dev(), &token, at(2_100_000_000)), Err(TokenRejected::Expired));
 }
@@ -204,4 +207,33 @@ fn a_1024_bit_key_is_checked_by_the_fallback() {
 #[test]
 fn a_2048_bit_key_is_checked_by_ring() {
     assert!(matches!(verifier().key, Key::Ring(_)));
+}
+
+/// A validly signed token exactly `len` bytes long: the header's trailing spaces and a padding
+/// claim make up the length.
+fn signed_token_of_length(len: usize) -> String {
+    let b64_len = |n: usize| (4 * n).div_ceil(3);
+    // RS256 with a 2048-bit key: 256 signature bytes.
+    let signature = b64_len(256);
+    for spaces in 0..3 {
+        let header = format!("{}{}", RS256, " ".repeat(spaces));
+        let claims_of = |pad: usize| format!(r#"{{"sub":"dev-1","pad":"{}"}}"#, "x".repeat(pad));
+        let fixed = b64_len(header.len()) + 2 + signature;
+        if let Some(pad) = (0..len).find(|&pad| fixed + b64_len(claims_of(pad).len()) >= len) {
+            if fixed + b64_len(claims_of(pad).len()) == len {
+                let token = sign_raw(&header, &claims_of(pad));
+                assert_eq!(token.len(), len);
+                return token;
+            }
+        }
+    }
+    unreachable!("some header length reaches every token length")
+}
+
+#[test]
+fn tokens_up_to_8_kib_are_read_and_longer_ones_refused_unread() {
+    let v = verifier();
+    assert_eq!(v.verify(&dev(), &signed_token_of_length(4 * 1024), now()), Ok(()));
+    assert_eq!(v.verify(&dev(), &signed_token_of_length(8 * 1024), now()), Ok(()));
+    assert_eq!(v.verify(&dev(), &signed_token_of_length(8 * 1024 + 1), now()), Err(TokenRejected::Malformed));
 }

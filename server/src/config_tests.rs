@@ -89,6 +89,34 @@ fn invalid_settings_are_refused_with_a_reason() {
 }
 
 #[test]
+fn every_number_has_its_default_and_its_bounds() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!((c.max_pending, c.max_pending_per_address), (1_024, 512));
+    assert_eq!((c.send_queue_bytes, c.hold_max_bytes), (1 << 20, 16 << 20));
+    let mib = 1u64 << 20;
+    let bounds: &[(&str, u64, u64)] = &[
+        ("--max-message-bytes", 64, 64 * mib),
+        ("--register-timeout-secs", 1, 86_400),
+        ("--hold-actuations-secs", 0, 3_600),
+        ("--max-connections", 1, 10_000_000),
+        ("--max-pending", 1, 10_000_000),
+        ("--max-pending-per-address", 1, 10_000_000),
+        ("--send-queue-bytes", 1_024, 1_024 * mib),
+        ("--hold-max-bytes", 0, 1_024 * 1_024 * mib),
+    ];
+    for &(flag, min, max) in bounds {
+        for n in [min, max] {
+            assert!(load(&[flag, &n.to_string()], &[]).is_ok(), "{flag} {n}");
+        }
+        let below = min.checked_sub(1).map(|n| n.to_string()).unwrap_or_else(|| "-1".into());
+        for text in [below, (max + 1).to_string()] {
+            let err = load(&[flag, &text], &[]).unwrap_err().0;
+            assert!(err.contains(&format!("from {min} to {max}")), "{flag} {text}: {err}");
+        }
+    }
+}
+
+#[test]
 fn demo_ignores_the_database() {
     let c = load(&["--demo", "--database-url", "host=x"], &[]).unwrap();
     assert!(c.demo && c.database_url.is_none());

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# Mutation testing: cargo-mutants plants one mistake at a time in the code (a condition turned
+# to `true`, a `+` to a `-`, a function body to a default) and runs the tests; a mistake that
+# every test lets through is a missed mutant, and this step fails on any.
+#
+# Guarded: the whole protocol core (iot-ws-core: messages, sessions, the hub, held actuations,
+# token claims, the device client, the HTTP head) and the server's pure parts with fast unit tests
+# (configuration, token verification and its cache). Configuration, and the few mutants excluded
+# as equivalent with the reason for each: .cargo/mutants.toml.
+#
+# Expects cargo-mutants 27 (installed by .ci/setup.sh). Run one part alone:
+#   bash .ci/mutants.sh core      bash .ci/mutants.sh server
+set -euo pipefail
+cd "$(dirname "$0")/.."
+export CARGO_TERM_COLOR=${CARGO_TERM_COLOR:-never}
+
+OUT=${MUTANTS_OUT:-$PWD/target/mutants-report}
+
+run() {
+  local name=$1
+  shift
+  local t0=$SECONDS
+  mkdir -p "$OUT/$name"
+  # --no-shuffle: the same order every run, so two reports compare line by line.
+  if ! cargo mutants --no-shuffle -j 2 -o "$OUT/$name" "$@" >"$OUT/$name.log" 2>&1; then
+    grep -E "^(MISSED|TIMEOUT)" "$OUT/$name.log" >&2 || tail -30 "$OUT/$name.log" >&2
+    echo "mutants.sh: $name: the tests let the mistakes above through (report: $OUT/$name/mutants.out)" >&2
+    exit 1
+  fi
+  echo "$name: $(tail -1 "$OUT/$name.log") in $((SECONDS - t0)) s"
+}
+
+# The server's files whose rules have fast unit tests. The rest of the server (sockets, the hub
+# task, PostgreSQL, forwarding) is driven by the end-to-end tests in tests/, too slow to rerun for
+# each of hundreds of mutants.
+SERVER_FILES=(server/src/config.rs server/src/auth.rs server/src/token_cache.rs)
+
+core=(-p iot-ws-core -f 'core/src/*.rs')
+server=(-p iot-ws-server)
+for f in "${SERVER_FILES[@]}"; do server+=(-f "$f"); done
+
+case "${1:-all}" in
+  core) run core "${core[@]}" ;;
+  server) run server "${server[@]}" ;;
+  # One run for both: one baseline build instead of two.
+  all) run all "${core[@]}" "${server[@]}" ;;
+  *) echo "usage: $0 [core|server|all]" >&2; exit 2 ;;
+esac
