@@ -1,6 +1,10 @@
 //! `iot-ws-server`: the WebSocket actuation server for IoT devices.
 
+mod actuation_sink;
 mod auth;
+mod cli_actuate;
+mod cli_device;
+mod cli_ws;
 mod config;
 mod conn;
 mod deliveries;
@@ -37,6 +41,8 @@ fn main() -> ExitCode {
         }
         Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::keygen),
         Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::token),
+        Some("device") => cli_device::run(&args[1..]),
+        Some("actuate") => cli_actuate::run(&args[1..]),
         _ => run_server(&args),
     };
     match result {
