@@ -18,13 +18,16 @@ export type Status =
   /** `close()` finished: no socket, no timer, nothing more will be heard. */
   | { status: 'closed' };
 
-/** The part of a WebSocket the client uses: the browser's, or the `ws` package's. */
+/**
+ * The part of a WebSocket the client uses: the browser's, or the `ws` package's. The handlers'
+ * events are `any` so that both implementations' own event types fit.
+ */
 export interface WebSocketLike {
   readonly readyState: number;
-  onopen: ((event: unknown) => void) | null;
-  onmessage: ((event: { data: unknown }) => void) | null;
-  onerror: ((event: unknown) => void) | null;
-  onclose: ((event: unknown) => void) | null;
+  onopen: ((event: any) => void) | null;
+  onmessage: ((event: any) => void) | null;
+  onerror: ((event: any) => void) | null;
+  onclose: ((event: any) => void) | null;
   send(data: string): void;
   close(code?: number): void;
 }
