@@ -45,5 +45,5 @@ cp js/test/*.js js/test/types.ts js/test/tsconfig.json "$project/"
 (cd "$project" && npx --no-install tsc -p tsconfig.json)
 echo "js.sh: the TypeScript declarations compile (tsc --strict)"
 
-(cd "$project" && IOT_WS_SERVER_BIN=$server_bin node --test --test-concurrency=1 node.test.js chromium.test.js)
+(cd "$project" && IOT_WS_SERVER_BIN=$server_bin node --test --test-concurrency=1 node.test.js demo.test.js chromium.test.js)
 echo "js.sh: all ok in $((SECONDS - t_start)) s"

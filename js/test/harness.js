@@ -101,7 +101,7 @@ export class Server {
 }
 
 /** Sends one actuation (the body's text exactly as given) with an ack; resolves with the ack. */
-export function actuate(url, body) {
+export function actuate(url, body, credentials = ACTUATOR) {
   return new Promise((resolve, reject) => {
     const ws = new WebSocket(url, 'echo-protocol');
     const timer = setTimeout(() => {
@@ -110,8 +110,7 @@ export function actuate(url, body) {
     }, WAIT_MS);
     ws.on('error', reject);
     ws.on('open', () => {
-      const credentials = JSON.stringify(ACTUATOR);
-      ws.send(`{"type":"actuation","credentials":${credentials},"body":${body},"ack":true}`);
+      ws.send(`{"type":"actuation","credentials":${JSON.stringify(credentials)},"body":${body},"ack":true}`);
     });
     ws.on('message', (data) => {
       clearTimeout(timer);

@@ -41,7 +41,7 @@ fn instructions(program: &str, url: &str, token: &str, actuator: &Credentials) -
          Send it an actuation (in a third terminal; prints the ack, exit status 0 once delivered):\n  \
          {program} actuate --url {url} --device-id {DEMO_DEVICE} --username {user} --password {password} \
          --content '{{\"actuation\":\"LED on\"}}'\n\n\
-         Or be the device in JavaScript (the package in js/; Node.js 20 with the ws package, or a browser without it):\n  \
+         Or be the device in JavaScript (the package in js/, with the ws package in Node.js 20; in a browser, leave out the ws import):\n  \
          import {{ connect }} from 'iot-ws-client';\n  \
          import {{ WebSocket }} from 'ws';\n  \
          connect({{ url: '{url}', deviceId: '{DEMO_DEVICE}', token: '{token}', WebSocket,\n  \
