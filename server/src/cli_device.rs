@@ -84,7 +84,17 @@ async fn drive(options: DeviceOptions, sink: ActuationSink, signals: Receiver<i3
             match output {
                 ClientOutput::Connect => {
                     status(&format!("connecting to {}", options.url.as_str()));
-                    match connect(&options.url).await {
+                    // A signal must not wait for a connect that may take its whole timeout.
+                    let attempt = async { Some(connect(&options.url).await) };
+                    let stop = async {
+                        let _ = signals.recv().await;
+                        None
+                    };
+                    let Some(attempt) = future::or(stop, attempt).await else {
+                        status("stopped");
+                        return Ok(());
+                    };
+                    match attempt {
                         Ok(opened) => {
                             ws = Some(opened);
                             client.handle_connected(now());

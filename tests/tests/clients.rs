@@ -296,3 +296,16 @@ fn demo_commands_work_as_printed() {
     assert_eq!(device.wait_for_stdout_lines(1), [body]);
     assert_stops_with(&mut device, libc::SIGINT);
 }
+
+/// A server that takes the TCP connection and never answers the upgrade: the device is stuck in
+/// its connect, and a signal still ends it at once (not after the connect's own timeout).
+#[test]
+fn device_stops_on_a_signal_even_while_connecting() {
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let url = format!("ws://{}/", silent.local_addr().unwrap());
+    let mut device = CliProcess::start(&device_args(&url, "stuck-device", "a.b.c"), &[]);
+    device.wait_for_stderr_count("connecting to", 1);
+    let (_accepted, _) = silent.accept().unwrap();
+    assert_stops_with(&mut device, libc::SIGTERM);
+    assert_eq!(device.count_stderr("cannot connect"), 0, "it waited for the connect:\n{}", device.stderr());
+}
