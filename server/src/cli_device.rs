@@ -71,80 +71,132 @@ enum Wake {
     Tick,
 }
 
+/// Whether the device goes on after a step, or stops (exit status 0).
+enum Flow {
+    Running,
+    Stopped,
+}
+
+/// The host of one `DeviceClient`: its socket, clock, signals and output.
+struct Device {
+    url: ServerUrl,
+    name: String,
+    client: DeviceClient,
+    ws: Option<ClientWs>,
+    start: Instant,
+    sink: ActuationSink,
+    signals: Receiver<i32>,
+    /// The last short reply, to say why a registration was refused.
+    last_reply: String,
+}
+
 async fn drive(options: DeviceOptions, sink: ActuationSink, signals: Receiver<i32>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let now = || Millis(u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX));
-    let device = DeviceId(options.device.clone());
-    let mut client = DeviceClient::new(now(), device, options.token, ClientConfig::default());
-    let mut ws: Option<ClientWs> = None;
-    // The last reply, to say why a registration was refused.
-    let mut last_reply = String::new();
+    let client = DeviceClient::new(Millis(0), DeviceId(options.device.clone()), options.token, ClientConfig::default());
+    let mut device = Device {
+        url: options.url,
+        name: options.device,
+        client,
+        ws: None,
+        start,
+        sink,
+        signals,
+        last_reply: String::new(),
+    };
+    // The core's contract: drain its outputs after every input, then wait for the next one.
     loop {
-        while let Some(output) = client.poll_output() {
-            match output {
-                ClientOutput::Connect => {
-                    status(&format!("connecting to {}", options.url.as_str()));
-                    // A signal must not wait for a connect that may take its whole timeout.
-                    let attempt = async { Some(connect(&options.url).await) };
-                    let stop = async {
-                        let _ = signals.recv().await;
-                        None
-                    };
-                    let Some(attempt) = future::or(stop, attempt).await else {
-                        status("stopped");
-                        return Ok(());
-                    };
-                    match attempt {
-                        Ok(opened) => {
-                            ws = Some(opened);
-                            client.handle_connected(now());
-                        }
-                        Err(why) => {
-                            status(&format!("cannot connect: {why}"));
-                            client.handle_disconnected(now());
-                        }
-                    }
-                }
-                ClientOutput::Send(text) => {
-                    let sent = match ws.as_mut() {
-                        Some(socket) => socket.send(Message::text(text)).await.is_ok(),
-                        None => false,
-                    };
-                    if !sent {
-                        lost(&mut ws, &mut client, now());
-                    }
-                }
-                ClientOutput::Close => {
-                    if let Some(mut socket) = ws.take() {
-                        let _ = future::or(async { socket.close(None).await.ok() }, expire(CLOSE_GRACE)).await;
-                    }
-                    client.handle_disconnected(now());
-                }
-                ClientOutput::Event(event) => match event {
-                    ClientEvent::Registered => status(&format!("registered as {:?}", options.device)),
-                    ClientEvent::Rejected => {
-                        anyhow::bail!("the server refused the registration: {}", shorten(&last_reply))
-                    }
-                    ClientEvent::ServerError => status("the server could not record the registration (500)"),
-                    ClientEvent::Actuation(body) => {
-                        sink.deliver(&body).map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))?
-                    }
-                    ClientEvent::Pong => {}
-                    ClientEvent::PongMissed => status("no answer to a ping: reconnecting"),
-                    ClientEvent::BackingOff { delay_ms } => status(&format!("reconnecting in {} s", seconds(delay_ms))),
-                },
+        while let Some(output) = device.client.poll_output() {
+            if let Flow::Stopped = device.perform(output).await? {
+                return Ok(());
             }
         }
-        let timer = match client.poll_timeout() {
-            Some(at) => smol::Timer::at(start + Duration::from_millis(at.0)),
+        if let Flow::Stopped = device.wait().await {
+            return Ok(());
+        }
+    }
+}
+
+impl Device {
+    fn now(&self) -> Millis {
+        Millis(u64::try_from(self.start.elapsed().as_millis()).unwrap_or(u64::MAX))
+    }
+
+    async fn perform(&mut self, output: ClientOutput) -> anyhow::Result<Flow> {
+        match output {
+            ClientOutput::Connect => return Ok(self.open().await),
+            ClientOutput::Send(text) => {
+                let sent = match self.ws.as_mut() {
+                    Some(socket) => socket.send(Message::text(text)).await.is_ok(),
+                    None => false,
+                };
+                if !sent {
+                    self.lost();
+                }
+            }
+            ClientOutput::Close => {
+                self.close_socket().await;
+                self.client.handle_disconnected(self.now());
+            }
+            ClientOutput::Event(event) => self.tell(event)?,
+        }
+        Ok(Flow::Running)
+    }
+
+    async fn open(&mut self) -> Flow {
+        status(&format!("connecting to {}", self.url.as_str()));
+        // A signal must not wait for a connect that may take its whole timeout.
+        let attempt = async { Some(connect(&self.url).await) };
+        let stop = async {
+            let _ = self.signals.recv().await;
+            None
+        };
+        let Some(attempt) = future::or(stop, attempt).await else {
+            status("stopped");
+            return Flow::Stopped;
+        };
+        match attempt {
+            Ok(opened) => {
+                self.ws = Some(opened);
+                self.client.handle_connected(self.now());
+            }
+            Err(why) => {
+                status(&format!("cannot connect: {why}"));
+                self.client.handle_disconnected(self.now());
+            }
+        }
+        Flow::Running
+    }
+
+    fn tell(&mut self, event: ClientEvent) -> anyhow::Result<()> {
+        match event {
+            ClientEvent::Registered => status(&format!("registered as {:?}", self.name)),
+            // A token the server refuses will not get better by retrying: stop, status 1.
+            ClientEvent::Rejected => {
+                anyhow::bail!("the server refused the registration: {}", shorten(&self.last_reply))
+            }
+            ClientEvent::ServerError => status("the server could not record the registration (500)"),
+            ClientEvent::Actuation(body) => {
+                self.sink.deliver(&body).map_err(|e| anyhow::anyhow!("cannot write to stdout: {e}"))?
+            }
+            ClientEvent::Pong => {}
+            ClientEvent::PongMissed => status("no answer to a ping: reconnecting"),
+            ClientEvent::BackingOff { delay_ms } => status(&format!("reconnecting in {} s", seconds(delay_ms))),
+        }
+        Ok(())
+    }
+
+    /// Waits for a frame, the core's timer or a signal, and hands it to the core.
+    async fn wait(&mut self) -> Flow {
+        let timer = match self.client.poll_timeout() {
+            Some(at) => smol::Timer::at(self.start + Duration::from_millis(at.0)),
             None => smol::Timer::never(),
         };
         let signal = async {
-            let _ = signals.recv().await;
+            let _ = self.signals.recv().await;
             Wake::Signal
         };
         let frame = async {
-            match ws.as_mut() {
+            match self.ws.as_mut() {
                 Some(socket) => Wake::Frame(socket.next().await),
                 None => future::pending().await,
             }
@@ -154,31 +206,42 @@ async fn drive(options: DeviceOptions, sink: ActuationSink, signals: Receiver<i3
             Wake::Tick
         };
         let wake = future::or(signal, future::or(frame, tick)).await;
+        let now = self.now();
         match wake {
             Wake::Signal => {
-                if let Some(mut socket) = ws.take() {
-                    let _ = future::or(async { socket.close(None).await.ok() }, expire(CLOSE_GRACE)).await;
-                }
+                self.close_socket().await;
                 status("stopped");
-                return Ok(());
+                return Flow::Stopped;
             }
             Wake::Frame(Some(Ok(Message::Text(text)))) => {
-                last_reply = text.as_str().to_string();
-                client.handle_text(now(), text.as_str());
+                // Replies worth quoting are short; actuations may be large and are not kept.
+                self.last_reply.clear();
+                if text.len() <= 256 {
+                    self.last_reply.push_str(text.as_str());
+                }
+                self.client.handle_text(now, text.as_str());
             }
             // Pings are answered by the WebSocket layer; the server sends nothing else we need.
             Wake::Frame(Some(Ok(_))) => {}
-            Wake::Frame(Some(Err(_)) | None) => lost(&mut ws, &mut client, now()),
-            Wake::Tick => client.handle_timeout(now()),
+            Wake::Frame(Some(Err(_)) | None) => self.lost(),
+            Wake::Tick => self.client.handle_timeout(now),
+        }
+        Flow::Running
+    }
+
+    /// Closes the socket, if any, waiting a little for the server's answer.
+    async fn close_socket(&mut self) {
+        if let Some(mut socket) = self.ws.take() {
+            let _ = future::or(async { socket.close(None).await.ok() }, expire(CLOSE_GRACE)).await;
         }
     }
-}
 
-fn lost(ws: &mut Option<ClientWs>, client: &mut DeviceClient, now: Millis) {
-    if ws.take().is_some() {
-        status("connection lost");
+    fn lost(&mut self) {
+        if self.ws.take().is_some() {
+            status("connection lost");
+        }
+        self.client.handle_disconnected(self.now());
     }
-    client.handle_disconnected(now);
 }
 
 async fn expire(after: Duration) -> Option<()> {
