@@ -39,6 +39,11 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        // `iot-ws-server device --help` is how people look a subcommand up.
+        Some("device" | "actuate") if args[1..].iter().any(|a| a == "--help" || a == "-h") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::keygen),
         Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::token),
         Some("device") => cli_device::run(&args[1..]),

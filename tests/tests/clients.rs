@@ -259,6 +259,11 @@ fn bad_usage_is_one_line_and_exit_2() {
             "0",
         ],
     ];
+    for sub in ["device", "actuate"] {
+        let (status, stdout, _) = run_to_exit(&[sub, "--help"], &[], WAIT);
+        assert_eq!(status.and_then(|s| s.code()), Some(0));
+        assert!(stdout.contains(&format!("iot-ws-server {sub} --url")), "{stdout}");
+    }
     for args in cases {
         let (status, stdout, stderr) = run_to_exit(args, &[], WAIT);
         assert_eq!(status.and_then(|s| s.code()), Some(2), "{args:?}: {stderr}");
