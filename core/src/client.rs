@@ -53,6 +53,12 @@ pub enum ClientEvent {
     Pong,
     /// No pong came in time: the client asks the host to close and will reconnect.
     PongMissed,
+    /// The connection is gone (or never opened): the next attempt is in `delay_ms`. Hosts show
+    /// it; they need not compute it, since [`DeviceClient::poll_timeout`] already says when.
+    BackingOff {
+        /// The wait before the next connection attempt, in milliseconds.
+        delay_ms: u64,
+    },
 }
 
 /// A command for the host, or an event for the application.
@@ -168,13 +174,15 @@ impl DeviceClient {
         }
     }
 
-    /// The connection closed, failed to open, or was closed as asked: schedule the reconnect.
+    /// The connection closed, failed to open, or was closed as asked: schedule the reconnect
+    /// and say when ([`ClientEvent::BackingOff`]). A repeat, while already waiting, is ignored.
     pub fn handle_disconnected(&mut self, now: Millis) {
         self.advance(now);
         if let State::Waiting { .. } = self.state {
             return;
         }
         self.state = State::Waiting { reconnect_at: self.now.plus(self.backoff_ms) };
+        self.event(ClientEvent::BackingOff { delay_ms: self.backoff_ms });
         self.backoff_ms = self.backoff_ms.saturating_mul(2).min(self.config.max_backoff_ms);
     }
 

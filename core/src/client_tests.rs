@@ -84,6 +84,7 @@ fn backoff_doubles_up_to_ten_minutes() {
         c.handle_disconnected(Millis(now));
         let at = c.poll_timeout().unwrap().0;
         delays.push(at - now);
+        assert_eq!(drain(&mut c), [ClientOutput::Event(ClientEvent::BackingOff { delay_ms: at - now })]);
         now = at;
         c.handle_timeout(Millis(now));
         assert_eq!(drain(&mut c), [ClientOutput::Connect]);
@@ -110,6 +111,7 @@ fn a_200_resets_the_backoff() {
 fn reconnects_only_when_the_time_comes() {
     let mut c = client();
     c.handle_disconnected(Millis(0));
+    drain(&mut c);
     c.handle_timeout(Millis(2_499));
     assert!(drain(&mut c).is_empty());
     c.handle_timeout(Millis(2_500));
@@ -147,4 +149,18 @@ fn registered_only_between_a_200_and_the_disconnect() {
     assert!(c.is_registered());
     c.handle_disconnected(Millis(3));
     assert!(!c.is_registered());
+}
+
+#[test]
+fn each_disconnect_announces_its_backoff_once() {
+    let mut c = registered(0);
+    c.handle_text(Millis(10), r#"{"code":401,"content":"Invalid device token"}"#);
+    c.handle_disconnected(Millis(20));
+    // The host may report the same loss twice (an error, then a close): one wait, one event.
+    c.handle_disconnected(Millis(30));
+    assert_eq!(
+        drain(&mut c),
+        [ClientOutput::Event(ClientEvent::Rejected), ClientOutput::Event(ClientEvent::BackingOff { delay_ms: 2_500 })]
+    );
+    assert_eq!(c.poll_timeout(), Some(Millis(2_520)));
 }

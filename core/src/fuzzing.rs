@@ -433,8 +433,13 @@ pub fn drive_client(data: &[u8]) {
     let token = c.raw_text();
     let mut now = Millis(u64::from(c.byte()));
     let mut client = DeviceClient::new(now, device.clone(), token.clone(), config);
-    let mut model =
-        ClientModel { socket: Socket::Closed, registered: false, backoff: config.initial_backoff_ms, config };
+    let mut model = ClientModel {
+        socket: Socket::Closed,
+        registered: false,
+        backoff: config.initial_backoff_ms,
+        announce: None,
+        config,
+    };
     if lawful {
         model.check(&mut client, &device, &token, now);
     } else {
@@ -501,6 +506,8 @@ struct ClientModel {
     registered: bool,
     /// The delay the next failure will wait.
     backoff: u64,
+    /// The back-off the client must announce after the host's last disconnect.
+    announce: Option<u64>,
     config: ClientConfig,
 }
 
@@ -525,6 +532,7 @@ impl ClientModel {
                 self.registered = false;
                 // The reconnect waits the current back-off, which then doubles up to the cap.
                 assert_eq!(client.poll_timeout(), Some(now.plus(self.backoff)), "reconnect delay");
+                self.announce = Some(self.backoff);
                 self.backoff = self.backoff.saturating_mul(2).min(self.config.max_backoff_ms);
             }
             _ => {}
@@ -559,10 +567,14 @@ impl ClientModel {
                 ClientOutput::Event(ClientEvent::Actuation(body)) => {
                     assert!(is_json(&body), "actuation body is not JSON");
                 }
+                ClientOutput::Event(ClientEvent::BackingOff { delay_ms }) => {
+                    assert_eq!(self.announce.take(), Some(delay_ms), "announced back-off");
+                }
                 ClientOutput::Event(_) => {}
             }
         }
         assert_eq!(client.poll_output(), None, "one call produced too many outputs");
+        assert_eq!(self.announce, None, "a disconnect without its back-off event");
         assert_eq!(client.is_registered(), self.registered, "registered at {now:?}");
     }
 }

@@ -9,7 +9,10 @@
 //! {"kind":"send","text":"{\"type\":\"ping\"}"}         ws.send(text)
 //! {"kind":"close"}                                     ws.close(), then handleDisconnected
 //! {"kind":"event","event":"registered"}                also rejected, server_error, pong, pong_missed
-//! {"kind":"event","event":"actuation","body":{...}}    the dashboard's body, as JSON
+//! {"kind":"event","event":"backing_off","delayMs":2500}  the next connect is this far away
+//! {"kind":"event","event":"actuation","body":{...},"text":"{...}"}
+//!                                                      the dashboard's body, as JSON and as the
+//!                                                      exact text it sent (byte for byte)
 //! ```
 //!
 //! A JavaScript driver, in the same shape as the server's connection loop:
@@ -118,9 +121,13 @@ fn output_json(out: &ClientOutput) -> String {
         ClientOutput::Event(ClientEvent::ServerError) => event("server_error"),
         ClientOutput::Event(ClientEvent::Pong) => event("pong"),
         ClientOutput::Event(ClientEvent::PongMissed) => event("pong_missed"),
-        // The body is JSON text the client took from the server's reply: embedded as is.
+        ClientOutput::Event(ClientEvent::BackingOff { delay_ms }) => {
+            alloc::format!(r#"{{"kind":"event","event":"backing_off","delayMs":{delay_ms}}}"#)
+        }
+        // The body is JSON text the client took from the server's reply: embedded as is, and
+        // again as a string, because JSON.parse alone would lose its exact spelling.
         ClientOutput::Event(ClientEvent::Actuation(body)) => {
-            alloc::format!(r#"{{"kind":"event","event":"actuation","body":{body}}}"#)
+            alloc::format!(r#"{{"kind":"event","event":"actuation","body":{body},"text":{}}}"#, json_string(body))
         }
     }
 }

@@ -122,9 +122,10 @@ mod js_client {
         assert!(c.is_registered());
         assert_eq!(c.poll_timeout(), Some(31_020.0));
 
-        c.handle_text(1_030.0, r#"{"code":1024,"content":{"content":{"deviceId":"dev-1","on":true}}}"#);
-        let body = json!({"content": {"deviceId": "dev-1", "on": true}});
-        assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "actuation", "body": body})]);
+        c.handle_text(1_030.0, r#"{"code":1024,"content":{"content":{"deviceId":"dev-1","on":true,"v":1.50}}}"#);
+        let body = json!({"content": {"deviceId": "dev-1", "on": true, "v": 1.50}});
+        let text = r#"{"content":{"deviceId":"dev-1","on":true,"v":1.50}}"#;
+        assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "actuation", "body": body, "text": text})]);
 
         c.handle_timeout(31_020.0);
         assert_eq!(outputs(&mut c), [json!({"kind": "send", "text": "{\"type\":\"ping\"}"})]);
@@ -133,6 +134,7 @@ mod js_client {
         assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "pong_missed"}), json!({"kind": "close"})]);
         assert!(!c.is_registered());
         c.handle_disconnected(41_030.0);
+        assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "backing_off", "delayMs": 2_500})]);
         assert_eq!(c.poll_timeout(), Some(43_530.0));
     }
 
@@ -141,10 +143,12 @@ mod js_client {
         let mut c = WasmDeviceClient::new(f64::NAN, "d".into(), "t".into());
         outputs(&mut c);
         c.handle_disconnected(-5.0);
+        assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "backing_off", "delayMs": 2_500})]);
         assert_eq!(c.poll_timeout(), Some(2_500.0));
         c.handle_timeout(2_500.0);
         assert_eq!(outputs(&mut c), [json!({"kind": "connect"})]);
         c.handle_disconnected(2_600.0);
+        assert_eq!(outputs(&mut c), [json!({"kind": "event", "event": "backing_off", "delayMs": 5_000})]);
         assert_eq!(c.poll_timeout(), Some(7_600.0), "the delay doubles");
         c.handle_timeout(7_600.0);
         c.handle_connected(7_700.0);

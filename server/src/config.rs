@@ -49,6 +49,17 @@ USAGE:
     iot-ws-server keygen [--dir DIR]        write DIR/private.pem and DIR/public.pem (default keys/)
     iot-ws-server token --private-key PATH --device-id ID [--ttl SECS]
                                             print a device token signed with PATH
+    iot-ws-server device --url ws://HOST:PORT/ --device-id ID (--token T | --token-file F) [--exec CMD]
+                                            be a device: each actuation on stdout as one JSON line
+                                            (or on CMD's stdin), status on stderr; reconnects with
+                                            back-off; token also from IOT_WS_DEVICE_TOKEN; exit 0
+                                            on SIGINT/SIGTERM, 1 when the token is refused
+    iot-ws-server actuate --url ws://HOST:PORT/ --device-id ID (--content JSON | --body JSON)
+                          --username U (--password P | --password-file F) [--timeout-secs 10]
+                                            send one actuation with \"ack\": true and print the ack;
+                                            credentials also from IOT_WS_ACTUATOR_USERNAME and
+                                            IOT_WS_ACTUATOR_PASSWORD; exit 0 delivered, held or
+                                            forwarded, 1 not connected or refused, 2 bad usage
 
 OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATION are read too):
     --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)

@@ -1,6 +1,10 @@
 //! `iot-ws-server`: the WebSocket actuation server for IoT devices.
 
+mod actuation_sink;
 mod auth;
+mod cli_actuate;
+mod cli_device;
+mod cli_ws;
 mod config;
 mod conn;
 mod deliveries;
@@ -35,8 +39,15 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        // `iot-ws-server device --help` is how people look a subcommand up.
+        Some("device" | "actuate") if args[1..].iter().any(|a| a == "--help" || a == "-h") => {
+            print!("{USAGE}");
+            return ExitCode::SUCCESS;
+        }
         Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::keygen),
         Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::token),
+        Some("device") => cli_device::run(&args[1..]),
+        Some("actuate") => cli_actuate::run(&args[1..]),
         _ => run_server(&args),
     };
     match result {

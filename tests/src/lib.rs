@@ -11,9 +11,12 @@
 //! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`;
 //!   [`register_async`] and friends: many at once, for the load runs.
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
+//! - [`CliProcess`]: `iot-ws-server device` (or any subcommand) running, its output captured;
+//!   [`Server::restart`]: the same server stopped and started again on its address.
 
 pub mod async_client;
 mod bin;
+mod cli;
 pub mod client;
 mod node;
 mod pg;
@@ -23,6 +26,7 @@ mod tokens;
 
 pub use async_client::{connect_async, next_text, register_async, AsyncWs};
 pub use bin::server_bin;
+pub use cli::CliProcess;
 pub use client::{actuation, actuation_ack, frame, Client, Event, ACTUATOR};
 pub use node::Bridge;
 pub use pg::{Cluster, Db};
