@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The protocol core's own checks: native tests (unit, proptest, fuzz regressions), no_std and
-# WASM builds, the WASM tests in Node.js and in headless Chromium, a bounded run of each fuzz
-# target, and the size of the JavaScript package.
+# WASM builds, the WASM tests in Node.js and in headless Chromium, and a bounded run of each fuzz
+# target. The JavaScript package, and its size, are .ci/js.sh's.
 #
 # Expects installed (by .ci/setup.sh):
 #   - rustup stable with targets wasm32-unknown-unknown and thumbv7em-none-eabihf
@@ -9,7 +9,7 @@
 #   - wasm-bindgen-cli at the wasm-bindgen version in Cargo.lock (wasm-bindgen-test-runner)
 #   - cargo-fuzz
 #   - node (the WASM tests' default runtime)
-#   - apt: chromium chromium-driver (/usr/bin/chromedriver); binaryen (wasm-opt, optional)
+#   - apt: chromium chromium-driver (/usr/bin/chromedriver)
 # A missing rustup target, the nightly toolchain, wasm-bindgen-cli or cargo-fuzz is installed
 # here; a missing apt package is an error (this script does not run apt).
 #
@@ -94,24 +94,6 @@ fuzz() {
   done
 }
 
-wasm_size() {
-  CARGO_TARGET_DIR=$WASM_TARGET_DIR cargo rustc -p iot-ws-core --release --features wasm \
-    --target wasm32-unknown-unknown --crate-type cdylib
-  local pkg=$WASM_TARGET_DIR/pkg
-  wasm-bindgen --target web --out-dir "$pkg" "$WASM_TARGET_DIR/wasm32-unknown-unknown/release/iot_ws_core.wasm"
-  local raw=$pkg/iot_ws_core_bg.wasm
-  echo "wasm: $(stat -c %s "$raw") bytes after wasm-bindgen"
-  if command -v wasm-opt >/dev/null; then
-    # The features rustc enables by default for wasm32; older binaryen does not read them itself.
-    wasm-opt -Oz --enable-bulk-memory --enable-mutable-globals --enable-nontrapping-float-to-int \
-      --enable-sign-ext --enable-reference-types --enable-multivalue "$raw" -o "$pkg/iot_ws_core_bg.opt.wasm"
-    echo "wasm: $(stat -c %s "$pkg/iot_ws_core_bg.opt.wasm") bytes after wasm-opt -Oz," \
-      "$(gzip -9c "$pkg/iot_ws_core_bg.opt.wasm" | wc -c) gzipped"
-  else
-    echo "wasm: wasm-opt not installed (apt binaryen); size before it only"
-  fi
-}
-
 t_start=$SECONDS
 step "tools" need_tools
 step "native tests (unit, proptest, fuzz regressions)" native_tests
@@ -119,5 +101,4 @@ step "no_std builds (thumbv7em, wasm32)" no_std_builds
 step "WASM tests in Node.js" wasm_tests node
 step "WASM tests in headless Chromium" wasm_tests chromium
 step "fuzz (${FUZZ_SECONDS} s per target)" fuzz
-step "WASM package size" wasm_size
 echo "--- core: all ok in $((SECONDS - t_start)) s"
