@@ -117,6 +117,23 @@ fn every_number_has_its_default_and_its_bounds() {
 }
 
 #[test]
+fn max_connections_defaults_to_the_open_file_limit_less_what_the_server_keeps() {
+    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit only writes the struct it is given.
+    assert_eq!(unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) }, 0);
+    // Raised to the hard limit, so that the figure is not the 1,024 the server assumes when it
+    // cannot read the limit (where the hard limit allows).
+    limit.rlim_cur = limit.rlim_max;
+    // SAFETY: setrlimit only reads the struct it is given; raising the soft limit up to the hard
+    // one is always allowed.
+    assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) }, 0);
+    #[allow(clippy::unnecessary_cast)]
+    let soft = limit.rlim_cur as u64;
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(c.max_connections as u64, soft.min(1 << 24) - RESERVED_FDS);
+}
+
+#[test]
 fn demo_ignores_the_database() {
     let c = load(&["--demo", "--database-url", "host=x"], &[]).unwrap();
     assert!(c.demo && c.database_url.is_none());

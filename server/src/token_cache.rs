@@ -136,15 +136,18 @@ impl TokenCache {
 }
 
 impl Inner {
-    /// The clock: skip (and clear) recently used slots, take the first that is not.
+    /// The clock: skip (and clear) recently used slots, take the first that is not. One turn
+    /// clears every mark, so the second turn ends at its first slot at the latest.
     fn evict(&mut self) -> usize {
-        loop {
+        for _ in 0..2 * self.slots.len() {
             let i = self.hand % self.slots.len();
             self.hand = i + 1;
             if !std::mem::replace(&mut self.slots[i].recent, false) {
                 return i;
             }
         }
+        // Not reached (see above); the slot under the hand would do.
+        self.hand % self.slots.len()
     }
 }
 
