@@ -19,6 +19,9 @@ use crate::config::{ConfigError, Env, Flags};
 /// A signal's close: the server's answer needs no more than this.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
 
+/// Longest a registration or a ping may wait for the socket to take it.
+const SEND_TIMEOUT: Duration = Duration::from_secs(10);
+
 struct DeviceOptions {
     url: ServerUrl,
     device: String,
@@ -126,7 +129,12 @@ impl Device {
             ClientOutput::Connect => return Ok(self.open().await),
             ClientOutput::Send(text) => {
                 let sent = match self.ws.as_mut() {
-                    Some(socket) => socket.send(Message::text(text)).await.is_ok(),
+                    // A server that stops reading must not hold the device (and its signals)
+                    // in a blocked write: past the deadline the connection counts as lost.
+                    Some(socket) => {
+                        let send = async { socket.send(Message::text(text)).await.is_ok() };
+                        future::or(send, async { expire(SEND_TIMEOUT).await.is_some() }).await
+                    }
                     None => false,
                 };
                 if !sent {

@@ -263,14 +263,14 @@ impl Config {
         if let Some(address) = &self.external_address {
             return address.clone();
         }
-        let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-            .ok()
-            .map(|h| h.trim().to_string())
-            .filter(|h| !h.is_empty())
-            .or_else(|| std::env::var("HOSTNAME").ok())
-            .unwrap_or_else(|| "localhost".into());
-        format!("{host}:{}", bound.port())
+        let kernel = std::fs::read_to_string("/proc/sys/kernel/hostname").ok();
+        format!("{}:{}", host_name(kernel, std::env::var("HOSTNAME").ok()), bound.port())
     }
+}
+
+/// The kernel's host name, else `$HOSTNAME`, else `localhost`.
+fn host_name(kernel: Option<String>, env: Option<String>) -> String {
+    kernel.map(|h| h.trim().to_string()).filter(|h| !h.is_empty()).or(env).unwrap_or_else(|| "localhost".into())
 }
 
 /// The services bound to a Cloud Foundry app.

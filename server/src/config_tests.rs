@@ -134,6 +134,15 @@ fn max_connections_defaults_to_the_open_file_limit_less_what_the_server_keeps() 
 }
 
 #[test]
+fn the_host_name_comes_from_the_kernel_then_the_environment() {
+    let some = |s: &str| Some(s.to_string());
+    assert_eq!(host_name(some("gw-7\n"), some("env")), "gw-7");
+    assert_eq!(host_name(some(" \n"), some("env")), "env");
+    assert_eq!(host_name(None, some("env")), "env");
+    assert_eq!(host_name(None, None), "localhost");
+}
+
+#[test]
 fn demo_ignores_the_database() {
     let c = load(&["--demo", "--database-url", "host=x"], &[]).unwrap();
     assert!(c.demo && c.database_url.is_none());

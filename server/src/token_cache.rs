@@ -136,18 +136,15 @@ impl TokenCache {
 }
 
 impl Inner {
-    /// The clock: skip (and clear) recently used slots, take the first that is not. One turn
-    /// clears every mark, so the second turn ends at its first slot at the latest.
+    /// The clock: skip (and clear) recently used slots, take the first that is not.
     fn evict(&mut self) -> usize {
-        for _ in 0..2 * self.slots.len() {
+        loop {
             let i = self.hand % self.slots.len();
             self.hand = i + 1;
             if !std::mem::replace(&mut self.slots[i].recent, false) {
                 return i;
             }
         }
-        // Not reached (see above); the slot under the hand would do.
-        self.hand % self.slots.len()
     }
 }
 
