@@ -3,16 +3,20 @@
 
 use std::io::Write;
 use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Arc;
 
 use async_channel::{Sender, TrySendError};
 
-/// Actuations waiting for a slow `--exec` command; beyond this many they are dropped (and said
-/// so), rather than letting a burst from the dashboard grow the process without bound.
+/// Actuations waiting for a slow `--exec` command, in number and in bytes; beyond either they are
+/// dropped (and said so), rather than letting a burst from the dashboard grow the process
+/// without bound.
 const EXEC_QUEUE: usize = 1024;
+const EXEC_QUEUE_BYTES: usize = 16 << 20;
 
 pub enum ActuationSink {
     Stdout,
-    Exec(Sender<String>),
+    Exec { queue: Sender<String>, queued_bytes: Arc<AtomicUsize> },
 }
 
 impl ActuationSink {
@@ -20,13 +24,16 @@ impl ActuationSink {
     pub fn new(exec: Option<String>) -> std::io::Result<ActuationSink> {
         let Some(command) = exec else { return Ok(ActuationSink::Stdout) };
         // async-channel rather than std's mpsc: the server links it already.
-        let (tx, rx) = async_channel::bounded::<String>(EXEC_QUEUE);
+        let (queue, rx) = async_channel::bounded::<String>(EXEC_QUEUE);
+        let queued_bytes = Arc::new(AtomicUsize::new(0));
+        let taken = queued_bytes.clone();
         std::thread::Builder::new().name("exec".into()).spawn(move || {
             while let Ok(line) = rx.recv_blocking() {
+                taken.fetch_sub(line.len(), Ordering::Relaxed);
                 run(&command, &line);
             }
         })?;
-        Ok(ActuationSink::Exec(tx))
+        Ok(ActuationSink::Exec { queue, queued_bytes })
     }
 
     /// Hands over one actuation body; `Err` only when stdout is gone (nobody reads us).
@@ -38,8 +45,14 @@ impl ActuationSink {
                 writeln!(out, "{line}")?;
                 out.flush()
             }
-            ActuationSink::Exec(tx) => {
-                if let Err(TrySendError::Full(_)) = tx.try_send(line) {
+            ActuationSink::Exec { queue, queued_bytes } => {
+                let len = line.len();
+                // Counted before it is sent: the thread subtracts as soon as it takes the line.
+                if queued_bytes.fetch_add(len, Ordering::Relaxed) + len > EXEC_QUEUE_BYTES {
+                    queued_bytes.fetch_sub(len, Ordering::Relaxed);
+                    eprintln!("device: --exec is {} MiB behind; this actuation is dropped", EXEC_QUEUE_BYTES >> 20);
+                } else if let Err(TrySendError::Full(_) | TrySendError::Closed(_)) = queue.try_send(line) {
+                    queued_bytes.fetch_sub(len, Ordering::Relaxed);
                     eprintln!("device: --exec is {EXEC_QUEUE} actuations behind; this one is dropped");
                 }
                 Ok(())
