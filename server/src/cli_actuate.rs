@@ -14,7 +14,6 @@ use iot_ws_core::{parse, ClientMessage};
 use serde_json::Value;
 
 use crate::actuation_sink::one_line;
-use crate::cli_device::read_secret;
 use crate::cli_ws::{connect, ServerUrl};
 use crate::config::{ConfigError, Env, Flags};
 
@@ -52,14 +51,9 @@ impl ActuateOptions {
             .take("username")
             .or_else(|| env("IOT_WS_ACTUATOR_USERNAME").filter(|u| !u.is_empty()))
             .ok_or_else(|| usage("--username U or IOT_WS_ACTUATOR_USERNAME is required"))?;
-        let password = match (flags.take("password"), flags.take("password-file")) {
-            (Some(_), Some(_)) => return Err(usage("give --password or --password-file, not both")),
-            (Some(password), None) => password,
-            (None, Some(path)) => read_secret(&path, "--password-file")?,
-            (None, None) => env("IOT_WS_ACTUATOR_PASSWORD")
-                .filter(|p| !p.is_empty())
-                .ok_or_else(|| usage("--password P, --password-file F or IOT_WS_ACTUATOR_PASSWORD is required"))?,
-        };
+        let password = flags
+            .take_secret("password", env, "IOT_WS_ACTUATOR_PASSWORD")?
+            .ok_or_else(|| usage("--password P, --password-file F or IOT_WS_ACTUATOR_PASSWORD is required"))?;
         let timeout = match flags.take("timeout-secs") {
             None => 10,
             Some(t) => t.parse::<u64>().ok().filter(|t| (1..=3600).contains(t)).ok_or_else(|| {

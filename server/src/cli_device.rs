@@ -43,28 +43,13 @@ impl DeviceOptions {
         let usage = |what: &str| ConfigError(format!("device: {what} (see --help)"));
         let url = flags.take("url").ok_or_else(|| usage("--url ws://HOST:PORT/ is required"))?;
         let device = flags.take("device-id").ok_or_else(|| usage("--device-id ID is required"))?;
-        let token = match (flags.take("token"), flags.take("token-file")) {
-            (Some(_), Some(_)) => return Err(usage("give --token or --token-file, not both")),
-            (Some(token), None) => token,
-            (None, Some(path)) => read_secret(&path, "--token-file")?,
-            (None, None) => env("IOT_WS_DEVICE_TOKEN")
-                .filter(|t| !t.is_empty())
-                .ok_or_else(|| usage("--token T, --token-file F or IOT_WS_DEVICE_TOKEN is required"))?,
-        };
+        let token = flags
+            .take_secret("token", env, "IOT_WS_DEVICE_TOKEN")?
+            .ok_or_else(|| usage("--token T, --token-file F or IOT_WS_DEVICE_TOKEN is required"))?;
         let exec = flags.take("exec");
         flags.finish()?;
         Ok(DeviceOptions { url: ServerUrl::parse(&url)?, device, token, exec })
     }
-}
-
-/// A secret read from a file, without its surrounding whitespace (a trailing newline).
-pub fn read_secret(path: &str, flag: &str) -> Result<String, ConfigError> {
-    let text = std::fs::read_to_string(path).map_err(|e| ConfigError(format!("{flag} {path}: {e}")))?;
-    let secret = text.trim();
-    if secret.is_empty() {
-        return Err(ConfigError(format!("{flag} {path} is empty")));
-    }
-    Ok(secret.to_string())
 }
 
 /// What woke the loop.

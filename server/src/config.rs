@@ -121,6 +121,24 @@ impl Flags {
         self.values.remove(name)
     }
 
+    /// A secret given as `--NAME VALUE`, `--NAME-file PATH` (whitespace around it dropped) or the
+    /// environment variable `var`, in that order; `None` when none of them is.
+    pub fn take_secret(&mut self, name: &str, env: &Env, var: &str) -> Result<Option<String>, ConfigError> {
+        let file_flag = format!("{name}-file");
+        match (self.take(name), self.take(&file_flag)) {
+            (Some(_), Some(_)) => Err(bad(format!("give --{name} or --{file_flag}, not both"))),
+            (Some(value), None) => Ok(Some(value)),
+            (None, Some(path)) => {
+                let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("--{file_flag} {path}: {e}")))?;
+                match text.trim() {
+                    "" => Err(bad(format!("--{file_flag} {path} is empty"))),
+                    secret => Ok(Some(secret.to_string())),
+                }
+            }
+            (None, None) => Ok(env(var).filter(|v| !v.is_empty())),
+        }
+    }
+
     /// Fails on any flag nobody asked for: a typo must not be silently ignored.
     pub fn finish(self) -> Result<(), ConfigError> {
         match self.values.keys().next() {

@@ -153,3 +153,30 @@ fn database_url_must_parse() {
     let err = load(&["--database-url", "postgres://[::1"], &[]).unwrap_err().0;
     assert!(err.contains("--database-url") && !err.contains('\n'), "{err}");
 }
+
+#[test]
+fn secrets_come_from_the_flag_its_file_or_the_environment() {
+    let dir = std::env::temp_dir().join(format!("iot-ws-secret-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (file, blank) = (dir.join("pw"), dir.join("blank"));
+    std::fs::write(&file, " s3cret\n").unwrap();
+    std::fs::write(&blank, "\n").unwrap();
+    let (file, blank) = (file.to_str().unwrap(), blank.to_str().unwrap());
+    let env = |name: &str| (name == "PW").then(|| "from-env".to_string());
+    let none = |_: &str| Some(String::new());
+    let secret = |list: &[&str], env: &Env| Flags::parse(&args(list), &[]).unwrap().take_secret("password", env, "PW");
+
+    assert_eq!(secret(&["--password", "flag"], &env).unwrap().as_deref(), Some("flag"));
+    assert_eq!(secret(&["--password-file", file], &env).unwrap().as_deref(), Some("s3cret"));
+    assert_eq!(secret(&[], &env).unwrap().as_deref(), Some("from-env"));
+    assert_eq!(secret(&[], &none).unwrap(), None, "an empty variable is no secret");
+    for (list, expected) in [
+        (&["--password", "a", "--password-file", file][..], "not both"),
+        (&["--password-file", blank][..], "is empty"),
+        (&["--password-file", "/nonexistent/pw"][..], "--password-file /nonexistent/pw"),
+    ] {
+        let err = secret(list, &env).unwrap_err().0;
+        assert!(err.contains(expected) && !err.contains("s3cret"), "{list:?}: {err}");
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
+}
