@@ -1,21 +1,23 @@
-//! The hub task: the one owner of routing, held actuations and binding writes.
+//! The hub task: drives the core's [`Router`], which owns routing, held actuations and the
+//! order of binding writes; this file only carries its facts in and its commands out.
 //!
 //! Connections talk to it through a channel; it answers through their mailboxes. Because every
 //! registration and disconnection passes through here in order, the binding writes for one
 //! device reach the store in the order they happened.
 //!
-//! With PostgreSQL, an actuation for a device that is not connected here goes to the
-//! forwarding thread, which sends it on to the device's instance or gives it back to be held
-//! or refused here. While any actuation of a device is with that thread, the device's later
-//! actuations follow the same way, so they (and their acks) never overtake each other.
+//! With PostgreSQL, the router's lookups go to the forwarding thread, which sends each
+//! actuation on to its device's instance or gives it back to be routed here, and actuations
+//! forwarded by other instances come in from the inbox.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::time::Instant;
 
 use async_channel::Sender;
 use futures_lite::future;
-use iot_ws_core::{Body, DeviceId, HeldActuations, Hold, Hub, Millis, RouteOutcome, SessionId};
+use iot_ws_core::router::{Command, Fact, Parcel, Router, RouterConfig};
+use iot_ws_core::{Body, DeviceId, Millis, RouteOutcome, SessionId};
 
 use crate::forward::{Lookup, Verdict};
 use crate::hub_queue::{HubReceiver, Weighed};
@@ -101,15 +103,14 @@ pub enum Request {
 }
 
 pub struct HubTask {
-    hub: Hub,
+    router: Router<MailSender>,
     mailboxes: HashMap<SessionId, MailSender>,
-    held: HeldActuations,
+    /// Where each attaching session hears its binding's record, until the router asks for it.
+    store_replies: HashMap<SessionId, Sender<StoreReply>>,
     send_queue_bytes: usize,
     store: Arc<Store>,
     metrics: Arc<Metrics>,
     start: Instant,
-    /// Devices with actuations at the forwarding thread, and how many.
-    forwarding: HashMap<DeviceId, usize>,
 }
 
 /// What wakes the hub.
@@ -123,15 +124,20 @@ enum Wake {
 
 impl HubTask {
     pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, limits: HubLimits, start: Instant) -> Self {
+        let config = RouterConfig {
+            hold_ms: limits.hold_secs * 1_000,
+            hold_per_device: HELD_PER_DEVICE,
+            hold_max_bytes: limits.hold_max_bytes,
+            cluster: store.forwarding().is_some(),
+        };
         HubTask {
-            hub: Hub::new(),
+            router: Router::new(config),
             mailboxes: HashMap::new(),
-            held: HeldActuations::new(limits.hold_secs * 1_000, HELD_PER_DEVICE, limits.hold_max_bytes),
+            store_replies: HashMap::new(),
             send_queue_bytes: limits.send_queue_bytes,
             store,
             metrics,
             start,
-            forwarding: HashMap::new(),
         }
     }
 
@@ -144,7 +150,7 @@ impl HubTask {
         let mut timer = smol::Timer::never();
         let mut armed = None;
         loop {
-            let expiry = self.held.poll_timeout();
+            let expiry = self.router.poll_timeout();
             if expiry != armed {
                 match expiry {
                     Some(at) => timer.set_at(self.start + std::time::Duration::from_millis(at.0)),
@@ -180,20 +186,21 @@ impl HubTask {
             };
             match future::or(request, future::or(from_db, timer)).await {
                 Wake::Request(request) => self.handle(request),
-                Wake::Verdict(verdict) => self.decided(verdict),
-                Wake::Inbound(Inbound::Actuation { device, body, hops }) => {
-                    self.route(Lookup { device, body, hops, ack_to: None });
+                Wake::Verdict(Verdict { lookup, forwarded_to }) => {
+                    self.fact(Fact::Verdict { parcel: parcel_of(lookup), forwarded_to });
                 }
-                Wake::Inbound(Inbound::Moved(device)) => self.moved_away(device),
+                Wake::Inbound(Inbound::Actuation { device, body, hops }) => {
+                    let hops = u8::try_from(hops).unwrap_or(u8::MAX);
+                    self.fact(Fact::Route(Parcel { device, body, ack: None, hops }));
+                }
+                Wake::Inbound(Inbound::Moved(device)) => self.fact(Fact::MovedAway(device)),
                 Wake::HoldExpired => {
                     armed = None;
-                    let dropped = self.held.expire(self.now());
-                    self.metrics
-                        .actuations_dropped_after_hold
-                        .fetch_add(dropped as u64, std::sync::atomic::Ordering::Relaxed);
+                    self.router.handle_timeout(self.now());
                 }
                 Wake::Stop => return,
             }
+            self.publish_counts();
         }
     }
 
@@ -203,158 +210,106 @@ impl HubTask {
 
     fn handle(&mut self, request: Request) {
         match request {
-            Request::Attach { session, device, mailbox, reply } => self.attach(session, device, mailbox, reply),
-            Request::Detach { session, undelivered } => self.detach(session, undelivered),
+            Request::Attach { session, device, mailbox, reply } => {
+                self.mailboxes.insert(session, mailbox);
+                self.store_replies.insert(session, reply);
+                self.fact(Fact::Attach { session, device });
+            }
+            Request::Detach { session, undelivered } => {
+                self.mailboxes.remove(&session);
+                let undelivered = undelivered.into_iter().map(|u| Parcel::new(u.device, u.body, u.ack_to)).collect();
+                self.fact(Fact::Detach { session, undelivered });
+            }
             Request::Barrier(done) => {
                 let _ = done.try_send(());
             }
-            Request::Route { device, body, ack_to } => self.route(Lookup { device, body, hops: 0, ack_to }),
+            Request::Route { device, body, ack_to } => self.fact(Fact::Route(Parcel::new(device, body, ack_to))),
         }
     }
 
-    fn attach(&mut self, session: SessionId, device: DeviceId, mailbox: MailSender, reply: Sender<StoreReply>) {
-        let _ = reply.try_send(self.store.upsert_connected(device.clone()));
-        if let Some(displaced) = self.hub.register(session, device.clone()) {
-            if let Some(old) = self.mailboxes.remove(&displaced) {
-                let _ = old.try_send(Mail::Superseded);
-            }
+    /// Feeds the router one fact and performs every command it gives, including those of the
+    /// facts the commands themselves feed back (a delivery not taken, a lookup not queued).
+    fn fact(&mut self, fact: Fact<MailSender>) {
+        self.router.handle(self.now(), fact);
+        while let Some(command) = self.router.poll_command() {
+            self.perform(command);
         }
-        // Held actuations queue behind the store's answer: the device hears 200 before them.
-        for body in self.held.arrived(&device) {
-            let _ = mailbox.try_send(Mail::Deliver { device: device.clone(), body, ack_to: None, from_hold: true });
-        }
-        self.mailboxes.insert(session, mailbox);
-        self.set_registered_gauge();
     }
 
-    fn detach(&mut self, session: SessionId, undelivered: Vec<Undelivered>) {
-        self.mailboxes.remove(&session);
-        match self.hub.remove(session) {
-            Some(device) => {
-                self.held.departed(self.now(), device.clone());
-                self.store.mark_disconnected(device);
-                self.hold_undelivered(undelivered);
-            }
-            // Superseded or moved: its actuations follow the device to its current connection.
-            None => {
-                for Undelivered { device, body, ack_to } in undelivered {
-                    self.route(Lookup { device, body, hops: 0, ack_to });
+    fn perform(&mut self, command: Command<MailSender>) {
+        match command {
+            Command::RecordConnected { session, device } => {
+                if let Some(reply) = self.store_replies.remove(&session) {
+                    let _ = reply.try_send(self.store.upsert_connected(device));
                 }
             }
-        }
-        self.set_registered_gauge();
-    }
-
-    /// A connection's unwritten actuations are older than anything held for its device since
-    /// it stopped taking mail: they go first, in their order.
-    fn hold_undelivered(&mut self, undelivered: Vec<Undelivered>) {
-        let now = self.now();
-        let outcomes: Vec<Hold> =
-            undelivered.iter().rev().map(|u| self.held.hold_first(now, &u.device, u.body.clone())).collect();
-        for (u, hold) in undelivered.into_iter().zip(outcomes.into_iter().rev()) {
-            let outcome = self.count_hold(hold);
-            acknowledge(u.ack_to, u.device, outcome);
-        }
-    }
-
-    /// The device registered with another instance. A connection of it still open here is
-    /// stale: closed as superseded, without a disconnect (the row is the other instance's).
-    /// What was held for it here follows it there.
-    fn moved_away(&mut self, device: DeviceId) {
-        if let Some(session) = self.hub.route(&device) {
-            self.hub.remove(session);
-            if let Some(mailbox) = self.mailboxes.remove(&session) {
-                let _ = mailbox.try_send(Mail::Superseded);
-            }
-            self.set_registered_gauge();
-        }
-        self.store.forget(device.clone());
-        for body in self.held.arrived(&device) {
-            self.route(Lookup { device: device.clone(), body, hops: 0, ack_to: None });
-        }
-    }
-
-    /// Delivers here, or asks the forwarding thread where the device is.
-    fn route(&mut self, lookup: Lookup) {
-        let here = self.hub.route(&lookup.device).is_some();
-        let lookup = match self.store.forwarding() {
-            Some((forwarder, _)) if !here || self.forwarding.contains_key(&lookup.device) => {
-                let device = lookup.device.clone();
-                match forwarder.lookup(lookup) {
-                    Ok(()) => {
-                        *self.forwarding.entry(device).or_default() += 1;
-                        return;
-                    }
-                    // The database is far behind: decide here rather than queue without bound.
-                    Err(lookup) => lookup,
+            Command::RecordDisconnected(device) => self.store.mark_disconnected(device),
+            Command::Forget(device) => self.store.forget(device),
+            Command::Supersede(session) => {
+                if let Some(old) = self.mailboxes.remove(&session) {
+                    let _ = old.try_send(Mail::Superseded);
                 }
             }
-            _ => lookup,
-        };
-        self.route_here(lookup);
-    }
-
-    /// The forwarding thread's answer, in the order it was asked.
-    fn decided(&mut self, Verdict { lookup, forwarded_to }: Verdict) {
-        if let Some(n) = self.forwarding.get_mut(&lookup.device) {
-            *n -= 1;
-            if *n == 0 {
-                self.forwarding.remove(&lookup.device);
-            }
-        }
-        match forwarded_to {
-            Some(server) => {
-                Metrics::inc(&self.metrics.actuations_forwarded);
-                acknowledge(lookup.ack_to, lookup.device, RouteOutcome::Forwarded { server });
-            }
-            None => self.route_here(lookup),
-        }
-    }
-
-    /// Hands the actuation to the device's connection here, which acks it once written, or
-    /// holds it, or refuses it.
-    fn route_here(&mut self, Lookup { device, body, ack_to, .. }: Lookup) {
-        let target = self.hub.route(&device).and_then(|sid| self.mailboxes.get(&sid)).cloned();
-        let (body, ack_to) = match target {
-            Some(mailbox) if mailbox.queued_bytes() <= self.send_queue_bytes => {
-                match mailbox.try_send(Mail::Deliver { device: device.clone(), body, ack_to, from_hold: false }) {
-                    Ok(()) => return,
-                    Err(Mail::Deliver { body, ack_to, .. }) => (body, ack_to),
-                    Err(_) => unreachable!("try_send gives back the mail it was given"),
+            Command::Deliver { session, parcel, from_hold } => {
+                if let Err(parcel) = self.deliver(session, parcel, from_hold) {
+                    self.router.handle(self.now(), Fact::NotTaken { session, parcel });
                 }
             }
-            Some(_) => (body, ack_to),
-            None => (body, ack_to),
-        };
-        if self.hub.route(&device).is_some() && !self.held.is_away(&device) {
-            // The device's connection is ending (it stopped taking mail, or is closed for
-            // falling behind): the device is between two connections from now on. Its
-            // connection's own leftovers will go ahead of what is held from here.
-            self.held.departed(self.now(), device.clone());
+            Command::LookUp(parcel) => {
+                let forwarder = self.store.forwarding().map(|(forwarder, _)| forwarder);
+                let refused = match forwarder {
+                    Some(forwarder) => forwarder.lookup(lookup_of(parcel)).err(),
+                    None => Some(lookup_of(parcel)),
+                };
+                // The database is far behind: decide here rather than queue without bound.
+                if let Some(lookup) = refused {
+                    self.router.handle(self.now(), Fact::Verdict { parcel: parcel_of(lookup), forwarded_to: None });
+                }
+            }
+            Command::Ack { to, device, outcome } => {
+                let _ = to.try_send(Mail::Routed { device, outcome });
+            }
         }
-        let hold = self.held.hold(self.now(), &device, body);
-        let outcome = self.count_hold(hold);
-        acknowledge(ack_to, device, outcome);
     }
 
-    /// Counts a hold attempt's outcome and says what the sender hears.
-    fn count_hold(&self, hold: Hold) -> RouteOutcome {
-        let (counter, outcome) = match hold {
-            Hold::Held => (&self.metrics.actuations_held, RouteOutcome::Held),
-            Hold::NotAway => (&self.metrics.actuations_not_connected, RouteOutcome::NotConnected),
-            Hold::Full => (&self.metrics.actuations_hold_full, RouteOutcome::NotConnected),
-        };
-        Metrics::inc(counter);
-        outcome
+    /// Hands an actuation to a session's mailbox, unless the session is gone or so far behind
+    /// that it is about to be closed for it. Handed-over held actuations are not weighed (see
+    /// [`Mail::bytes`]).
+    fn deliver(
+        &self,
+        session: SessionId,
+        parcel: Parcel<MailSender>,
+        from_hold: bool,
+    ) -> Result<(), Parcel<MailSender>> {
+        let Some(mailbox) = self.mailboxes.get(&session) else { return Err(parcel) };
+        if !from_hold && mailbox.queued_bytes() > self.send_queue_bytes {
+            return Err(parcel);
+        }
+        let Parcel { device, body, ack, hops } = parcel;
+        match mailbox.try_send(Mail::Deliver { device, body, ack_to: ack, from_hold }) {
+            Ok(()) => Ok(()),
+            Err(Mail::Deliver { device, body, ack_to, .. }) => Err(Parcel { device, body, ack: ack_to, hops }),
+            Err(_) => unreachable!("try_send gives back the mail it was given"),
+        }
     }
 
-    fn set_registered_gauge(&self) {
-        self.metrics.registered_devices.store(self.hub.len() as i64, std::sync::atomic::Ordering::Relaxed);
+    /// The router's counts, as the metrics show them.
+    fn publish_counts(&self) {
+        let counts = self.router.counts();
+        let m = &self.metrics;
+        m.registered_devices.store(self.router.connected() as i64, Relaxed);
+        m.actuations_held.store(counts.held, Relaxed);
+        m.actuations_not_connected.store(counts.not_connected, Relaxed);
+        m.actuations_hold_full.store(counts.hold_full, Relaxed);
+        m.actuations_dropped_after_hold.store(counts.dropped_after_hold, Relaxed);
+        m.actuations_forwarded.store(counts.forwarded, Relaxed);
     }
 }
 
-fn acknowledge(ack_to: Option<MailSender>, device: DeviceId, outcome: RouteOutcome) {
-    if let Some(ack_to) = ack_to {
-        let _ = ack_to.try_send(Mail::Routed { device, outcome });
-    }
+fn parcel_of(Lookup { device, body, hops, ack_to }: Lookup) -> Parcel<MailSender> {
+    Parcel { device, body, ack: ack_to, hops: u8::try_from(hops).unwrap_or(u8::MAX) }
+}
+
+fn lookup_of(Parcel { device, body, ack, hops }: Parcel<MailSender>) -> Lookup {
+    Lookup { device, body, hops: i16::from(hops), ack_to: ack }
 }
