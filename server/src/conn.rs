@@ -28,11 +28,11 @@ use smol::{Async, Timer};
 
 use crate::deliveries::Transit;
 use crate::http;
-use crate::hub_task::Mail;
+use crate::hub_task::{Address, Mail};
 use crate::keepalive::KeepAlive;
 use crate::limits::{OpenSlot, PendingSlot};
 use crate::log::Peer;
-use crate::mailbox::{mailbox, MailSender, MailWake, Mailbox};
+use crate::mailbox::{mailbox, MailWake, Mailbox};
 use crate::metrics::Metrics;
 use crate::server::Ctx;
 use crate::socket::Socket;
@@ -131,7 +131,7 @@ async fn within<T>(deadline: Instant, work: impl std::future::Future<Output = T>
 enum Wake {
     Frame(Option<Result<Message, WsError>>),
     Sent(std::io::Result<usize>),
-    Mail(MailWake),
+    Mail(MailWake<Mail>),
     /// Its pending slot was given to a fairer claim (see limits.rs).
     Evicted,
     Shutdown,
@@ -152,8 +152,8 @@ struct Connection {
     ctx: Arc<Ctx>,
     session: Session,
     id: SessionId,
-    mail_tx: MailSender,
-    mail_rx: Mailbox,
+    mail_tx: Address,
+    mail_rx: Mailbox<Mail>,
     keepalive: KeepAlive,
     /// Fires at the earliest deadline (session, keepalive, write stall). Kept across wakes and
     /// moved only when the deadline moves: registering a timer costs a reactor wakeup.
@@ -182,7 +182,7 @@ impl Connection {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
-            session: Session::new(ctx.millis(accepted), &ctx.session_config),
+            session: Session::new(ctx.clock.millis(accepted), &ctx.session_config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
             mail_tx,
@@ -223,7 +223,7 @@ impl Connection {
                     future::yield_now().await;
                 }
                 let wake = self.next_wake().await;
-                let now = self.ctx.now();
+                let now = self.ctx.clock.now();
                 match wake {
                     Wake::Frame(Some(Ok(message))) => {
                         self.keepalive.heard();
@@ -313,7 +313,7 @@ impl Connection {
     fn next_deadline(&self) -> Instant {
         let mut deadline = self.keepalive.deadline();
         if let Some(at) = self.session.poll_timeout() {
-            deadline = deadline.min(self.ctx.instant(at));
+            deadline = deadline.min(self.ctx.clock.instant(at));
         }
         if let Some(since) = self.ws.get_ref().waiting_since() {
             deadline = deadline.min(since + WRITE_STALL);
@@ -365,7 +365,7 @@ impl Connection {
     }
 
     fn on_mail(&mut self, mail: Mail) {
-        let now = self.ctx.now();
+        let now = self.ctx.clock.now();
         let input = match mail {
             Mail::Deliver { device, body, ack_to, from_hold } => {
                 self.transit.fed(ack_to, from_hold);
@@ -378,7 +378,7 @@ impl Connection {
     }
 
     fn on_message(&mut self, message: Message) {
-        let now = self.ctx.now();
+        let now = self.ctx.clock.now();
         match message {
             Message::Text(text) => self.session.handle_input(now, Input::Text(text.as_str())),
             Message::Binary(_) => self.session.handle_input(now, Input::Binary),
@@ -405,7 +405,7 @@ impl Connection {
             self.send_close(code);
         }
         self.peer_done = code.is_none();
-        self.session.handle_input(self.ctx.now(), Input::PeerGone);
+        self.session.handle_input(self.ctx.clock.now(), Input::PeerGone);
     }
 
     fn on_tick(&mut self, now: iot_ws_core::Millis) {

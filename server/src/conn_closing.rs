@@ -38,7 +38,7 @@ impl Connection {
         }
         self.close_sent = true;
         self.peer_done = true;
-        self.session.handle_input(self.ctx.now(), Input::PeerGone);
+        self.session.handle_input(self.ctx.clock.now(), Input::PeerGone);
     }
 
     /// Lets the last frames go and the peer answer our close (within [`CLOSE_GRACE`], not at

@@ -18,7 +18,7 @@ impl Connection {
     /// Performs every pending command; results go straight back into the session.
     pub(super) async fn perform_outputs(&mut self) {
         while let Some(output) = self.session.poll_output() {
-            let now = self.ctx.now();
+            let now = self.ctx.clock.now();
             match output {
                 Output::Send(Reply::Actuation(body)) => self.send_actuation(body),
                 Output::Send(reply) => self.send_reply(reply),
@@ -42,7 +42,7 @@ impl Connection {
                         Err(StoreFailed) => &self.ctx.metrics.registrations_store_failed,
                     };
                     Metrics::inc(counter);
-                    self.session.handle_input(self.ctx.now(), Input::BindingStored(stored));
+                    self.session.handle_input(self.ctx.clock.now(), Input::BindingStored(stored));
                 }
                 // The hub hears of it in `finish`, with whatever was not written.
                 Output::MarkDisconnected { .. } => {}
@@ -107,7 +107,7 @@ impl Connection {
         }
         if !self.queue(Message::text(reply.to_text())) {
             self.peer_done = true;
-            self.session.handle_input(self.ctx.now(), Input::PeerGone);
+            self.session.handle_input(self.ctx.clock.now(), Input::PeerGone);
             return;
         }
         if self.ws.get_ref().unsent() > self.ctx.send_queue_bytes {

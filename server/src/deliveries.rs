@@ -13,8 +13,7 @@ use std::collections::VecDeque;
 
 use iot_ws_core::{Body, DeviceId};
 
-use crate::hub_task::Undelivered;
-use crate::mailbox::MailSender;
+use crate::hub_task::{Address, Undelivered};
 
 struct InFlight {
     /// Where the frame ends in the connection's output stream.
@@ -28,7 +27,7 @@ struct Lists {
     in_flight: VecDeque<InFlight>,
     /// Of each actuation fed to the session, until the session sends it or hands it back:
     /// where its ack goes, and whether it came from the hold queue.
-    due: VecDeque<(Option<MailSender>, bool)>,
+    due: VecDeque<(Option<Address>, bool)>,
     /// Cut from the queue (or never queued) when the connection gave up on its peer, oldest
     /// first; all newer than what is still in flight.
     taken_back: Vec<Undelivered>,
@@ -45,17 +44,17 @@ impl Transit {
 
     /// An actuation was fed to the session: its ack address and whether it came from the hold
     /// queue wait for the session's verdict on it.
-    pub fn fed(&mut self, ack_to: Option<MailSender>, from_hold: bool) {
+    pub fn fed(&mut self, ack_to: Option<Address>, from_hold: bool) {
         self.lists().due.push_back((ack_to, from_hold));
     }
 
     /// The session sent (or handed back) the oldest actuation fed to it: what was noted for it.
-    pub fn next_due(&mut self) -> (Option<MailSender>, bool) {
+    pub fn next_due(&mut self) -> (Option<Address>, bool) {
         self.0.as_mut().and_then(|l| l.due.pop_front()).unwrap_or((None, false))
     }
 
     /// An actuation frame was queued, ending at stream position `end`.
-    pub fn queued(&mut self, end: u64, device: DeviceId, body: Body, ack_to: Option<MailSender>) {
+    pub fn queued(&mut self, end: u64, device: DeviceId, body: Body, ack_to: Option<Address>) {
         self.lists().in_flight.push_back(InFlight { end, actuation: Undelivered { device, body, ack_to } });
     }
 

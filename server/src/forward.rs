@@ -18,11 +18,10 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 
 use async_channel::{Receiver, Sender};
-use iot_ws_core::{Body, DeviceId};
+use iot_ws_core::router::Parcel;
 use postgres::Client;
 
 use crate::config::ConfigError;
-use crate::mailbox::MailSender;
 use crate::pg_conn::Reconnecting;
 
 /// Most lookups waiting for the database; beyond it actuations are routed as if no other
@@ -34,39 +33,28 @@ const QUEUE_BYTES: usize = 4 << 20;
 const MAX_BATCH: usize = 500;
 /// An actuation is forwarded at most this many times: a device that keeps moving does not
 /// make its actuations bounce between instances for ever.
-pub const MAX_HOPS: i16 = 2;
+pub const MAX_HOPS: u8 = 2;
 
-/// An actuation whose device is not connected here.
-pub struct Lookup {
-    pub device: DeviceId,
-    pub body: Body,
-    /// How many times it has been forwarded already.
-    pub hops: i16,
-    /// Where its ack goes, when its sender asked for one.
-    pub ack_to: Option<MailSender>,
+/// What a lookup holds, as counted against [`QUEUE_BYTES`].
+fn size<A>(lookup: &Parcel<A>) -> usize {
+    lookup.body.as_str().len() + lookup.device.as_str().len()
 }
 
-impl Lookup {
-    /// What it holds, as counted against [`QUEUE_BYTES`].
-    fn size(&self) -> usize {
-        self.body.as_str().len() + self.device.as_str().len()
-    }
-}
-
-/// The answer to a [`Lookup`]: forwarded to that instance, or `None` for the hub to handle.
-pub struct Verdict {
-    pub lookup: Lookup,
+/// The answer to a lookup: forwarded to that instance, or `None` for the hub to handle. `A` is
+/// where the actuation's ack goes: carried, never looked at.
+pub struct Verdict<A> {
+    pub lookup: Parcel<A>,
     pub forwarded_to: Option<String>,
 }
 
 /// The hub's handle on the forwarding thread.
-pub struct Forwarder {
-    lookups: Queue,
-    verdicts: Receiver<Verdict>,
+pub struct Forwarder<A> {
+    lookups: Queue<A>,
+    verdicts: Receiver<Verdict<A>>,
 }
 
-impl Forwarder {
-    pub fn start(config: postgres::Config, server: String) -> Result<Forwarder, ConfigError> {
+impl<A: Send + 'static> Forwarder<A> {
+    pub fn start(config: postgres::Config, server: String) -> Result<Forwarder<A>, ConfigError> {
         let (lookups, taken) = queue(QUEUE_LIMIT, QUEUE_BYTES);
         let (verdicts_tx, verdicts) = async_channel::unbounded();
         let thread = Thread { db: Reconnecting::new(config, "forwarding"), server };
@@ -78,40 +66,40 @@ impl Forwarder {
     }
 
     /// Queues a lookup; gives it back when the queue is full (in count or in bytes).
-    pub fn lookup(&self, lookup: Lookup) -> Result<(), Lookup> {
+    pub fn lookup(&self, lookup: Parcel<A>) -> Result<(), Parcel<A>> {
         self.lookups.push(lookup)
     }
 
     /// The verdicts, in the order of the lookups.
-    pub fn verdicts(&self) -> &Receiver<Verdict> {
+    pub fn verdicts(&self) -> &Receiver<Verdict<A>> {
         &self.verdicts
     }
 }
 
 /// The hub's end of the lookup queue, bounded in count and in bytes.
-struct Queue {
-    lookups: Sender<Lookup>,
+struct Queue<A> {
+    lookups: Sender<Parcel<A>>,
     /// Bytes of the lookups sent and not yet taken, shared with [`Taken`].
     bytes: Arc<AtomicUsize>,
     max_bytes: usize,
 }
 
 /// The thread's end of the lookup queue.
-struct Taken {
-    lookups: Receiver<Lookup>,
+struct Taken<A> {
+    lookups: Receiver<Parcel<A>>,
     bytes: Arc<AtomicUsize>,
 }
 
-fn queue(max_count: usize, max_bytes: usize) -> (Queue, Taken) {
+fn queue<A>(max_count: usize, max_bytes: usize) -> (Queue<A>, Taken<A>) {
     let (tx, rx) = async_channel::bounded(max_count);
     let bytes = Arc::new(AtomicUsize::new(0));
     (Queue { lookups: tx, bytes: bytes.clone(), max_bytes }, Taken { lookups: rx, bytes })
 }
 
-impl Queue {
+impl<A> Queue<A> {
     /// Queues a lookup; gives it back when the queue is full.
-    fn push(&self, lookup: Lookup) -> Result<(), Lookup> {
-        let size = lookup.size();
+    fn push(&self, lookup: Parcel<A>) -> Result<(), Parcel<A>> {
+        let size = size(&lookup);
         // Counted before it is sent, so that the thread never takes off bytes not yet added.
         let waiting = self.bytes.fetch_add(size, Ordering::Relaxed);
         // One lookup larger than the whole bound still goes when nothing else waits.
@@ -126,19 +114,19 @@ impl Queue {
     }
 }
 
-impl Taken {
+impl<A> Taken<A> {
     /// The next lookup, waiting for one; `None` once the hub is gone.
-    fn recv(&self) -> Option<Lookup> {
+    fn recv(&self) -> Option<Parcel<A>> {
         smol::block_on(self.lookups.recv()).ok().map(|l| self.took(l))
     }
 
     /// The next lookup if one waits.
-    fn try_recv(&self) -> Option<Lookup> {
+    fn try_recv(&self) -> Option<Parcel<A>> {
         self.lookups.try_recv().ok().map(|l| self.took(l))
     }
 
-    fn took(&self, lookup: Lookup) -> Lookup {
-        self.bytes.fetch_sub(lookup.size(), Ordering::Relaxed);
+    fn took(&self, lookup: Parcel<A>) -> Parcel<A> {
+        self.bytes.fetch_sub(size(&lookup), Ordering::Relaxed);
         lookup
     }
 }
@@ -153,11 +141,11 @@ struct Rows<'a> {
 }
 
 impl<'a> Rows<'a> {
-    fn push(&mut self, lookup: &'a Lookup, server: &'a str) {
+    fn push<A>(&mut self, lookup: &'a Parcel<A>, server: &'a str) {
         self.servers.push(server);
         self.ids.push(lookup.device.as_str());
         self.bodies.push(lookup.body.as_str());
-        self.hops.push(lookup.hops + 1);
+        self.hops.push(i16::from(lookup.hops) + 1);
     }
 
     /// The `n`th row alone.
@@ -191,7 +179,7 @@ struct Thread {
 }
 
 impl Thread {
-    fn run(mut self, lookups: Taken, verdicts: Sender<Verdict>) {
+    fn run<A>(mut self, lookups: Taken<A>, verdicts: Sender<Verdict<A>>) {
         while let Some(first) = lookups.recv() {
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
@@ -211,7 +199,7 @@ impl Thread {
     }
 
     /// Forwards what can be forwarded; returns each lookup's target, in order.
-    fn forward(&mut self, batch: &[Lookup]) -> Result<Vec<Option<String>>, ()> {
+    fn forward<A>(&mut self, batch: &[Parcel<A>]) -> Result<Vec<Option<String>>, ()> {
         let mut targets = self.targets(batch)?;
         let chosen: Vec<usize> = (0..batch.len()).filter(|&n| targets[n].is_some()).collect();
         if chosen.is_empty() {
@@ -221,7 +209,7 @@ impl Thread {
         for &n in &chosen {
             rows.push(&batch[n], targets[n].as_deref().unwrap_or_default());
         }
-        let client = self.db.client(crate::pg::setup).ok_or(())?;
+        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
         let written = write_all(client, &rows);
         let refused = match written {
             Ok(()) => return Ok(targets),
@@ -249,8 +237,8 @@ impl Thread {
 
     /// Where each lookup's device is connected, if that is another live instance and the
     /// actuation may hop again.
-    fn targets(&mut self, batch: &[Lookup]) -> Result<Vec<Option<String>>, ()> {
-        let client = self.db.client(crate::pg::setup).ok_or(())?;
+    fn targets<A>(&mut self, batch: &[Parcel<A>]) -> Result<Vec<Option<String>>, ()> {
+        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
         // An id PostgreSQL text cannot hold (U+0000) would fail the whole query: no row can
         // bind it, so it is left out and its actuations stay here.
         let mut devices: Vec<&str> = batch.iter().map(|l| l.device.as_str()).filter(|d| !d.contains('\0')).collect();
@@ -326,16 +314,17 @@ fn write_each(client: &mut Client, rows: &Rows<'_>) -> Result<Vec<(usize, postgr
 #[cfg(test)]
 mod tests {
     use super::*;
+    use iot_ws_core::{Body, DeviceId};
 
-    fn lookup(device: &str, body_bytes: usize) -> Lookup {
+    fn lookup(device: &str, body_bytes: usize) -> Parcel<()> {
         // {"x":"aaa…"}: 8 bytes around the padding.
         let body = format!(r#"{{"x":"{}"}}"#, "a".repeat(body_bytes - 8));
-        Lookup { device: DeviceId(device.into()), body: Body::from_json_object(&body).unwrap(), hops: 0, ack_to: None }
+        Parcel::new(DeviceId(device.into()), Body::from_json_object(&body).unwrap(), None)
     }
 
     #[test]
     fn a_lookup_counts_its_body_and_device_id() {
-        assert_eq!(lookup("dev", 100).size(), 103);
+        assert_eq!(size(&lookup("dev", 100)), 103);
     }
 
     #[test]

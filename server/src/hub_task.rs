@@ -12,22 +12,26 @@
 use std::collections::HashMap;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::time::Instant;
 
 use async_channel::Sender;
 use futures_lite::future;
 use iot_ws_core::router::{Command, Fact, Parcel, Router, RouterConfig};
-use iot_ws_core::{Body, DeviceId, Millis, RouteOutcome, SessionId};
+use iot_ws_core::{Body, DeviceId, RouteOutcome, SessionId};
 
-use crate::forward::{Lookup, Verdict};
+use crate::clock::Clock;
+use crate::cluster::Cluster;
+use crate::forward::Verdict;
 use crate::hub_queue::{HubReceiver, Weighed};
 use crate::inbox::Inbound;
-use crate::mailbox::MailSender;
+use crate::mailbox::{Letter, MailSender};
 use crate::metrics::Metrics;
 use crate::store::{Store, StoreReply};
 
 /// Most actuations held for one device between two of its connections.
 const HELD_PER_DEVICE: usize = 256;
+
+/// A connection, as the hub and senders address it: its mailbox's sending end.
+pub type Address = MailSender<Mail>;
 
 /// What the hub tells a connection.
 pub enum Mail {
@@ -37,7 +41,7 @@ pub enum Mail {
     Deliver {
         device: DeviceId,
         body: Body,
-        ack_to: Option<MailSender>,
+        ack_to: Option<Address>,
         from_hold: bool,
     },
     Superseded,
@@ -47,16 +51,21 @@ pub enum Mail {
     },
 }
 
-impl Mail {
+impl Letter for Mail {
     /// What the mail adds to the connection's unsent output, as `--send-queue-bytes` counts
     /// it. Actuations handed over from the hold queue at a registration do not count: the
     /// connection takes them as its socket makes room (they were bounded when held), and a
     /// device returning to a long backlog must not be closed for it.
-    pub fn bytes(&self) -> usize {
+    fn bytes(&self) -> usize {
         match self {
             Mail::Deliver { body, from_hold: false, .. } => body.as_str().len(),
             _ => 0,
         }
+    }
+
+    /// Actuations wait for room on the socket; a supersede or an ack is taken ahead of them.
+    fn waits_for_room(&self) -> bool {
+        matches!(self, Mail::Deliver { .. })
     }
 }
 
@@ -64,7 +73,7 @@ impl Mail {
 pub struct Undelivered {
     pub device: DeviceId,
     pub body: Body,
-    pub ack_to: Option<MailSender>,
+    pub ack_to: Option<Address>,
 }
 
 /// Limits of what the hub keeps for devices.
@@ -94,41 +103,49 @@ pub enum Request {
     Barrier(Sender<()>),
     /// Make `session` the device's route and record the binding; the store's answer goes to
     /// `reply`.
-    Attach { session: SessionId, device: DeviceId, mailbox: MailSender, reply: Sender<StoreReply> },
+    Attach { session: SessionId, device: DeviceId, mailbox: Address, reply: Sender<StoreReply> },
     /// The session ended or its device is gone; `undelivered` is what it was given and did not
     /// write, oldest first.
     Detach { session: SessionId, undelivered: Vec<Undelivered> },
     /// Route an actuation; the outcome goes to `ack_to` when the sender asked for one.
-    Route { device: DeviceId, body: Body, ack_to: Option<MailSender> },
+    Route { device: DeviceId, body: Body, ack_to: Option<Address> },
 }
 
 pub struct HubTask {
-    router: Router<MailSender>,
-    mailboxes: HashMap<SessionId, MailSender>,
+    router: Router<Address>,
+    mailboxes: HashMap<SessionId, Address>,
     /// Where each attaching session hears its binding's record, until the router asks for it.
     store_replies: HashMap<SessionId, Sender<StoreReply>>,
     send_queue_bytes: usize,
     store: Arc<Store>,
+    /// Other instances, when the bindings table is shared.
+    cluster: Option<Cluster<Address>>,
     metrics: Arc<Metrics>,
-    start: Instant,
+    clock: Clock,
 }
 
 /// What wakes the hub.
 enum Wake {
     Request(Request),
-    Verdict(Verdict),
+    Verdict(Verdict<Address>),
     Inbound(Inbound),
     HoldExpired,
     Stop,
 }
 
 impl HubTask {
-    pub fn new(store: Arc<Store>, metrics: Arc<Metrics>, limits: HubLimits, start: Instant) -> Self {
+    pub fn new(
+        store: Arc<Store>,
+        cluster: Option<Cluster<Address>>,
+        metrics: Arc<Metrics>,
+        limits: HubLimits,
+        clock: Clock,
+    ) -> Self {
         let config = RouterConfig {
             hold_ms: limits.hold_secs * 1_000,
             hold_per_device: HELD_PER_DEVICE,
             hold_max_bytes: limits.hold_max_bytes,
-            cluster: store.forwarding().is_some(),
+            cluster: cluster.is_some(),
         };
         HubTask {
             router: Router::new(config),
@@ -136,15 +153,14 @@ impl HubTask {
             store_replies: HashMap::new(),
             send_queue_bytes: limits.send_queue_bytes,
             store,
+            cluster,
             metrics,
-            start,
+            clock,
         }
     }
 
     /// Serves requests until every sender is gone.
     pub async fn run(mut self, requests: HubReceiver<Request>) {
-        let store = self.store.clone();
-        let forwarding = store.forwarding();
         // Kept across requests and moved only when the next expiry moves: registering a timer
         // wakes the reactor, and while anything is held every request would otherwise do it.
         let mut timer = smol::Timer::never();
@@ -153,7 +169,7 @@ impl HubTask {
             let expiry = self.router.poll_timeout();
             if expiry != armed {
                 match expiry {
-                    Some(at) => timer.set_at(self.start + std::time::Duration::from_millis(at.0)),
+                    Some(at) => timer.set_at(self.clock.instant(at)),
                     None => timer = smol::Timer::never(),
                 }
                 armed = expiry;
@@ -164,8 +180,8 @@ impl HubTask {
             };
             let request = async { requests.recv().await.map_or(Wake::Stop, Wake::Request) };
             let from_db = async {
-                match forwarding {
-                    Some((forwarder, inbox)) => {
+                match &self.cluster {
+                    Some(Cluster { forwarder, inbox }) => {
                         // A database thread that is gone (it never should be) only stops forwarding.
                         let verdict = async {
                             match forwarder.verdicts().recv().await {
@@ -187,25 +203,20 @@ impl HubTask {
             match future::or(request, future::or(from_db, timer)).await {
                 Wake::Request(request) => self.handle(request),
                 Wake::Verdict(Verdict { lookup, forwarded_to }) => {
-                    self.fact(Fact::Verdict { parcel: parcel_of(lookup), forwarded_to });
+                    self.fact(Fact::Verdict { parcel: lookup, forwarded_to });
                 }
                 Wake::Inbound(Inbound::Actuation { device, body, hops }) => {
-                    let hops = u8::try_from(hops).unwrap_or(u8::MAX);
                     self.fact(Fact::Route(Parcel { device, body, ack: None, hops }));
                 }
                 Wake::Inbound(Inbound::Moved(device)) => self.fact(Fact::MovedAway(device)),
                 Wake::HoldExpired => {
                     armed = None;
-                    self.router.handle_timeout(self.now());
+                    self.router.handle_timeout(self.clock.now());
                 }
                 Wake::Stop => return,
             }
             self.publish_counts();
         }
-    }
-
-    fn now(&self) -> Millis {
-        Millis(self.start.elapsed().as_millis() as u64)
     }
 
     fn handle(&mut self, request: Request) {
@@ -229,14 +240,14 @@ impl HubTask {
 
     /// Feeds the router one fact and performs every command it gives, including those of the
     /// facts the commands themselves feed back (a delivery not taken, a lookup not queued).
-    fn fact(&mut self, fact: Fact<MailSender>) {
-        self.router.handle(self.now(), fact);
+    fn fact(&mut self, fact: Fact<Address>) {
+        self.router.handle(self.clock.now(), fact);
         while let Some(command) = self.router.poll_command() {
             self.perform(command);
         }
     }
 
-    fn perform(&mut self, command: Command<MailSender>) {
+    fn perform(&mut self, command: Command<Address>) {
         match command {
             Command::RecordConnected { session, device } => {
                 if let Some(reply) = self.store_replies.remove(&session) {
@@ -252,18 +263,17 @@ impl HubTask {
             }
             Command::Deliver { session, parcel, from_hold } => {
                 if let Err(parcel) = self.deliver(session, parcel, from_hold) {
-                    self.router.handle(self.now(), Fact::NotTaken { session, parcel });
+                    self.router.handle(self.clock.now(), Fact::NotTaken { session, parcel });
                 }
             }
             Command::LookUp(parcel) => {
-                let forwarder = self.store.forwarding().map(|(forwarder, _)| forwarder);
-                let refused = match forwarder {
-                    Some(forwarder) => forwarder.lookup(lookup_of(parcel)).err(),
-                    None => Some(lookup_of(parcel)),
+                let refused = match &self.cluster {
+                    Some(cluster) => cluster.forwarder.lookup(parcel).err(),
+                    None => Some(parcel),
                 };
                 // The database is far behind: decide here rather than queue without bound.
-                if let Some(lookup) = refused {
-                    self.router.handle(self.now(), Fact::Verdict { parcel: parcel_of(lookup), forwarded_to: None });
+                if let Some(parcel) = refused {
+                    self.router.handle(self.clock.now(), Fact::Verdict { parcel, forwarded_to: None });
                 }
             }
             Command::Ack { to, device, outcome } => {
@@ -275,12 +285,7 @@ impl HubTask {
     /// Hands an actuation to a session's mailbox, unless the session is gone or so far behind
     /// that it is about to be closed for it. Handed-over held actuations are not weighed (see
     /// [`Mail::bytes`]).
-    fn deliver(
-        &self,
-        session: SessionId,
-        parcel: Parcel<MailSender>,
-        from_hold: bool,
-    ) -> Result<(), Parcel<MailSender>> {
+    fn deliver(&self, session: SessionId, parcel: Parcel<Address>, from_hold: bool) -> Result<(), Parcel<Address>> {
         let Some(mailbox) = self.mailboxes.get(&session) else { return Err(parcel) };
         if !from_hold && mailbox.queued_bytes() > self.send_queue_bytes {
             return Err(parcel);
@@ -304,12 +309,4 @@ impl HubTask {
         m.actuations_dropped_after_hold.store(counts.dropped_after_hold, Relaxed);
         m.actuations_forwarded.store(counts.forwarded, Relaxed);
     }
-}
-
-fn parcel_of(Lookup { device, body, hops, ack_to }: Lookup) -> Parcel<MailSender> {
-    Parcel { device, body, ack: ack_to, hops: u8::try_from(hops).unwrap_or(u8::MAX) }
-}
-
-fn lookup_of(Parcel { device, body, ack, hops }: Parcel<MailSender>) -> Lookup {
-    Lookup { device, body, hops: i16::from(hops), ack_to: ack }
 }

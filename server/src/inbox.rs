@@ -35,7 +35,7 @@ const POLL: Duration = Duration::from_secs(1);
 /// What other instances tell this one.
 pub enum Inbound {
     /// An actuation forwarded here.
-    Actuation { device: DeviceId, body: Body, hops: i16 },
+    Actuation { device: DeviceId, body: Body, hops: u8 },
     /// The device registered with another instance since it registered here.
     Moved(DeviceId),
 }
@@ -97,17 +97,19 @@ fn actuation(row: &postgres::Row) -> Option<Inbound> {
     let device: String = row.try_get(1).ok()?;
     let body = Body::from_json_object(row.try_get(2).ok()?)?;
     let hops: i16 = row.try_get(3).ok()?;
+    // A count no instance wrote is as far as an actuation may go.
+    let hops = u8::try_from(hops).unwrap_or(u8::MAX);
     Some(Inbound::Actuation { device: DeviceId(device), body, hops })
 }
 
 /// Prepares a new connection: the lock (false when another process holds it) and LISTEN.
 fn claim(client: &mut Client, server: &str) -> Result<bool, postgres::Error> {
-    crate::pg::setup(client)?;
+    crate::pg_conn::setup(client)?;
     if !client.query_one(crate::schema::LOCK_INSTANCE, &[&server])?.get::<_, bool>(0) {
         return Ok(false);
     }
     let channel: String = client.query_one(crate::schema::INBOX_CHANNEL, &[&server])?.get(0);
-    client.batch_execute(&format!("LISTEN {channel}"))?;
+    client.batch_execute(&crate::schema::listen(&channel))?;
     Ok(true)
 }
 

@@ -1,4 +1,5 @@
-//! A connection's mailbox: what the hub sends it (actuations, acks, "superseded").
+//! A connection's mailbox: what the hub sends it (actuations, acks, "superseded"), generic over
+//! what it carries ([`Letter`]).
 //!
 //! Every registered device has one for as long as it is connected, mostly idle, so it is kept
 //! small: one allocation of about 80 bytes holding a queue that is empty most of the time.
@@ -12,16 +13,22 @@ use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Poll, Waker};
 
-use crate::hub_task::Mail;
+/// What a mailbox carries.
+pub trait Letter {
+    /// What it adds to the connection's unsent output.
+    fn bytes(&self) -> usize;
+    /// Whether it waits until the connection has room to write it (an actuation), rather than
+    /// being taken at once, ahead of those (a supersede, an ack).
+    fn waits_for_room(&self) -> bool;
+}
 
 /// A queue this long that has drained gives its memory back.
 const KEEP_CAPACITY: usize = 8;
 
-#[derive(Default)]
-struct Shared {
-    queue: VecDeque<Mail>,
-    /// Body bytes of the live actuations queued (see [`Mail::bytes`]): part of the
-    /// connection's unsent output.
+struct Shared<M> {
+    queue: VecDeque<M>,
+    /// What the letters queued weigh (see [`Letter::bytes`]): part of the connection's unsent
+    /// output.
     bytes: usize,
     /// The receiver, waiting for mail.
     waker: Option<Waker>,
@@ -30,26 +37,33 @@ struct Shared {
 }
 
 /// Sends to one connection.
-#[derive(Clone)]
-pub struct MailSender(Arc<Mutex<Shared>>);
+pub struct MailSender<M>(Arc<Mutex<Shared<M>>>);
+
+// Not derived: that would ask `M: Clone`.
+impl<M> Clone for MailSender<M> {
+    fn clone(&self) -> Self {
+        MailSender(self.0.clone())
+    }
+}
 
 /// The connection's end.
-pub struct Mailbox(Arc<Mutex<Shared>>);
+pub struct Mailbox<M>(Arc<Mutex<Shared<M>>>);
 
 /// A new mailbox and a sender to it.
-pub fn mailbox() -> (MailSender, Mailbox) {
-    let shared = Arc::new(Mutex::new(Shared::default()));
+pub fn mailbox<M>() -> (MailSender<M>, Mailbox<M>) {
+    let shared = Shared { queue: VecDeque::new(), bytes: 0, waker: None, closed: false };
+    let shared = Arc::new(Mutex::new(shared));
     (MailSender(shared.clone()), Mailbox(shared))
 }
 
-fn lock(shared: &Mutex<Shared>) -> MutexGuard<'_, Shared> {
+fn lock<M>(shared: &Mutex<Shared<M>>) -> MutexGuard<'_, Shared<M>> {
     // Nothing panics while holding the lock; if something did, the queue is still consistent.
     shared.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-impl MailSender {
+impl<M: Letter> MailSender<M> {
     /// Queues `mail`; gives it back if the connection has ended.
-    pub fn try_send(&self, mail: Mail) -> Result<(), Mail> {
+    pub fn try_send(&self, mail: M) -> Result<(), M> {
         let mut shared = lock(&self.0);
         if shared.closed {
             return Err(mail);
@@ -68,24 +82,24 @@ impl MailSender {
         lock(&self.0).queue.len()
     }
 
-    /// Body bytes of the live actuations waiting to be read (see [`Mail::bytes`]).
+    /// What the letters waiting to be read weigh (see [`Letter::bytes`]).
     pub fn queued_bytes(&self) -> usize {
         lock(&self.0).bytes
     }
 }
 
 /// What a waiting connection is woken for.
-pub enum MailWake {
-    Mail(Mail),
+pub enum MailWake<M> {
+    Mail(M),
     /// The actuations waiting here passed the given bound: the connection has fallen behind.
     Overflow,
 }
 
-impl Mailbox {
+impl<M: Letter> Mailbox<M> {
     /// The next mail it may take, or word of an overflow, waiting for either. Actuations are
     /// taken only if `take_actuations` (the connection has room to write them); other mail
     /// (a supersede, acks) is taken ahead of them then.
-    pub async fn recv(&self, take_actuations: bool, overflow_at: usize) -> MailWake {
+    pub async fn recv(&self, take_actuations: bool, overflow_at: usize) -> MailWake<M> {
         poll_fn(|cx| {
             let mut shared = lock(&self.0);
             if shared.bytes > overflow_at {
@@ -103,7 +117,7 @@ impl Mailbox {
     }
 
     /// The next mail it may take, if there is one (see [`recv`](Mailbox::recv)).
-    pub fn try_recv(&self, take_actuations: bool) -> Option<Mail> {
+    pub fn try_recv(&self, take_actuations: bool) -> Option<M> {
         take(&mut lock(&self.0), take_actuations)
     }
 
@@ -112,7 +126,7 @@ impl Mailbox {
         lock(&self.0).queue.is_empty()
     }
 
-    /// Body bytes of the live actuations waiting to be read (see [`Mail::bytes`]).
+    /// What the letters waiting to be read weigh (see [`Letter::bytes`]).
     pub fn bytes(&self) -> usize {
         lock(&self.0).bytes
     }
@@ -123,9 +137,8 @@ impl Mailbox {
     }
 }
 
-fn take(shared: &mut Shared, take_actuations: bool) -> Option<Mail> {
-    let at =
-        if take_actuations { 0 } else { shared.queue.iter().position(|mail| !matches!(mail, Mail::Deliver { .. }))? };
+fn take<M: Letter>(shared: &mut Shared<M>, take_actuations: bool) -> Option<M> {
+    let at = if take_actuations { 0 } else { shared.queue.iter().position(|mail| !mail.waits_for_room())? };
     let mail = shared.queue.remove(at)?;
     shared.bytes -= mail.bytes();
     if shared.queue.is_empty() && shared.queue.capacity() > KEEP_CAPACITY {
@@ -134,7 +147,7 @@ fn take(shared: &mut Shared, take_actuations: bool) -> Option<Mail> {
     Some(mail)
 }
 
-impl Drop for Mailbox {
+impl<M> Drop for Mailbox<M> {
     fn drop(&mut self) {
         let mut shared = lock(&self.0);
         shared.closed = true;
@@ -146,7 +159,29 @@ impl Drop for Mailbox {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use iot_ws_core::DeviceId;
+
+    /// The shapes of mail the hub sends: an actuation weighs its bytes unless it was held; the
+    /// others weigh nothing and never wait for room.
+    #[derive(Debug, PartialEq)]
+    enum Mail {
+        Deliver { from_hold: bool },
+        Routed(u32),
+        Superseded,
+    }
+
+    const SIZE: usize = 27;
+
+    impl Letter for Mail {
+        fn bytes(&self) -> usize {
+            match self {
+                Mail::Deliver { from_hold: false } => SIZE,
+                _ => 0,
+            }
+        }
+        fn waits_for_room(&self) -> bool {
+            matches!(self, Mail::Deliver { .. })
+        }
+    }
 
     fn superseded() -> Mail {
         Mail::Superseded
@@ -157,19 +192,16 @@ mod tests {
         let (tx, rx) = mailbox();
         let waiting = std::thread::spawn(move || smol::block_on(async { (rx.recv(true, usize::MAX).await, rx) }));
         std::thread::sleep(std::time::Duration::from_millis(20));
-        let device = DeviceId("d".into());
-        let outcome = iot_ws_core::RouteOutcome::Held;
-        assert!(tx.try_send(Mail::Routed { device: device.clone(), outcome: outcome.clone() }).is_ok());
+        assert!(tx.try_send(Mail::Routed(7)).is_ok());
         assert!(tx.try_send(superseded()).is_ok());
         let (first, rx) = waiting.join().unwrap();
-        assert!(matches!(first, MailWake::Mail(Mail::Routed { device: d, .. }) if d == device));
+        assert!(matches!(first, MailWake::Mail(Mail::Routed(7))));
         assert!(matches!(rx.try_recv(true), Some(Mail::Superseded)));
         assert!(rx.try_recv(true).is_none() && rx.is_empty() && tx.len() == 0);
     }
 
     fn deliver(from_hold: bool) -> Mail {
-        let body = iot_ws_core::Body::from_json_object(r#"{"content":{"deviceId":"d"}}"#).unwrap();
-        Mail::Deliver { device: DeviceId("d".into()), body, ack_to: None, from_hold }
+        Mail::Deliver { from_hold }
     }
 
     #[test]

@@ -5,6 +5,8 @@ mod auth;
 mod cli_actuate;
 mod cli_device;
 mod cli_ws;
+mod clock;
+mod cluster;
 mod config;
 mod conn;
 mod deliveries;

@@ -93,12 +93,6 @@ struct Worker {
     connected: HashMap<DeviceId, SystemTime>,
 }
 
-/// Run on every new connection, before any write.
-pub fn setup(client: &mut postgres::Client) -> Result<(), postgres::Error> {
-    client.batch_execute("SET statement_timeout = 5000")?;
-    client.batch_execute(crate::schema::ENSURE_TABLE)
-}
-
 impl Worker {
     fn run(mut self, ops: Receiver<Op>) {
         self.ready();
@@ -191,25 +185,9 @@ impl Worker {
     /// Takes the devices' rows over for this instance; returns the `lastConnectedAt` written.
     /// The instances the rows named before are told (see `inbox.rs`): the device left them.
     fn upsert_many(&mut self, ids: &[&str]) -> Result<HashMap<String, SystemTime>, ()> {
-        let sql = format!(
-            r#"WITH previous AS (
-                 SELECT "deviceId" AS device, server FROM dashboard."connectionBindings"
-                 WHERE type = 'ws' AND "deviceId" = ANY($1::text[]) AND server <> $2),
-               upserted AS (
-                 INSERT INTO dashboard."connectionBindings"
-                   (id, "deviceId", "lastConnectedAt", server, "connectingStatus", type, created, updated)
-                 SELECT gen_random_uuid(), d, now(), $2, true, CAST('ws' AS {t}), now(), now()
-                 FROM unnest($1::text[]) AS d
-                 ON CONFLICT ("deviceId", type) DO UPDATE SET
-                   server = EXCLUDED.server, "connectingStatus" = true,
-                   "lastConnectedAt" = EXCLUDED."lastConnectedAt", updated = EXCLUDED.updated
-                 RETURNING "deviceId", "lastConnectedAt")
-               SELECT u."deviceId", u."lastConnectedAt", p.server
-               FROM upserted AS u LEFT JOIN previous AS p ON p.device = u."deviceId""#,
-            t = self.binding_type
-        );
+        let sql = crate::schema::upsert_connected(&self.binding_type);
         let server = self.server.clone();
-        let client = self.db.client(setup).ok_or(())?;
+        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
         // Two instances registering one device at once: the devices' locks make the second
         // upsert wait and then see the first one's row (a statement sees only what was committed
         // when it began), so the instance that loses the row is always told.
@@ -234,20 +212,14 @@ impl Worker {
         // While the database is away, the next (re)connection's resync writes these.
         if !ids.is_empty() && self.ready() {
             let server = self.server.clone();
-            let _ = self.execute(
-                "record disconnected devices",
-                r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = false, updated = now()
-                   FROM unnest($1::text[], $2::timestamptz[]) AS g(device, at)
-                   WHERE b.type = 'ws' AND b.server = $3 AND b."deviceId" = g.device
-                     AND b."lastConnectedAt" = g.at"#,
-                &[&ids, &ats, &server],
-            );
+            let _ =
+                self.execute("record disconnected devices", crate::schema::MARK_DISCONNECTED, &[&ids, &ats, &server]);
         }
     }
 
     /// Runs one statement on the current connection.
     fn execute(&mut self, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), ()> {
-        let client = self.db.client(setup).ok_or(())?;
+        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
         match client.execute(sql, params) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -261,7 +233,7 @@ impl Worker {
     /// repairs this instance's rows first.
     fn ready(&mut self) -> bool {
         let fresh = !self.db.is_up();
-        let Some(client) = self.db.client(setup) else { return false };
+        let Some(client) = self.db.client(crate::pg_conn::setup) else { return false };
         if fresh || self.binding_type.is_empty() {
             match client.query_one(crate::schema::BINDING_TYPE, &[]) {
                 Ok(row) => self.binding_type = row.get(0),
@@ -280,24 +252,9 @@ impl Worker {
         let (ids, ats): (Vec<String>, Vec<SystemTime>) =
             self.connected.iter().map(|(d, at)| (d.as_str().to_owned(), *at)).unzip();
         let server = self.server.clone();
-        let _ = self.execute(
-            "repair stale bindings",
-            // An anti-join, not `NOT (id = ANY(...))`: that scans the whole array for every row,
-            // 2.9 s instead of 41 ms with 19,500 devices connected.
-            r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = false, updated = now()
-               WHERE b.type = 'ws' AND b.server = $2 AND b."connectingStatus"
-                 AND NOT EXISTS (SELECT 1 FROM unnest($1::text[]) AS c(device) WHERE c.device = b."deviceId")"#,
-            &[&ids, &server],
-        );
+        let _ = self.execute("repair stale bindings", crate::schema::CLEAR_STALE, &[&ids, &server]);
         if !ids.is_empty() {
-            let _ = self.execute(
-                "restore current bindings",
-                r#"UPDATE dashboard."connectionBindings" AS b SET "connectingStatus" = true, updated = now()
-                   FROM unnest($1::text[], $2::timestamptz[]) AS g(device, at)
-                   WHERE b.type = 'ws' AND b.server = $3 AND b."deviceId" = g.device
-                     AND b."lastConnectedAt" = g.at AND NOT b."connectingStatus""#,
-                &[&ids, &ats, &server],
-            );
+            let _ = self.execute("restore current bindings", crate::schema::RESTORE_CURRENT, &[&ids, &ats, &server]);
         }
     }
 }

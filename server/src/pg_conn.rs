@@ -132,3 +132,10 @@ pub fn error_text(e: &postgres::Error) -> String {
         _ => e.to_string(),
     }
 }
+
+/// Run on every new connection, before any write: a statement never waits without bound, and
+/// the bindings table exists.
+pub fn setup(client: &mut postgres::Client) -> Result<(), postgres::Error> {
+    client.batch_execute(crate::schema::SESSION_SETTINGS)?;
+    client.batch_execute(crate::schema::ENSURE_TABLE)
+}

@@ -9,10 +9,12 @@ use std::time::{Duration, Instant};
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::future;
-use iot_ws_core::{Millis, SessionConfig};
+use iot_ws_core::SessionConfig;
 use smol::{Async, LocalExecutor};
 
 use crate::auth::TokenVerifier;
+use crate::clock::Clock;
+use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::hub_queue::{hub_queue, HubSender};
 use crate::hub_task::{HubLimits, HubTask, Request};
@@ -35,23 +37,7 @@ pub struct Ctx {
     pub next_session: AtomicU64,
     /// Closed (never written) when the server stops: every task wakes up.
     pub shutdown: Receiver<()>,
-    start: Instant,
-}
-
-impl Ctx {
-    /// The one `Instant -> Millis` conversion: milliseconds since the server started.
-    pub fn now(&self) -> Millis {
-        Millis(self.start.elapsed().as_millis() as u64)
-    }
-
-    pub fn instant(&self, at: Millis) -> Instant {
-        self.start + Duration::from_millis(at.0)
-    }
-
-    /// `at` as the core's time.
-    pub fn millis(&self, at: Instant) -> Millis {
-        Millis(at.saturating_duration_since(self.start).as_millis() as u64)
-    }
+    pub clock: Clock,
 }
 
 /// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
@@ -74,8 +60,14 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let local = listener.get_ref().local_addr()?;
     let external_address = config.external_address(local);
     let metrics = Arc::new(Metrics::default());
-    let store = Arc::new(Store::start(&config, &external_address, &metrics)?);
-    let start = Instant::now();
+    let db = config.database_url.as_deref().map(crate::pg_conn::parse_config).transpose()?;
+    // The cluster first: it claims this instance's address on the database (see inbox.rs).
+    let cluster = match &db {
+        Some(db) => Some(Cluster::start(db, &external_address, config.hold_secs, &metrics)?),
+        None => None,
+    };
+    let store = Arc::new(Store::start(db.as_ref(), &external_address)?);
+    let clock = Clock::start();
     let (hub_tx, hub_rx) = hub_queue();
     let limits = Limits::new(config.max_connections, config.max_pending, config.max_pending_per_address);
     metrics.set_limits(limits.clone());
@@ -92,7 +84,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         ws_config: ws_config(config.max_message_bytes),
         next_session: AtomicU64::new(1),
         shutdown: shutdown_rx,
-        start,
+        clock,
     });
     let signals = crate::signals::watch()?;
 
@@ -114,7 +106,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         hold_max_bytes: config.hold_max_bytes,
         send_queue_bytes: config.send_queue_bytes,
     };
-    let hub_task = HubTask::new(store.clone(), metrics.clone(), hub_limits, start);
+    let hub_task = HubTask::new(store.clone(), cluster, metrics.clone(), hub_limits, clock);
     // From here on the serving thread never writes stderr itself (see log.rs).
     crate::log::start()?;
     let hub_done = ex.spawn(hub_task.run(hub_rx));

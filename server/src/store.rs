@@ -5,27 +5,20 @@
 //! PostgreSQL store is a thread of its own fed by a channel (see `pg.rs`).
 
 use std::collections::HashMap;
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::Duration;
 
-use async_channel::Receiver;
 use iot_ws_core::{DeviceId, StoreFailed};
 
-use crate::config::{Config, ConfigError};
-use crate::forward::Forwarder;
-use crate::inbox::Inbound;
-use crate::metrics::Metrics;
+use crate::config::ConfigError;
 use crate::pg::PgStore;
 
 /// The binding store in use.
 pub enum Store {
     Memory(MemoryStore),
-    /// The platform's table, shared with other instances: actuations for devices connected to
-    /// another instance are forwarded there (and theirs arrive in `inbox`).
+    /// The platform's table, shared with other instances (see cluster.rs).
     Postgres {
         bindings: PgStore,
-        forwarder: Forwarder,
-        inbox: Receiver<Inbound>,
         shown: String,
     },
 }
@@ -34,26 +27,14 @@ pub enum Store {
 pub type StoreReply = async_channel::Receiver<Result<(), StoreFailed>>;
 
 impl Store {
-    /// The store the configuration asks for. `server` is this instance's external address;
-    /// another live instance using it on the same database is a configuration error.
-    pub fn start(config: &Config, server: &str, metrics: &Arc<Metrics>) -> Result<Store, ConfigError> {
-        let Some(url) = &config.database_url else { return Ok(Store::Memory(MemoryStore::default())) };
-        let db = crate::pg_conn::parse_config(url)?;
-        let inbox = crate::inbox::start(db.clone(), server.to_owned(), config.hold_secs, metrics.clone())?;
+    /// Bindings in the database, or in memory without one. `server` is this instance's
+    /// external address, as its rows name it.
+    pub fn start(db: Option<&postgres::Config>, server: &str) -> Result<Store, ConfigError> {
+        let Some(db) = db else { return Ok(Store::Memory(MemoryStore::default())) };
         Ok(Store::Postgres {
             bindings: PgStore::start(db.clone(), server.to_owned())?,
-            forwarder: Forwarder::start(db.clone(), server.to_owned())?,
-            inbox,
-            shown: crate::pg_conn::describe(&db),
+            shown: crate::pg_conn::describe(db),
         })
-    }
-
-    /// Forwarding to and from other instances, when there can be any.
-    pub fn forwarding(&self) -> Option<(&Forwarder, &Receiver<Inbound>)> {
-        match self {
-            Store::Memory(_) => None,
-            Store::Postgres { forwarder, inbox, .. } => Some((forwarder, inbox)),
-        }
     }
 
     /// Records that `device` is connected to this instance. Returns at once; the result comes

@@ -1,0 +1,35 @@
+//! Several instances on one bindings table: actuations for a device connected to another
+//! instance are forwarded there (`forward.rs`), and theirs arrive here (`inbox.rs`).
+//!
+//! Built beside the binding store, not inside it: the store only records bindings, and the hub
+//! asks this only whether other instances can exist (there is a cluster) and where a device is.
+
+use std::sync::Arc;
+
+use async_channel::Receiver;
+
+use crate::config::ConfigError;
+use crate::forward::Forwarder;
+use crate::inbox::Inbound;
+use crate::metrics::Metrics;
+
+/// Forwarding out and in. `A` is where an actuation's ack goes, carried through a lookup.
+pub struct Cluster<A> {
+    pub forwarder: Forwarder<A>,
+    /// Actuations other instances forwarded here, and devices that moved to them.
+    pub inbox: Receiver<Inbound>,
+}
+
+impl<A: Send + 'static> Cluster<A> {
+    /// Claims this instance's address on the database (another live instance with it is a
+    /// configuration error) and starts both threads.
+    pub fn start(
+        db: &postgres::Config,
+        server: &str,
+        hold_secs: u64,
+        metrics: &Arc<Metrics>,
+    ) -> Result<Cluster<A>, ConfigError> {
+        let inbox = crate::inbox::start(db.clone(), server.to_owned(), hold_secs, metrics.clone())?;
+        Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned())?, inbox })
+    }
+}
