@@ -12,6 +12,7 @@
 //!   frame a device receives for it, the acks.
 //! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`;
 //!   [`register_async`] and friends: many at once, for the load runs.
+//! - [`instances`], [`Fleet`]: several instances on one database, many devices at once.
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 //! - [`CliProcess`]: `iot-ws-server device` (or any subcommand) running, its output captured;
 //!   [`Server::restart`]: the same server stopped and started again on its address.
@@ -21,6 +22,7 @@ pub mod async_client;
 mod bin;
 mod cli;
 pub mod client;
+mod fleet;
 mod node;
 mod pg;
 mod server;
@@ -32,6 +34,7 @@ pub use async_client::{connect_async, next_text, register_async, AsyncWs};
 pub use bin::server_bin;
 pub use cli::CliProcess;
 pub use client::{frame, Client, Event, ACTUATOR};
+pub use fleet::{device_ids, instances, instances_on, register_each, run_bounded, Fleet};
 pub use node::Bridge;
 pub use pg::{Cluster, Db};
 pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
