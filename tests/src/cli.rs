@@ -6,7 +6,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use crate::bin::server_bin;
-use crate::server::{Lines, Server};
+use crate::server::{Lines, Server, ServerOpts};
 use crate::{eventually, WAIT};
 
 /// What the clients read from the environment; removed so the caller's shell cannot leak in.
@@ -110,16 +110,23 @@ impl Server {
         let opts = self.opts.clone();
         self.sigterm();
         assert!(self.wait_exit(WAIT).is_some(), "the server did not stop on SIGTERM");
+        Server::start_again(&opts)
+    }
+
+    /// Starts `opts` again (same port, same external address) after its process ended, cleanly
+    /// or in a crash. The old socket may linger a moment in the kernel, so "in use" is retried
+    /// (bounded); a refusal for any other reason fails the test.
+    pub fn start_again(opts: &ServerOpts) -> Server {
         let mut last = String::new();
-        for _ in 0..50 {
-            match Server::try_start(opts.clone()) {
-                Ok(server) => return server,
-                // The old socket may linger a moment in the kernel.
-                Err(stderr) if stderr.contains("in use") => last = stderr,
-                Err(stderr) => panic!("the server did not start again; stderr:\n{stderr}"),
+        let started = eventually(WAIT, || match Server::try_start(opts.clone()) {
+            Ok(server) => Some(server),
+            Err(stderr) if stderr.contains("in use") => {
+                last = stderr;
+                std::thread::sleep(Duration::from_millis(100));
+                None
             }
-            std::thread::sleep(Duration::from_millis(100));
-        }
-        panic!("the port stayed taken; last stderr:\n{last}");
+            Err(stderr) => panic!("the server on {} did not start again; stderr:\n{stderr}", opts.external_address),
+        });
+        started.unwrap_or_else(|| panic!("the port of {} stayed taken; last stderr:\n{last}", opts.external_address))
     }
 }

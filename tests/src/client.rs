@@ -12,7 +12,9 @@ use tungstenite::handshake::client::Response;
 use tungstenite::protocol::WebSocketConfig;
 use tungstenite::{Message, WebSocket};
 
-use crate::server::{ACTUATOR_PASSWORD, ACTUATOR_USER};
+use crate::actuation::delivery;
+use crate::server::{Server, ACTUATOR_PASSWORD, ACTUATOR_USER};
+use crate::tokens::Keys;
 use crate::WAIT;
 
 /// The configured actuator credentials of every test server: (username, password).
@@ -69,6 +71,11 @@ impl Client {
                 tungstenite::HandshakeError::Interrupted(_) => tungstenite::Error::Io(ErrorKind::TimedOut.into()),
             })?;
         Ok(Client { ws, response })
+    }
+
+    /// Connects to `server` and registers `device` with a valid token of the shared keys.
+    pub fn registered_on(server: &Server, device: &str) -> Client {
+        Client::registered(server.addr, device, &Keys::shared().token(device))
     }
 
     /// Connects and registers `device` with `token`; panics unless the answer is 200.
@@ -159,6 +166,23 @@ impl Client {
             }
         }
         panic!("server did not end the connection after the close handshake");
+    }
+
+    /// The next message is exactly the frame of an actuation whose body is `body` (see
+    /// [`delivery`]); `who` names the receiver in a failure.
+    pub fn expect_delivery(&mut self, who: &str, body: &str) {
+        match self.recv(WAIT) {
+            Event::Text(text) => assert_eq!(text, delivery(body), "{who} got something else"),
+            other => panic!("{who} expected the delivery of {body}, got {other:?}"),
+        }
+    }
+
+    /// Nothing more arrives for a short while: a duplicate delivery or a second ack would.
+    pub fn expect_nothing_more(&mut self, who: &str) {
+        match self.recv(Duration::from_millis(300)) {
+            Event::Timeout => {}
+            other => panic!("{who}: expected nothing more, got {other:?}"),
+        }
     }
 
     /// Nothing arrives within `timeout`.
@@ -270,22 +294,6 @@ pub fn frame(fin: bool, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
         out.extend_from_slice(payload);
     }
     out
-}
-
-/// An actuation message for `device` whose `body.content` carries `extra` (raw JSON members,
-/// may be empty) after the deviceId. Returns (message text, body text).
-pub fn actuation(credentials: (&str, &str), device: &str, extra: &str) -> (String, String) {
-    let id = serde_json::to_string(device).expect("id");
-    let sep = if extra.is_empty() { "" } else { "," };
-    let body = format!(r#"{{"type":"command","content":{{"deviceId":{id}{sep}{extra}}}}}"#);
-    let creds = json!({"username": credentials.0, "password": credentials.1});
-    (format!(r#"{{"type":"actuation","credentials":{creds},"body":{body}}}"#), body)
-}
-
-/// Like [`actuation`], asking for an ack.
-pub fn actuation_ack(device: &str, extra: &str) -> (String, String) {
-    let (text, body) = actuation(ACTUATOR, device, extra);
-    (format!("{},\"ack\":true}}", &text[..text.len() - 1]), body)
 }
 
 /// A raw HTTP/1.1 GET; returns (status, body). The server closes after answering.

@@ -8,26 +8,33 @@
 //! - [`Server`]: one server process with captured stderr, killed on drop.
 //! - [`Cluster`]: a real PostgreSQL 15, initdb'd by the harness as the `postgres` user.
 //! - [`Keys`]: fresh RSA key pairs and real (and hostile) device tokens.
+//! - [`actuation`], [`delivery`], [`ack_delivered`] and friends: what a dashboard sends, the
+//!   frame a device receives for it, the acks.
 //! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`;
 //!   [`register_async`] and friends: many at once, for the load runs.
+//! - [`instances`], [`Fleet`]: several instances on one database, many devices at once.
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 //! - [`CliProcess`]: `iot-ws-server device` (or any subcommand) running, its output captured;
 //!   [`Server::restart`]: the same server stopped and started again on its address.
 
+mod actuation;
 pub mod async_client;
 mod bin;
 mod cli;
 pub mod client;
+mod fleet;
 mod node;
 mod pg;
 mod server;
 mod temp;
 mod tokens;
 
+pub use actuation::{ack_delivered, ack_forwarded, ack_not_connected, actuation, actuation_ack, delivery};
 pub use async_client::{connect_async, next_text, register_async, AsyncWs};
 pub use bin::server_bin;
 pub use cli::CliProcess;
-pub use client::{actuation, actuation_ack, frame, Client, Event, ACTUATOR};
+pub use client::{frame, Client, Event, ACTUATOR};
+pub use fleet::{device_ids, instances, instances_on, register_each, run_bounded, Fleet};
 pub use node::Bridge;
 pub use pg::{Cluster, Db};
 pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};

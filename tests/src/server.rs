@@ -359,6 +359,20 @@ impl Server {
     pub fn metric(&self, name_and_labels: &str) -> Option<f64> {
         self.metrics().lines().find_map(|l| l.strip_prefix(name_and_labels)?.strip_prefix(' ')?.trim().parse().ok())
     }
+
+    /// Waits (bounded) until this instance counts exactly `devices` registered devices (its
+    /// gauge): it has seen every other connection end.
+    pub fn wait_registered(&self, devices: usize) {
+        let ok = crate::eventually(WAIT, || {
+            (self.metric("iot_ws_registered_devices") == Some(devices as f64)).then_some(())
+        });
+        assert!(
+            ok.is_some(),
+            "{} still counts {:?} registered devices, expected {devices}",
+            self.external_address(),
+            self.metric("iot_ws_registered_devices")
+        );
+    }
 }
 
 impl Drop for Server {

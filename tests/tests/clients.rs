@@ -3,8 +3,9 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{actuation_ack, run_to_exit, CliProcess, Client, Keys, Server, ServerOpts, TempDir, ACTUATOR, WAIT};
-use serde_json::json;
+use iot_ws_tests::{
+    ack_delivered, actuation_ack, run_to_exit, CliProcess, Client, Keys, Server, ServerOpts, TempDir, ACTUATOR, WAIT,
+};
 
 fn device_args<'a>(server_url: &'a str, device: &'a str, token: &'a str) -> Vec<&'a str> {
     vec!["device", "--url", server_url, "--device-id", device, "--token", token]
@@ -15,7 +16,7 @@ fn actuate_via_rust(server: &Server, device: &str, extra: &str) -> String {
     let (message, body) = actuation_ack(device, extra);
     let mut dashboard = Client::connect(server.addr);
     dashboard.send(&message);
-    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": device}));
+    assert_eq!(dashboard.recv_json(WAIT), ack_delivered(device));
     body
 }
 
@@ -132,7 +133,7 @@ fn actuate_delivers_content_and_bodies_byte_for_byte_and_exits_0() {
         "stdout is the ack, one line"
     );
     let body = r#"{"type":"command","content":{"deviceId":"act-device","actuation":"LED on","v":1.50,"s":"\u00e9"}}"#;
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    device.expect_delivery("act-device", body);
 
     // A whole body, the user and password from the environment and a file.
     let dir = TempDir::new("cli-actuate");
@@ -142,14 +143,13 @@ fn actuate_delivers_content_and_bodies_byte_for_byte_and_exits_0() {
     let args = ["--body", body, "--password-file", password_file.to_str().unwrap()];
     let (code, _, stderr) = actuate(&server, &args, &[("IOT_WS_ACTUATOR_USERNAME", ACTUATOR.0)]);
     assert_eq!(code, Some(0), "{stderr}");
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    device.expect_delivery("act-device", body);
 
     // Both from the environment.
     let envs = [("IOT_WS_ACTUATOR_USERNAME", ACTUATOR.0), ("IOT_WS_ACTUATOR_PASSWORD", ACTUATOR.1)];
     let (code, _, stderr) = actuate(&server, &["--device-id", "act-device", "--content", "{}"], &envs);
     assert_eq!(code, Some(0), "{stderr}");
-    let expected = r#"{"code":1024,"content":{"type":"command","content":{"deviceId":"act-device"}}}"#;
-    assert_eq!(device.recv_text(WAIT), expected);
+    device.expect_delivery("act-device", r#"{"type":"command","content":{"deviceId":"act-device"}}"#);
 }
 
 #[test]

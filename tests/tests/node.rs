@@ -4,7 +4,9 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{actuation, Bridge, Client, Keys, Server, ServerOpts, ACTUATOR, WAIT};
+use iot_ws_tests::{
+    ack_delivered, actuation, actuation_ack, delivery, Bridge, Client, Keys, Server, ServerOpts, ACTUATOR, WAIT,
+};
 use serde_json::{json, Value};
 
 fn event_of(id: &'static str, kind: &'static str) -> impl Fn(&Value) -> bool {
@@ -38,14 +40,14 @@ fn websocket_node_device_registers_gets_a_pong_and_receives_an_actuation() {
     // From a Rust dashboard...
     let (message, body) = actuation(ACTUATOR, "node-device", r#""v":1.50,"s":"\u00e9""#);
     Client::connect(server.addr).send(&message);
-    assert_eq!(message_text(&mut bridge, "device"), format!(r#"{{"code":1024,"content":{body}}}"#));
+    assert_eq!(message_text(&mut bridge, "device"), delivery(&body));
 
     // ...and from a WebSocket-Node dashboard, with a body large enough to be fragmented.
     open(&mut bridge, "dashboard", &server);
     let pad = "x".repeat(40_000);
     let (message, body) = actuation(ACTUATOR, "node-device", &format!(r#""pad":"{pad}""#));
     bridge.command(json!({"op": "send", "id": "dashboard", "text": message}));
-    assert_eq!(message_text(&mut bridge, "device"), format!(r#"{{"code":1024,"content":{body}}}"#));
+    assert_eq!(message_text(&mut bridge, "device"), delivery(&body));
 
     bridge.command(json!({"op": "close", "id": "device", "code": 1000}));
     let closed = bridge.wait(WAIT, event_of("device", "close"));
@@ -59,12 +61,11 @@ fn websocket_node_dashboard_actuation_reaches_a_rust_device() {
     let mut device = Client::registered(server.addr, "rust-device", &Keys::shared().token("rust-device"));
     let mut bridge = Bridge::start();
     open(&mut bridge, "dashboard", &server);
-    let (message, body) = actuation(ACTUATOR, "rust-device", r#""zeta":2,"alpha":[1.0,"\ud83d\ude00"]"#);
-    let acked = format!("{},\"ack\":true}}", &message[..message.len() - 1]);
+    let (acked, body) = actuation_ack("rust-device", r#""zeta":2,"alpha":[1.0,"\ud83d\ude00"]"#);
     bridge.command(json!({"op": "send", "id": "dashboard", "text": acked}));
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    device.expect_delivery("rust-device", &body);
     let ack: Value = serde_json::from_str(&message_text(&mut bridge, "dashboard")).unwrap();
-    assert_eq!(ack, json!({"code": 200, "content": "Delivered", "deviceId": "rust-device"}));
+    assert_eq!(ack, ack_delivered("rust-device"));
 }
 
 #[test]

@@ -77,7 +77,7 @@ fn the_platforms_own_table_is_used_as_is_and_every_column_is_filled() {
     let mut second = Client::registered(server.addr, "known-2", &Keys::shared().token("known-2"));
     let (message, body) = actuation(ACTUATOR, "known-2", r#""after":"stranger""#);
     Client::connect(server.addr).send(&message);
-    assert_eq!(second.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    second.expect_delivery("known-2", &body);
     assert_eq!(db.binding("known-2"), Some((true, "10.1.2.3:5000".into())));
     second.close(1000);
     assert!(db.wait_binding("known-2", false));
@@ -129,7 +129,7 @@ fn postgres_outage_refuses_registrations_only_and_the_table_is_repaired_when_it_
     let (message, body) = actuation(ACTUATOR, "stays", r#""during":"outage""#);
     let mut dashboard = Client::connect(server.addr);
     dashboard.send(&message);
-    assert_eq!(stays.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    stays.expect_delivery("stays", &body);
     let (health, _) = iot_ws_tests::client::http_get(server.addr, "/health");
     assert_eq!(health, 200);
     // A device leaves while the database is away.
@@ -157,7 +157,7 @@ fn postgres_outage_refuses_registrations_only_and_the_table_is_repaired_when_it_
     assert_ne!(db.binding("during-outage").map(|b| b.0), Some(true));
     // The survivor still gets actuations.
     dashboard.send(&message);
-    assert_eq!(stays.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    stays.expect_delivery("stays", &body);
     assert!(server.stderr().contains("database"), "the outage is logged:\n{}", server.stderr());
 }
 

@@ -2,7 +2,10 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{actuation, actuation_ack, Client, Cluster, Db, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT};
+use iot_ws_tests::{
+    ack_delivered, ack_not_connected, actuation, actuation_ack, Client, Cluster, Db, Event, Keys, Server, ServerOpts,
+    ACTUATOR, WAIT,
+};
 use serde_json::json;
 
 fn server_with_db() -> (Server, Db) {
@@ -34,8 +37,7 @@ fn actuation_reaches_the_device_byte_for_byte() {
     let (message, body) = actuation(ACTUATOR, "byte-dev", extra);
     let mut dashboard = Client::connect(server.addr);
     dashboard.send(&message);
-    let got = device.recv_text(WAIT);
-    assert_eq!(got, format!(r#"{{"code":1024,"content":{body}}}"#));
+    device.expect_delivery("byte-dev", &body);
     // The dashboard hears nothing when it did not ask for an ack.
     dashboard.expect_silence(Duration::from_millis(300));
     server.assert_never_logged(ACTUATOR.1);
@@ -76,7 +78,7 @@ fn newer_registration_supersedes_the_old_connection_and_the_row_stays_true() {
     // Actuations go to the new connection.
     let (message, body) = actuation(ACTUATOR, "twice", r#""n":1"#);
     Client::connect(server.addr).send(&message);
-    assert_eq!(new.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    new.expect_delivery("twice", &body);
 }
 
 #[test]
@@ -112,15 +114,12 @@ fn ack_actuation_gets_exactly_one_reply_per_outcome() {
     let mut device = Client::registered(server.addr, "acked", &Keys::shared().token("acked"));
     let (message, body) = actuation_ack("acked", r#""k":1"#);
     dashboard.send(&message);
-    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": "acked"}));
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    assert_eq!(dashboard.recv_json(WAIT), ack_delivered("acked"));
+    device.expect_delivery("acked", &body);
 
     let (message, _) = actuation_ack("nobody-here", r#""k":2"#);
     dashboard.send(&message);
-    assert_eq!(
-        dashboard.recv_json(WAIT),
-        json!({"code": 500, "content": "Device not connected", "deviceId": "nobody-here"})
-    );
+    assert_eq!(dashboard.recv_json(WAIT), ack_not_connected("nobody-here"));
 
     // Exactly one reply each: nothing more follows.
     dashboard.expect_silence(Duration::from_millis(300));
@@ -146,7 +145,7 @@ fn actuations_for_a_device_that_just_left_are_held_and_delivered_in_order_when_i
     let mut back = Client::connect(server.addr);
     assert_eq!(back.register("returner", &token), json!({"code": 200, "content": "Subscribed"}));
     for body in &bodies {
-        assert_eq!(back.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+        back.expect_delivery("returner", body);
     }
     match back.recv(Duration::from_millis(300)) {
         Event::Timeout => {}
@@ -183,5 +182,5 @@ fn a_peer_silent_after_a_ping_is_dropped_and_one_that_answers_stays() {
     assert_eq!(db.binding("ka-lively"), Some((true, "10.1.2.3:5000".into())));
     let (message, body) = actuation(ACTUATOR, "ka-lively", r#""after":"keepalive""#);
     Client::connect(server.addr).send(&message);
-    assert_eq!(lively.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    lively.expect_delivery("ka-lively", &body);
 }

@@ -27,7 +27,7 @@ fn assert_still_serving(server: &Server, device: &str) {
     let mut d = Client::registered(server.addr, device, &Keys::shared().token(device));
     let (message, body) = actuation(ACTUATOR, device, r#""still":"serving""#);
     Client::connect(server.addr).send(&message);
-    assert_eq!(d.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    d.expect_delivery(device, &body);
 }
 
 #[test]

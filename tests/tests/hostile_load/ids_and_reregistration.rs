@@ -46,8 +46,8 @@ fn rule7_actuations_for_ids_outside_1_to_255_characters_or_with_nul_are_wrong_fo
     let mut dashboard = Client::connect(server.addr);
     let (message, body) = actuation_ack(&longest, r#""n":1"#);
     dashboard.send(&message);
-    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": longest}));
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    assert_eq!(dashboard.recv_json(WAIT), ack_delivered(&longest));
+    device.expect_delivery(&longest, &body);
     for (what, id) in [("256 characters", "b".repeat(256)), ("empty", String::new()), ("NUL", "a\u{0}b".into())] {
         let mut sender = Client::connect(server.addr);
         let (message, _) = actuation_ack(&id, r#""n":2"#);
@@ -84,7 +84,7 @@ fn rule8_re_registration_with_a_valid_token_is_200_and_actuations_keep_arriving(
     for n in 0..3 {
         let (message, body) = actuation_ack("renewing", &format!(r#""n":{n}"#));
         dashboard.send(&message);
-        assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": "renewing"}));
-        assert_eq!(c.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+        assert_eq!(dashboard.recv_json(WAIT), ack_delivered("renewing"));
+        c.expect_delivery("renewing", &body);
     }
 }

@@ -18,7 +18,8 @@ use std::time::{Duration, Instant};
 
 use iot_ws_tests::client::http_raw;
 use iot_ws_tests::{
-    actuation, actuation_ack, eventually, frame, Client, Cluster, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT,
+    ack_delivered, ack_not_connected, actuation, actuation_ack, delivery, device_ids, eventually, frame, register_each,
+    Client, Cluster, Event, Keys, Server, ServerOpts, ACTUATOR, WAIT,
 };
 use serde_json::{json, Value};
 
@@ -84,7 +85,7 @@ fn live_once(addr: SocketAddr, device: &str, token: &str, message: &str, body: &
     let mut dashboard =
         Client::connect_offering(addr, Some("echo-protocol")).map_err(|e| format!("dashboard connect: {e}"))?;
     dashboard.try_send(message).map_err(|e| format!("send actuation: {e}"))?;
-    let expected = format!(r#"{{"code":1024,"content":{body}}}"#);
+    let expected = delivery(body);
     match d.recv(left()) {
         Event::Text(t) if t == expected => Ok(()),
         other => Err(format!("device got {other:?} instead of its actuation")),

@@ -69,8 +69,8 @@ fn rule2_dashboard_that_sent_an_accepted_actuation_stays_while_it_pings_then_idl
     let mut dashboard = Client::connect(server.addr);
     let (message, body) = actuation_ack("watched", r#""n":1"#);
     dashboard.send(&message);
-    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 200, "content": "Delivered", "deviceId": "watched"}));
-    assert_eq!(device.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    assert_eq!(dashboard.recv_json(WAIT), ack_delivered("watched"));
+    device.expect_delivery("watched", &body);
     // Not pending any more: pings keep it open well past the 2 s timeout.
     let until = Instant::now() + Duration::from_secs(4);
     while Instant::now() < until {
@@ -115,11 +115,8 @@ fn rule3_max_pending_refuses_with_503_counts_it_and_accepts_again_once_pending_o
 #[test]
 fn rule3_registered_devices_and_accepted_senders_are_not_pending() {
     let server = start(&[("--max-pending", "5"), ("--register-timeout-secs", "3")]);
-    let ids: Vec<String> = (0..10).map(|i| format!("settled-{i}")).collect();
-    let tokens = Keys::shared().tokens_for(&ids);
     // Ten devices, one after another: each leaves the pending count when it registers.
-    let mut devices: Vec<Client> =
-        ids.iter().zip(&tokens).map(|(id, token)| Client::registered(server.addr, id, token)).collect();
+    let mut devices = register_each(server.addr, &device_ids("settled", 10));
     // Five dashboards each send an accepted actuation: not pending either.
     let _dashboards: Vec<Client> = (0..5)
         .map(|i| {
@@ -127,7 +124,7 @@ fn rule3_registered_devices_and_accepted_senders_are_not_pending() {
             let (message, body) = actuation_ack("settled-0", &format!(r#""n":{i}"#));
             dashboard.send(&message);
             assert_eq!(dashboard.recv_json(WAIT)["content"], "Delivered");
-            assert_eq!(devices[0].recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+            devices[0].expect_delivery("settled-0", &body);
             dashboard
         })
         .collect();
@@ -143,10 +140,7 @@ fn rule3_registered_devices_and_accepted_senders_are_not_pending() {
 #[test]
 fn rule3_max_connections_counts_every_phase_refuses_with_503_and_counts_it() {
     let server = start(&[("--max-connections", "8")]);
-    let ids: Vec<String> = (0..6).map(|i| format!("capped-{i}")).collect();
-    let tokens = Keys::shared().tokens_for(&ids);
-    let mut devices: Vec<Client> =
-        ids.iter().zip(&tokens).map(|(id, token)| Client::registered(server.addr, id, token)).collect();
+    let mut devices = register_each(server.addr, &device_ids("capped", 6));
     // Six registered and two still in their HTTP head: eight, the cap.
     let idle_two: Vec<TcpStream> = (0..2).map(|_| idle(server.addr)).collect();
     std::thread::sleep(Duration::from_millis(300));
@@ -189,7 +183,7 @@ fn rule3_default_cap_under_a_low_fd_limit_refuses_the_excess_and_keeps_fds_for_d
     let (message, body) = actuation_ack("resident", r#""n":0"#);
     dashboard.send(&message);
     assert_eq!(dashboard.recv_json(WAIT)["content"], "Delivered");
-    assert_eq!(resident.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    resident.expect_delivery("resident", &body);
 
     // 150 idle connections: no more than the cap stay open, the others get 503 at once, none
     // is left hanging unaccepted.
@@ -215,7 +209,7 @@ fn rule3_default_cap_under_a_low_fd_limit_refuses_the_excess_and_keeps_fds_for_d
     let (message, body) = actuation_ack("resident", r#""n":1"#);
     let started = Instant::now();
     dashboard.send(&message);
-    assert_eq!(resident.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    resident.expect_delivery("resident", &body);
     assert!(started.elapsed() <= LIVE, "an actuation at the cap took {:?}", started.elapsed());
     assert_eq!(dashboard.recv_json(WAIT)["content"], "Delivered");
 

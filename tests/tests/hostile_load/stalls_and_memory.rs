@@ -26,7 +26,7 @@ fn rule4_reader_that_stops_is_closed_on_send_queue_overflow_and_gets_the_unwritt
     let pad = "p".repeat(30_000);
     let sent: Vec<(String, String)> =
         (0..N).map(|i| actuation_ack(device, &format!(r#""seq":{i},"pad":"{pad}""#))).collect();
-    let expected: Vec<String> = sent.iter().map(|(_, body)| format!(r#"{{"code":1024,"content":{body}}}"#)).collect();
+    let expected: Vec<String> = sent.iter().map(|(_, body)| delivery(body)).collect();
     let mut dashboard = Client::connect(server.addr);
     for (message, _) in &sent {
         dashboard.send(message);
@@ -37,8 +37,7 @@ fn rule4_reader_that_stops_is_closed_on_send_queue_overflow_and_gets_the_unwritt
     for ack in &acks {
         assert_eq!(ack["deviceId"], device, "{ack}");
     }
-    let delivered =
-        acks.iter().take_while(|a| **a == json!({"code": 200, "content": "Delivered", "deviceId": device})).count();
+    let delivered = acks.iter().take_while(|a| **a == ack_delivered(device)).count();
     for (i, ack) in acks.iter().enumerate().skip(delivered) {
         assert_eq!(
             *ack,
@@ -234,7 +233,7 @@ fn rule5_two_thousand_pinging_pending_connections_from_eight_hosts_fit_in_64_mib
     let (message, body) = actuation(ACTUATOR, "resident", r#""n":1"#);
     let sent = Instant::now();
     dashboard.send(&message);
-    assert_eq!(resident.recv_text(WAIT), format!(r#"{{"code":1024,"content":{body}}}"#));
+    resident.expect_delivery("resident", &body);
     assert!(sent.elapsed() <= LIVE, "an actuation during the pending flood took {:?}", sent.elapsed());
     for _ in 0..3 {
         assert_live(&server);
@@ -372,11 +371,7 @@ fn rule5_held_actuations_for_departed_devices_are_capped_in_bytes_and_the_excess
         assert_eq!(mine.len(), N / 4, "acks for {device}");
         let held = mine.iter().take_while(|a| a["content"] == "Held").count();
         for (i, ack) in mine.iter().enumerate().skip(held) {
-            assert_eq!(
-                **ack,
-                json!({"code": 500, "content": "Device not connected", "deviceId": device}),
-                "{device} ack {i} (after {held} held)"
-            );
+            assert_eq!(**ack, ack_not_connected(device), "{device} ack {i} (after {held} held)");
         }
         held_total += held as u64;
     }
@@ -391,7 +386,7 @@ fn rule5_held_actuations_for_departed_devices_are_capped_in_bytes_and_the_excess
         .iter()
         .zip(&sent)
         .filter(|(a, _)| a["deviceId"] == "departed-0" && a["content"] == "Held")
-        .map(|(_, (_, body))| format!(r#"{{"code":1024,"content":{body}}}"#))
+        .map(|(_, (_, body))| delivery(body))
         .collect();
     let mut back = Client::registered(server.addr, "departed-0", &Keys::shared().token("departed-0"));
     for (i, w) in want.iter().enumerate() {
