@@ -87,7 +87,7 @@ fn replay_world_case() {
 /// The orders the README promises that the world shows broken today (issue 10, item 5):
 /// each test names its minimal sequence. Run with `-- --ignored` once fixed.
 fn order_holds(set: impl Fn(&mut World)) -> Result<(), String> {
-    for seed in 0..2_000 {
+    for seed in 0..20_000 {
         let data = pseudo_random(seed, 1_200);
         let mut world = World::new(&data);
         set(&mut world);
@@ -124,4 +124,19 @@ fn refused_lookups_keep_order() {
         }),
         Ok(())
     );
+}
+
+/// The router fuzz target's committed seeds pass (crashes found later go here too).
+#[test]
+fn router_fuzz_seeds_pass() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../fuzz/corpus/router");
+    let mut n = 0;
+    for entry in std::fs::read_dir(&dir).expect("the router corpus") {
+        let path = entry.expect("an entry").path();
+        if path.file_name().is_some_and(|f| f.to_string_lossy().starts_with("seed-")) {
+            iot_ws_core::world::drive_router(&std::fs::read(&path).expect("readable"));
+            n += 1;
+        }
+    }
+    assert!(n > 0, "no seeds in {}", dir.display());
 }
