@@ -80,7 +80,7 @@ wasm_tests() {
 fuzz() {
   (cd fuzz && cargo +nightly fuzz build)
   local target work
-  for target in parse_message session client http_head; do
+  for target in parse_message session client http_head router; do
     # New inputs go to a scratch corpus; the committed seeds are only read.
     work=$(mktemp -d)
     if ! (cd fuzz && cargo +nightly fuzz run "$target" "$work" "corpus/$target" -- \

@@ -33,6 +33,8 @@ pub mod session;
 mod time;
 #[cfg(feature = "wasm")]
 pub mod wasm;
+#[cfg(feature = "fuzzing")]
+pub mod world;
 
 pub use claims::{check_claims, TokenRejected, UnixSeconds};
 pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
