@@ -19,8 +19,10 @@
 //!   held since). A session that was superseded (or moved away) is not the device's route: what
 //!   it did not write is routed again, to wherever the device is now.
 //! - **Route**: an actuation goes to the device's session here. A session whose host cannot take
-//!   it ([`Fact::NotTaken`]: its queue is full, or it is ending) counts as not connected: its
-//!   device is away from then on and the actuation is held.
+//!   it ([`Fact::NotTaken`]: its queue is full, or it is ending) is ending: its device is away
+//!   from then on, that actuation and every later one for the device is held, and their acks
+//!   wait for the session's detach, behind those of what the session gives back then (which is
+//!   older), so that a sender hears its acks for a device in order.
 //! - **Hold or refuse**: a device that is away has its actuations held, within a count per device
 //!   and a byte total; beyond them, or for a device never seen, the sender hears
 //!   "not connected". A device not back within the hold time is gone: what was held is dropped and
@@ -29,7 +31,9 @@
 //!   looked up ([`Command::LookUp`]) and either forwarded to the device's instance or routed here
 //!   as above once the host has the [`Fact::Verdict`]. While any actuation of a device is being
 //!   looked up, its later ones are looked up too, even if it attached here meanwhile, so a
-//!   device's actuations (and their acks) never overtake each other.
+//!   device's actuations (and their acks) never overtake each other. One the host could not
+//!   ask about ([`Fact::NotLookedUp`]) is routed here in its turn, once those before it are
+//!   decided.
 //! - **Moved away**: a device that registered with another instance is no longer this instance's:
 //!   its session here is superseded without clearing the binding (the row is the other
 //!   instance's), and what was held here follows it there.
@@ -94,13 +98,16 @@ pub enum Fact<A> {
         parcel: Parcel<A>,
     },
     /// The answer to a [`Command::LookUp`], in the order they were asked: forwarded to that
-    /// instance, or `None` to route it here. A host that cannot ask answers `None` at once.
+    /// instance, or `None` to route it here.
     Verdict {
         /// The actuation looked up.
         parcel: Parcel<A>,
         /// The instance it was forwarded to, named by its external address.
         forwarded_to: Option<String>,
     },
+    /// The host could not ask about the [`Command::LookUp`] it was just given (its queue is
+    /// full): the actuation is routed here, after the device's lookups still out.
+    NotLookedUp(Parcel<A>),
     /// The device registered with another instance.
     MovedAway(DeviceId),
 }
@@ -175,14 +182,24 @@ pub struct RouteCounts {
     pub forwarded: u64,
 }
 
+/// Most acks one ending session keeps waiting for its detach; beyond it (a sender flooding a
+/// device whose connection is ending) they are sent at once, and may overtake.
+const DEFERRED_ACKS: usize = 1_024;
+
+/// An ack held back until an ending session's detach.
+type Deferred<A> = (A, DeviceId, RouteOutcome);
+
 /// The hub: routing table, held actuations and lookups in flight. See the module's rules.
 #[derive(Clone, Debug)]
 pub struct Router<A> {
     hub: Hub,
     held: HeldActuations,
     cluster: bool,
-    /// Devices with actuations being looked up, and how many.
-    in_lookup: BTreeMap<DeviceId, usize>,
+    /// Devices with actuations being looked up, oldest first: `None` while the host is asking,
+    /// the actuation itself once the host could not ask (decided when its turn comes).
+    in_lookup: BTreeMap<DeviceId, VecDeque<Option<Parcel<A>>>>,
+    /// Sessions that could not take an actuation, with the acks waiting for their detach.
+    ending: BTreeMap<SessionId, Vec<Deferred<A>>>,
     counts: RouteCounts,
     now: Millis,
     commands: VecDeque<Command<A>>,
@@ -196,6 +213,7 @@ impl<A> Router<A> {
             held: HeldActuations::new(config.hold_ms, config.hold_per_device, config.hold_max_bytes),
             cluster: config.cluster,
             in_lookup: BTreeMap::new(),
+            ending: BTreeMap::new(),
             counts: RouteCounts::default(),
             now: Millis(0),
             commands: VecDeque::new(),
@@ -211,6 +229,7 @@ impl<A> Router<A> {
             Fact::Route(parcel) => self.route(parcel),
             Fact::NotTaken { session, parcel } => self.not_taken(session, parcel),
             Fact::Verdict { parcel, forwarded_to } => self.decided(parcel, forwarded_to),
+            Fact::NotLookedUp(parcel) => self.not_looked_up(parcel),
             Fact::MovedAway(device) => self.moved_away(device),
         }
     }
@@ -279,6 +298,10 @@ impl<A> Router<A> {
                 }
             }
         }
+        // Newer than what it gave back: their acks come after.
+        for (to, device, outcome) in self.ending.remove(&session).unwrap_or_default() {
+            self.commands.push_back(Command::Ack { to, device, outcome });
+        }
     }
 
     /// A session's unwritten actuations are older than anything held for its device since it
@@ -299,18 +322,20 @@ impl<A> Router<A> {
     fn route(&mut self, parcel: Parcel<A>) {
         let here = self.hub.route(&parcel.device).is_some();
         if self.cluster && (!here || self.in_lookup.contains_key(&parcel.device)) {
-            *self.in_lookup.entry(parcel.device.clone()).or_default() += 1;
+            self.in_lookup.entry(parcel.device.clone()).or_default().push_back(None);
             self.commands.push_back(Command::LookUp(parcel));
             return;
         }
         self.route_here(parcel);
     }
 
+    /// The verdict on the device's oldest lookup out; then the actuations behind it that the
+    /// host could not ask about have their turn.
     fn decided(&mut self, parcel: Parcel<A>, forwarded_to: Option<String>) {
-        if let Some(n) = self.in_lookup.get_mut(&parcel.device) {
-            *n -= 1;
-            if *n == 0 {
-                self.in_lookup.remove(&parcel.device);
+        let device = parcel.device.clone();
+        if let Some(waiting) = self.in_lookup.get_mut(&device) {
+            if let Some(at) = waiting.iter().position(Option::is_none) {
+                waiting.remove(at);
             }
         }
         match forwarded_to {
@@ -320,11 +345,44 @@ impl<A> Router<A> {
             }
             None => self.route_here(parcel),
         }
+        self.take_turns(&device);
+    }
+
+    /// The host could not ask about the device's newest lookup: it waits for those before it.
+    fn not_looked_up(&mut self, parcel: Parcel<A>) {
+        let device = parcel.device.clone();
+        let Some(slot) = self.in_lookup.get_mut(&device).and_then(|w| w.iter_mut().rev().find(|s| s.is_none())) else {
+            // Not one the router asked about: routed here as it is.
+            self.route_here(parcel);
+            return;
+        };
+        *slot = Some(parcel);
+        self.take_turns(&device);
+    }
+
+    /// Routes here, in order, the device's actuations at the front of its lookups that the host
+    /// could not ask about; stops at the first one still out.
+    fn take_turns(&mut self, device: &DeviceId) {
+        while let Some(waiting) = self.in_lookup.get_mut(device) {
+            match waiting.front() {
+                None => {
+                    self.in_lookup.remove(device);
+                    return;
+                }
+                Some(None) => return,
+                Some(Some(_)) => {
+                    if let Some(Some(parcel)) = waiting.pop_front() {
+                        self.route_here(parcel);
+                    }
+                }
+            }
+        }
     }
 
     /// Hands the actuation to the device's session here, or holds it, or refuses it.
     fn route_here(&mut self, parcel: Parcel<A>) {
         match self.hub.route(&parcel.device) {
+            Some(session) if self.ending.contains_key(&session) => self.hold_for_ending(session, parcel),
             Some(session) => self.commands.push_back(Command::Deliver { session, parcel, from_hold: false }),
             None => {
                 let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
@@ -337,11 +395,28 @@ impl<A> Router<A> {
     /// the device is between two sessions from now on, and its session's own leftovers will go
     /// ahead of what is held from here.
     fn not_taken(&mut self, session: SessionId, parcel: Parcel<A>) {
-        if self.hub.route(&parcel.device) == Some(session) && !self.held.is_away(&parcel.device) {
+        if self.hub.route(&parcel.device) != Some(session) {
+            // A stale session's refusal says nothing about the device's current one.
+            let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
+            self.settle(parcel, hold);
+            return;
+        }
+        if !self.held.is_away(&parcel.device) {
             self.held.departed(self.now, parcel.device.clone());
         }
+        self.ending.entry(session).or_default();
+        self.hold_for_ending(session, parcel);
+    }
+
+    /// Holds an actuation for the device of an ending session; its ack waits for the detach.
+    fn hold_for_ending(&mut self, session: SessionId, parcel: Parcel<A>) {
         let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
-        self.settle(parcel, hold);
+        let outcome = self.count(hold);
+        let Some(to) = parcel.ack else { return };
+        match self.ending.get_mut(&session) {
+            Some(deferred) if deferred.len() < DEFERRED_ACKS => deferred.push((to, parcel.device, outcome)),
+            _ => self.commands.push_back(Command::Ack { to, device: parcel.device, outcome }),
+        }
     }
 
     /// The device registered with another instance. Its session here is stale: superseded, its
@@ -359,7 +434,13 @@ impl<A> Router<A> {
 
     /// Counts a hold attempt and tells the sender.
     fn settle(&mut self, parcel: Parcel<A>, hold: Hold) {
-        let outcome = match hold {
+        let outcome = self.count(hold);
+        self.ack(parcel, outcome);
+    }
+
+    /// Counts a hold attempt; returns what its sender hears.
+    fn count(&mut self, hold: Hold) -> RouteOutcome {
+        match hold {
             Hold::Held => {
                 self.counts.held += 1;
                 RouteOutcome::Held
@@ -372,8 +453,7 @@ impl<A> Router<A> {
                 self.counts.hold_full += 1;
                 RouteOutcome::NotConnected
             }
-        };
-        self.ack(parcel, outcome);
+        }
     }
 
     fn ack(&mut self, parcel: Parcel<A>, outcome: RouteOutcome) {

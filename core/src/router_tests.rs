@@ -153,14 +153,49 @@ fn a_sessions_leftovers_are_held_ahead_of_later_actuations_in_their_order() {
 }
 
 #[test]
-fn a_session_that_cannot_take_an_actuation_counts_as_not_connected() {
+fn a_session_that_cannot_take_an_actuation_is_ending_and_its_acks_wait_for_its_detach() {
     let mut h = Harness::new();
     h.attach(1, "a");
-    let commands = h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, Some(7)) });
-    assert_eq!(commands, [ack(7, "a", RouteOutcome::Held)]);
-    // Still its route (the session has not ended), but the device is away from now on.
+    assert_eq!(h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 2, Some(7)) }), []);
+    // Still its route (the session has not ended), but the device is away from now on: later
+    // actuations are held without being offered to the ending session.
     assert_eq!(h.r.route_of(&dev("a")), Some(SessionId(1)));
-    assert_eq!(h.r.held(), 1);
+    assert_eq!(h.route("a", 3, Some(7)), []);
+    assert_eq!(h.r.held(), 2);
+    // Its leftover (older) is acked first, then the two held since.
+    assert_eq!(
+        h.detach(1, vec![parcel("a", 1, Some(7))]),
+        [
+            Command::RecordDisconnected(dev("a")),
+            ack(7, "a", RouteOutcome::Held),
+            ack(7, "a", RouteOutcome::Held),
+            ack(7, "a", RouteOutcome::Held),
+        ]
+    );
+    let handed: Vec<_> = h
+        .attach(2, "a")
+        .into_iter()
+        .filter_map(|c| match c {
+            Command::Deliver { parcel, .. } => Some(parcel.body),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(handed, [body(1), body(2), body(3)]);
+}
+
+#[test]
+fn an_ending_session_keeps_a_bounded_number_of_acks_waiting() {
+    let mut h = Harness { r: Router::new(RouterConfig { hold_per_device: 0, ..config(false) }), now: 0 };
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
+    for n in 1..DEFERRED_ACKS as u32 {
+        assert_eq!(h.route("a", n, Some(7)), []);
+    }
+    // Past the bound, a sender flooding the device hears at once.
+    assert_eq!(h.route("a", 0, Some(7)), [ack(7, "a", RouteOutcome::NotConnected)]);
+    h.r.handle(Millis(h.now), Fact::Detach { session: SessionId(1), undelivered: vec![] });
+    let acks = core::iter::from_fn(|| h.r.poll_command()).filter(|c| matches!(c, Command::Ack { .. })).count();
+    assert_eq!(acks, DEFERRED_ACKS);
 }
 
 #[test]
@@ -317,4 +352,32 @@ fn without_a_hold_time_nothing_is_held() {
     h.detach(1, vec![parcel("a", 1, Some(7))]);
     assert_eq!(h.route("a", 2, Some(7)), [ack(7, "a", RouteOutcome::NotConnected)]);
     assert_eq!(h.r.poll_timeout(), None);
+}
+
+#[test]
+fn an_actuation_the_host_could_not_look_up_waits_for_the_lookups_before_it() {
+    let mut h = Harness::cluster();
+    h.route("a", 1, Some(7));
+    h.route("a", 2, Some(7));
+    assert_eq!(h.route("a", 3, Some(7)), [Command::LookUp(parcel("a", 3, Some(7)))]);
+    // The host's queue is full for the third: it is decided only after the first two.
+    assert_eq!(h.fact(Fact::NotLookedUp(parcel("a", 3, Some(7)))), []);
+    let first = h.fact(Fact::Verdict { parcel: parcel("a", 1, Some(7)), forwarded_to: Some("b:1".into()) });
+    assert_eq!(first, [ack(7, "a", RouteOutcome::Forwarded { server: "b:1".into() })]);
+    let rest = h.fact(Fact::Verdict { parcel: parcel("a", 2, Some(7)), forwarded_to: None });
+    assert_eq!(rest, [ack(7, "a", RouteOutcome::NotConnected), ack(7, "a", RouteOutcome::NotConnected)]);
+    // Nothing out any more: a device attached here is delivered to directly.
+    h.attach(1, "a");
+    assert_eq!(h.route("a", 4, None), [deliver(1, "a", 4, None, false)]);
+}
+
+#[test]
+fn an_actuation_not_looked_up_with_nothing_before_it_is_routed_at_once() {
+    let mut h = Harness::cluster();
+    h.route("a", 1, Some(7));
+    assert_eq!(h.fact(Fact::NotLookedUp(parcel("a", 1, Some(7)))), [ack(7, "a", RouteOutcome::NotConnected)]);
+    // Another device's lookups do not hold it back.
+    h.route("b", 1, None);
+    h.route("a", 2, Some(7));
+    assert_eq!(h.fact(Fact::NotLookedUp(parcel("a", 2, Some(7)))), [ack(7, "a", RouteOutcome::NotConnected)]);
 }

@@ -271,9 +271,10 @@ impl HubTask {
                     Some(cluster) => cluster.forwarder.lookup(parcel).err(),
                     None => Some(parcel),
                 };
-                // The database is far behind: decide here rather than queue without bound.
+                // The database is far behind: decided here (in its turn) rather than queued
+                // without bound.
                 if let Some(parcel) = refused {
-                    self.router.handle(self.clock.now(), Fact::Verdict { parcel, forwarded_to: None });
+                    self.router.handle(self.clock.now(), Fact::NotLookedUp(parcel));
                 }
             }
             Command::Ack { to, device, outcome } => {
