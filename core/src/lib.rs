@@ -9,6 +9,7 @@
 //! - [`session`]: one server-side connection's state machine, [`Session`].
 //! - [`hub`]: which session currently holds which device, [`Hub`].
 //! - [`held`]: actuations kept for a device between two of its connections, [`HeldActuations`].
+//! - [`refusal`]: why the server refuses a peer, each reason with its reply and close code.
 //! - [`claims`]: the claims check of a device token whose signature the host verified.
 //! - [`client`]: the device end of the protocol, [`DeviceClient`].
 //! - [`http_head`]: the HTTP request head that opens a connection: plain answer or WebSocket upgrade.
@@ -27,6 +28,7 @@ pub mod held;
 pub mod http_head;
 pub mod hub;
 pub mod message;
+pub mod refusal;
 pub mod session;
 mod time;
 #[cfg(feature = "wasm")]
@@ -40,5 +42,6 @@ pub use hub::{Hub, SessionId};
 pub use message::{
     parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome, MAX_DEVICE_ID_CHARS,
 };
-pub use session::{Input, Output, Session, SessionConfig, StoreFailed};
+pub use refusal::{FrameError, StoreFailed, WrongCredentials};
+pub use session::{Input, Output, Session, SessionConfig};
 pub use time::Millis;
