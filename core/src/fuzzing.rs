@@ -9,7 +9,7 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::claims::{check_claims, parse_iso8601, UnixSeconds};
-use crate::client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+use crate::client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 use crate::credentials::Credentials;
 use crate::hub::{Hub, SessionId};
 use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, Reply, RouteOutcome};
@@ -470,9 +470,9 @@ pub fn drive_client(data: &[u8]) {
             continue;
         }
         match choice {
-            0 => client.handle_connected(now),
-            1 => client.handle_text(now, &server_text(&mut c)),
-            2 => client.handle_disconnected(now),
+            0 => client.handle_input(now, ClientInput::Connected),
+            1 => client.handle_input(now, ClientInput::Text(&server_text(&mut c))),
+            2 => client.handle_input(now, ClientInput::Disconnected),
             3 => client.handle_timeout(now),
             _ => {
                 now = now.plus(c.millis());

@@ -35,7 +35,7 @@ mod time;
 pub mod wasm;
 
 pub use claims::{check_claims, TokenRejected, UnixSeconds};
-pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+pub use client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 pub use credentials::Credentials;
 pub use held::{HeldActuations, Hold};
 pub use hub::{Hub, SessionId};
