@@ -79,6 +79,7 @@ impl fmt::Display for FrameError {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use alloc::string::{String, ToString};
 
     #[test]
     fn store_failure_is_answered_500_then_closed_1011() {
@@ -95,6 +96,17 @@ mod tests {
         for (error, code) in [(FrameError::Protocol, 1002), (FrameError::InvalidUtf8, 1007), (FrameError::TooBig, 1009)]
         {
             assert_eq!(error.reply(), (None, CloseCode(code)), "{error}");
+        }
+    }
+
+    #[test]
+    fn every_frame_error_reads_differently_in_a_log() {
+        let texts: [String; 3] =
+            [FrameError::Protocol, FrameError::InvalidUtf8, FrameError::TooBig].map(|e| e.to_string());
+        assert_eq!(texts[2], "message over the size limit");
+        for (i, text) in texts.iter().enumerate() {
+            assert!(!text.is_empty());
+            assert!(!texts[..i].contains(text), "{text} twice");
         }
     }
 }
