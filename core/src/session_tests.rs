@@ -1,5 +1,6 @@
 use super::*;
 use crate::hub::{Hub, SessionId};
+use crate::refusal::FrameError;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
