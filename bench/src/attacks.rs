@@ -9,7 +9,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
-use iot_ws_core::{ClientConfig, ClientOutput, DeviceClient, DeviceId, Millis};
+use iot_ws_core::{ClientConfig, ClientInput, ClientOutput, DeviceClient, DeviceId, Millis};
 use serde_json::Value;
 use smol::{Async, Timer};
 
@@ -303,7 +303,7 @@ pub fn is_200(payload: &[u8]) -> bool {
 /// The registration message, as the core's client writes it.
 fn registration(id: &str, token: &str) -> String {
     let mut client = DeviceClient::new(Millis(0), DeviceId(id.into()), token.into(), ClientConfig::default());
-    client.handle_connected(Millis(0));
+    client.handle_input(Millis(0), ClientInput::Connected);
     std::iter::from_fn(|| client.poll_output())
         .find_map(|out| match out {
             ClientOutput::Send(text) => Some(text),

@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{future, StreamExt};
-use iot_ws_core::{ClientConfig, ClientEvent, ClientOutput, DeviceClient, DeviceId, Millis};
+use iot_ws_core::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient, DeviceId, Millis};
 use smol::Executor;
 
 use crate::net::{Target, Ws};
@@ -107,7 +107,7 @@ impl Device {
         let ws = target.connect(index).await.map_err(|e| format!("connect: {e}"))?;
         let id = DeviceId(spec.id.clone());
         let mut client = DeviceClient::new(Millis(0), id, spec.token.clone(), ClientConfig::default());
-        client.handle_connected(Millis(0));
+        client.handle_input(Millis(0), ClientInput::Connected);
         let mut device = Device { index, client, ws };
         device.flush_sends().await?;
         let wait = async {
@@ -135,7 +135,7 @@ impl Device {
 
     /// Feeds a text frame to the client; records actuations; returns the last other event.
     fn on_text(&mut self, text: &str, rec: &Recorder) -> Option<ClientEvent> {
-        self.client.handle_text(Millis(0), text);
+        self.client.handle_input(Millis(0), ClientInput::Text(text));
         let mut event = None;
         while let Some(out) = self.client.poll_output() {
             match out {

@@ -10,7 +10,7 @@ use core::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
 
-use crate::message::{DeviceId, Field};
+use crate::message::{CloseCode, DeviceId, Field, Reply};
 
 /// Wall-clock seconds since the Unix epoch, as the host reads them. The core never does.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
@@ -35,6 +35,13 @@ pub enum TokenRejected {
     Expired,
     /// `nbf` has not come yet.
     NotYetValid,
+}
+
+impl TokenRejected {
+    /// The wire consequence, whatever the reason: 401 "Invalid device token", then close 1008.
+    pub fn reply(&self) -> (Reply, CloseCode) {
+        (Reply::InvalidToken, CloseCode::POLICY_VIOLATION)
+    }
 }
 
 impl fmt::Display for TokenRejected {
@@ -246,6 +253,13 @@ mod tests {
         // JavaScript never writes :60; a clock that does means the instant after :59.
         assert_eq!(parse_iso8601("2016-12-31T23:59:60Z"), parse_iso8601("2017-01-01T00:00:00Z"));
         assert_eq!(parse_iso8601("2016-12-31T23:59:61Z"), None);
+    }
+
+    #[test]
+    fn every_refusal_reason_is_answered_401_then_closed_1008() {
+        for reason in [TokenRejected::Malformed, TokenRejected::Expired, TokenRejected::Signature] {
+            assert_eq!(reason.reply(), (Reply::InvalidToken, CloseCode(1008)), "{reason}");
+        }
     }
 
     #[test]

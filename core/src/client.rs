@@ -1,7 +1,9 @@
 //! The device end of the protocol, for browser and edge clients.
 //!
-//! [`DeviceClient`] is sans-IO like the server's session: the host opens and closes the socket,
-//! passes in what it reads and the time, and does what the client asks. It registers on every
+//! [`DeviceClient`] is sans-IO and driven like the server's session: the host opens and closes
+//! the socket, feeds what happens with [`DeviceClient::handle_input`] (or
+//! [`DeviceClient::handle_timeout`] when the timer fires), drains [`DeviceClient::poll_output`]
+//! and re-arms its timer from [`DeviceClient::poll_timeout`]. It registers on every
 //! connection, pings every 30 s once registered and notices a missing pong, and schedules
 //! reconnects with the platform agent's back-off: 2.5 s, doubling after each failure up to
 //! 10 minutes, back to 2.5 s after a 200.
@@ -61,15 +63,28 @@ pub enum ClientEvent {
     },
 }
 
+/// A fact the host observed, fed to [`DeviceClient::handle_input`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ClientInput<'a> {
+    /// The connection asked for by [`ClientOutput::Connect`] is open: the client registers.
+    Connected,
+    /// A text frame arrived from the server.
+    Text(&'a str),
+    /// The connection closed, failed to open, or was closed as asked: the client schedules the
+    /// reconnect and says when ([`ClientEvent::BackingOff`]). A repeat, while already waiting,
+    /// is ignored.
+    Disconnected,
+}
+
 /// A command for the host, or an event for the application.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ClientOutput {
-    /// Open a connection now; then call [`DeviceClient::handle_connected`] or, on failure,
-    /// [`DeviceClient::handle_disconnected`].
+    /// Open a connection now; then feed [`ClientInput::Connected`] or, on failure,
+    /// [`ClientInput::Disconnected`].
     Connect,
     /// Send this text frame.
     Send(String),
-    /// Close the connection; then call [`DeviceClient::handle_disconnected`].
+    /// Close the connection; then feed [`ClientInput::Disconnected`].
     Close,
     /// Tell the application.
     Event(ClientEvent),
@@ -91,14 +106,20 @@ enum State {
 
 /// One device's connection life: registration, keep-alive and reconnects.
 ///
+/// Drive it as the server drives a [`Session`](crate::Session): feed every fact with
+/// [`handle_input`](DeviceClient::handle_input) (or [`handle_timeout`](DeviceClient::handle_timeout)
+/// when the timer fires), then drain [`poll_output`](DeviceClient::poll_output) until `None`,
+/// then re-arm the timer from [`poll_timeout`](DeviceClient::poll_timeout).
+///
 /// ```
-/// use iot_ws_core::{ClientConfig, ClientEvent, ClientOutput, DeviceClient, DeviceId, Millis};
+/// use iot_ws_core::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient, DeviceId, Millis};
 /// let mut c = DeviceClient::new(Millis(0), DeviceId("dev-1".into()), "a.b.c".into(), ClientConfig::default());
 /// assert_eq!(c.poll_output(), Some(ClientOutput::Connect));
-/// c.handle_connected(Millis(10));
+/// c.handle_input(Millis(10), ClientInput::Connected);
 /// assert!(matches!(c.poll_output(), Some(ClientOutput::Send(text)) if text.contains("\"deviceId\":\"dev-1\"")));
-/// c.handle_text(Millis(20), r#"{"code":200,"content":"Subscribed"}"#);
+/// c.handle_input(Millis(20), ClientInput::Text(r#"{"code":200,"content":"Subscribed"}"#));
 /// assert_eq!(c.poll_output(), Some(ClientOutput::Event(ClientEvent::Registered)));
+/// assert_eq!(c.poll_output(), None);
 /// assert_eq!(c.poll_timeout(), Some(Millis(30_020))); // the first ping
 /// ```
 #[derive(Clone, Debug)]
@@ -135,17 +156,24 @@ impl DeviceClient {
         client
     }
 
-    /// The connection is open: the client sends its registration.
-    pub fn handle_connected(&mut self, now: Millis) {
+    /// Feeds one fact observed at `now`. Then drain [`poll_output`](DeviceClient::poll_output).
+    pub fn handle_input(&mut self, now: Millis, input: ClientInput<'_>) {
         self.advance(now);
+        match input {
+            ClientInput::Connected => self.on_connected(),
+            ClientInput::Text(text) => self.on_text(text),
+            ClientInput::Disconnected => self.on_disconnected(),
+        }
+    }
+
+    /// The connection is open: the client sends its registration.
+    fn on_connected(&mut self) {
         self.state = State::Registering;
         let message = registration_message(&self.device, &self.token);
         self.outputs.push_back(ClientOutput::Send(message));
     }
 
-    /// A text frame arrived.
-    pub fn handle_text(&mut self, now: Millis, text: &str) {
-        self.advance(now);
+    fn on_text(&mut self, text: &str) {
         let Ok(reply) = serde_json::from_str::<ServerReply<'_>>(text) else { return };
         match reply.code {
             // Only the answer to our registration: a stray 200 on a connection we are closing,
@@ -174,10 +202,7 @@ impl DeviceClient {
         }
     }
 
-    /// The connection closed, failed to open, or was closed as asked: schedule the reconnect
-    /// and say when ([`ClientEvent::BackingOff`]). A repeat, while already waiting, is ignored.
-    pub fn handle_disconnected(&mut self, now: Millis) {
-        self.advance(now);
+    fn on_disconnected(&mut self) {
         if let State::Waiting { .. } = self.state {
             return;
         }
@@ -186,7 +211,9 @@ impl DeviceClient {
         self.backoff_ms = self.backoff_ms.saturating_mul(2).min(self.config.max_backoff_ms);
     }
 
-    /// Call when [`poll_timeout`](DeviceClient::poll_timeout) is reached.
+    /// Tells the client that `now` has come; call it when
+    /// [`poll_timeout`](DeviceClient::poll_timeout) is reached. Then drain
+    /// [`poll_output`](DeviceClient::poll_output).
     pub fn handle_timeout(&mut self, now: Millis) {
         self.advance(now);
         match self.state {
@@ -211,12 +238,13 @@ impl DeviceClient {
         }
     }
 
-    /// The next command or event; drain after every `handle_*`.
+    /// The next command or event; call after every `handle_*` until it returns `None`.
     pub fn poll_output(&mut self) -> Option<ClientOutput> {
         self.outputs.pop_front()
     }
 
-    /// When [`handle_timeout`](DeviceClient::handle_timeout) must be called next.
+    /// When [`handle_timeout`](DeviceClient::handle_timeout) must be called next, if ever; read
+    /// it after draining the outputs.
     pub fn poll_timeout(&self) -> Option<Millis> {
         match self.state {
             State::Waiting { reconnect_at } => Some(reconnect_at),

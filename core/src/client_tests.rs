@@ -13,8 +13,8 @@ fn drain(c: &mut DeviceClient) -> Vec<ClientOutput> {
 
 fn registered(now: u64) -> DeviceClient {
     let mut c = client();
-    c.handle_connected(Millis(now));
-    c.handle_text(Millis(now), r#"{"code":200,"content":"Subscribed"}"#);
+    c.handle_input(Millis(now), ClientInput::Connected);
+    c.handle_input(Millis(now), ClientInput::Text(r#"{"code":200,"content":"Subscribed"}"#));
     drain(&mut c);
     c
 }
@@ -22,7 +22,7 @@ fn registered(now: u64) -> DeviceClient {
 #[test]
 fn connecting_sends_an_escaped_registration() {
     let mut c = client();
-    c.handle_connected(Millis(1));
+    c.handle_input(Millis(1), ClientInput::Connected);
     let out = drain(&mut c);
     let [ClientOutput::Send(text)] = out.as_slice() else { panic!("{out:?}") };
     let parsed = crate::message::parse(text).unwrap();
@@ -35,12 +35,12 @@ fn connecting_sends_an_escaped_registration() {
 #[test]
 fn replies_become_events() {
     let mut c = registered(0);
-    c.handle_text(Millis(1), r#"{"code":1024,"content":{"b":1.50,"x":"\u00e9"}}"#);
-    c.handle_text(Millis(2), r#"{"code":202,"content":"PONG"}"#);
-    c.handle_text(Millis(3), r#"{"code":500,"content":"x"}"#);
-    c.handle_text(Millis(4), r#"{"code":401,"content":"Invalid device token"}"#);
-    c.handle_text(Millis(5), "garbage");
-    c.handle_text(Millis(6), r#"{"code":999}"#);
+    c.handle_input(Millis(1), ClientInput::Text(r#"{"code":1024,"content":{"b":1.50,"x":"\u00e9"}}"#));
+    c.handle_input(Millis(2), ClientInput::Text(r#"{"code":202,"content":"PONG"}"#));
+    c.handle_input(Millis(3), ClientInput::Text(r#"{"code":500,"content":"x"}"#));
+    c.handle_input(Millis(4), ClientInput::Text(r#"{"code":401,"content":"Invalid device token"}"#));
+    c.handle_input(Millis(5), ClientInput::Text("garbage"));
+    c.handle_input(Millis(6), ClientInput::Text(r#"{"code":999}"#));
     assert_eq!(
         drain(&mut c),
         [
@@ -58,7 +58,7 @@ fn pings_every_30_seconds_after_a_200() {
     assert_eq!(c.poll_timeout(), Some(Millis(31_000)));
     c.handle_timeout(Millis(31_000));
     assert_eq!(drain(&mut c), [ClientOutput::Send(r#"{"type":"ping"}"#.into())]);
-    c.handle_text(Millis(31_050), r#"{"code":202,"content":"PONG"}"#);
+    c.handle_input(Millis(31_050), ClientInput::Text(r#"{"code":202,"content":"PONG"}"#));
     drain(&mut c);
     assert_eq!(c.poll_timeout(), Some(Millis(61_000)));
 }
@@ -71,7 +71,7 @@ fn missing_pong_closes_the_connection() {
     assert_eq!(c.poll_timeout(), Some(Millis(40_000)));
     c.handle_timeout(Millis(40_000));
     assert_eq!(drain(&mut c), [ClientOutput::Event(ClientEvent::PongMissed), ClientOutput::Close]);
-    c.handle_disconnected(Millis(40_010));
+    c.handle_input(Millis(40_010), ClientInput::Disconnected);
     assert_eq!(c.poll_timeout(), Some(Millis(42_510)));
 }
 
@@ -81,7 +81,7 @@ fn backoff_doubles_up_to_ten_minutes() {
     let mut now = 0;
     let mut delays = Vec::new();
     for _ in 0..12 {
-        c.handle_disconnected(Millis(now));
+        c.handle_input(Millis(now), ClientInput::Disconnected);
         let at = c.poll_timeout().unwrap().0;
         delays.push(at - now);
         assert_eq!(drain(&mut c), [ClientOutput::Event(ClientEvent::BackingOff { delay_ms: at - now })]);
@@ -97,20 +97,20 @@ fn backoff_doubles_up_to_ten_minutes() {
 #[test]
 fn a_200_resets_the_backoff() {
     let mut c = client();
-    c.handle_disconnected(Millis(0));
+    c.handle_input(Millis(0), ClientInput::Disconnected);
     c.handle_timeout(Millis(2_500));
-    c.handle_disconnected(Millis(2_600)); // next delay 5 s
+    c.handle_input(Millis(2_600), ClientInput::Disconnected); // next delay 5 s
     c.handle_timeout(Millis(7_600));
-    c.handle_connected(Millis(7_700));
-    c.handle_text(Millis(7_800), r#"{"code":200}"#);
-    c.handle_disconnected(Millis(8_000));
+    c.handle_input(Millis(7_700), ClientInput::Connected);
+    c.handle_input(Millis(7_800), ClientInput::Text(r#"{"code":200}"#));
+    c.handle_input(Millis(8_000), ClientInput::Disconnected);
     assert_eq!(c.poll_timeout(), Some(Millis(10_500)));
 }
 
 #[test]
 fn reconnects_only_when_the_time_comes() {
     let mut c = client();
-    c.handle_disconnected(Millis(0));
+    c.handle_input(Millis(0), ClientInput::Disconnected);
     drain(&mut c);
     c.handle_timeout(Millis(2_499));
     assert!(drain(&mut c).is_empty());
@@ -122,7 +122,7 @@ fn reconnects_only_when_the_time_comes() {
 fn a_stray_200_after_registration_does_not_restart_the_ping_schedule() {
     let mut c = registered(0);
     let first_ping = c.poll_timeout();
-    c.handle_text(Millis(20_000), r#"{"code":200,"content":"Subscribed"}"#);
+    c.handle_input(Millis(20_000), ClientInput::Text(r#"{"code":200,"content":"Subscribed"}"#));
     assert_eq!(c.poll_timeout(), first_ping);
     assert!(drain(&mut c).is_empty(), "no second Registered event");
 }
@@ -143,21 +143,21 @@ fn an_early_timer_neither_pings_nor_gives_up_on_the_pong() {
 fn registered_only_between_a_200_and_the_disconnect() {
     let mut c = client();
     assert!(!c.is_registered());
-    c.handle_connected(Millis(1));
+    c.handle_input(Millis(1), ClientInput::Connected);
     assert!(!c.is_registered(), "connected is not registered");
-    c.handle_text(Millis(2), r#"{"code":200,"content":"Subscribed"}"#);
+    c.handle_input(Millis(2), ClientInput::Text(r#"{"code":200,"content":"Subscribed"}"#));
     assert!(c.is_registered());
-    c.handle_disconnected(Millis(3));
+    c.handle_input(Millis(3), ClientInput::Disconnected);
     assert!(!c.is_registered());
 }
 
 #[test]
 fn each_disconnect_announces_its_backoff_once() {
     let mut c = registered(0);
-    c.handle_text(Millis(10), r#"{"code":401,"content":"Invalid device token"}"#);
-    c.handle_disconnected(Millis(20));
+    c.handle_input(Millis(10), ClientInput::Text(r#"{"code":401,"content":"Invalid device token"}"#));
+    c.handle_input(Millis(20), ClientInput::Disconnected);
     // The host may report the same loss twice (an error, then a close): one wait, one event.
-    c.handle_disconnected(Millis(30));
+    c.handle_input(Millis(30), ClientInput::Disconnected);
     assert_eq!(
         drain(&mut c),
         [ClientOutput::Event(ClientEvent::Rejected), ClientOutput::Event(ClientEvent::BackingOff { delay_ms: 2_500 })]

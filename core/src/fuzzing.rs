@@ -9,11 +9,12 @@ use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::claims::{check_claims, parse_iso8601, UnixSeconds};
-use crate::client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+use crate::client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 use crate::credentials::Credentials;
 use crate::hub::{Hub, SessionId};
 use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, Reply, RouteOutcome};
-use crate::session::{Input, Output, Session, SessionConfig, StoreFailed};
+use crate::refusal::{FrameError, StoreFailed};
+use crate::session::{Input, Output, Session, SessionConfig};
 use crate::time::Millis;
 use crate::TokenRejected;
 
@@ -149,6 +150,7 @@ fn session_text(c: &mut Choices<'_>) -> String {
 enum Fact {
     Text(String),
     Binary,
+    FrameRefused(FrameError),
     TokenChecked(Result<(), TokenRejected>),
     BindingStored(Result<(), StoreFailed>),
     Routed(DeviceId, RouteOutcome),
@@ -156,6 +158,7 @@ enum Fact {
     Superseded,
     PeerGone,
     Shutdown,
+    Evicted,
 }
 
 impl Fact {
@@ -163,6 +166,7 @@ impl Fact {
         match self {
             Fact::Text(t) => Input::Text(t),
             Fact::Binary => Input::Binary,
+            Fact::FrameRefused(e) => Input::FrameRefused(*e),
             Fact::TokenChecked(v) => Input::TokenChecked(*v),
             Fact::BindingStored(r) => Input::BindingStored(*r),
             Fact::Routed(device, outcome) => Input::Routed { device: device.clone(), outcome: outcome.clone() },
@@ -170,6 +174,7 @@ impl Fact {
             Fact::Superseded => Input::Superseded,
             Fact::PeerGone => Input::PeerGone,
             Fact::Shutdown => Input::Shutdown,
+            Fact::Evicted => Input::Evicted,
         }
     }
 }
@@ -179,7 +184,9 @@ struct Conn {
     session: Session,
     /// A `Close` went out, or the session said it is closed.
     closed: bool,
-    marked_disconnected: bool,
+    /// A `StoreBinding` went out: the session owes exactly one `Detach`.
+    stored: bool,
+    detached: bool,
 }
 
 /// Several sessions and a hub, driven by the fuzzer's bytes the way the server drives them;
@@ -195,9 +202,10 @@ struct Host {
 /// Drives sessions and a hub with inputs, verdicts and time steps chosen by the bytes.
 ///
 /// Checks, after every input: at most a few outputs; nothing but handed-back deliveries after a
-/// close; only the protocol's reply and close codes; a device marked disconnected at most once
-/// per session; the timer, once fired, is in the future; the hub routes a device exactly when
-/// its session is registered. Every loop is bounded.
+/// close; only the protocol's reply and close codes; exactly one `Detach` after a
+/// `StoreBinding` (by the close), none without one, nothing after it but handed-back deliveries;
+/// the timer, once fired, is in the future; the hub routes a device exactly when its session is
+/// registered, the host leaving the hub only when told (`Detach`). Every loop is bounded.
 pub fn drive_session(data: &[u8]) {
     let mut c = Choices { data };
     let mut host =
@@ -216,7 +224,7 @@ impl Host {
     fn connect(&mut self) {
         if self.conns.len() < MAX_SESSIONS {
             let session = Session::new(self.now, &session_config());
-            self.conns.push(Conn { session, closed: false, marked_disconnected: false });
+            self.conns.push(Conn { session, closed: false, stored: false, detached: false });
         }
     }
 
@@ -237,10 +245,14 @@ impl Host {
                 };
                 Fact::Routed(device, outcome)
             }
-            10 => match c.below(4) {
+            10 => match c.below(6) {
                 0 => Fact::Superseded,
                 1 => Fact::PeerGone,
                 2 => Fact::Shutdown,
+                3 => Fact::Evicted,
+                4 => {
+                    Fact::FrameRefused([FrameError::Protocol, FrameError::InvalidUtf8, FrameError::TooBig][c.below(3)])
+                }
                 _ => {
                     let body = Body::from_json_object(r#"{"content":{"x":1}}"#).expect("an object");
                     Fact::Deliver(DeviceId(DEVICES[c.below(DEVICES.len())].into()), body)
@@ -298,10 +310,6 @@ impl Host {
         for out in outputs {
             self.perform(i, out);
         }
-        if self.conns[i].session.is_closed() {
-            // The connection ends and leaves the hub, as the server's connection task does.
-            self.hub.remove(SessionId(i as u64));
-        }
     }
 
     fn perform(&mut self, i: usize, out: Output) {
@@ -316,9 +324,10 @@ impl Host {
                 let result = if self.store_healthy { Ok(()) } else { Err(StoreFailed) };
                 self.queue.push_back((i, Fact::BindingStored(result)));
             }
-            Output::MarkDisconnected { device } => {
+            // The only way out of the hub, as in the server: the session says when.
+            Output::Detach { device, .. } => {
                 if let Some(removed) = self.hub.remove(sid) {
-                    assert_eq!(removed, device, "marked another device disconnected");
+                    assert_eq!(removed, device, "detached another device");
                 }
             }
             Output::Route { device, body, ack } => {
@@ -366,7 +375,7 @@ fn drain(conn: &mut Conn) -> Vec<Output> {
         if conn.closed {
             assert!(matches!(out, Output::Undelivered { .. }), "{out:?} after the session closed");
         } else if closing {
-            assert!(matches!(out, Output::MarkDisconnected { .. } | Output::Undelivered { .. }), "{out:?} after Close");
+            assert!(matches!(out, Output::Detach { .. } | Output::Undelivered { .. }), "{out:?} after Close");
         }
         match out {
             Output::Send(reply) => {
@@ -374,12 +383,18 @@ fn drain(conn: &mut Conn) -> Vec<Output> {
                 assert!(is_json(&reply.to_text()), "reply is not JSON");
             }
             Output::Close(code) => {
-                assert!(matches!(code.0, 1000 | 1001 | 1003 | 1008 | 1011), "close code {code:?}");
+                let codes = [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013];
+                assert!(codes.contains(&code.0), "close code {code:?}");
                 closing = true;
             }
-            Output::MarkDisconnected { .. } => {
-                assert!(!conn.marked_disconnected, "marked disconnected twice");
-                conn.marked_disconnected = true;
+            Output::StoreBinding { .. } => {
+                assert!(!conn.stored, "a second StoreBinding");
+                conn.stored = true;
+            }
+            Output::Detach { .. } => {
+                assert!(conn.stored, "a Detach without a StoreBinding");
+                assert!(!conn.detached, "detached twice");
+                conn.detached = true;
                 closing = true;
             }
             _ => {}
@@ -387,6 +402,7 @@ fn drain(conn: &mut Conn) -> Vec<Output> {
     }
     let closed = conn.session.is_closed();
     assert!(!closing || closed, "closing outputs from an open session");
+    assert!(!closed || conn.detached == conn.stored, "closed without the Detach its StoreBinding owes");
     conn.closed |= closed;
     outputs
 }
@@ -454,9 +470,9 @@ pub fn drive_client(data: &[u8]) {
             continue;
         }
         match choice {
-            0 => client.handle_connected(now),
-            1 => client.handle_text(now, &server_text(&mut c)),
-            2 => client.handle_disconnected(now),
+            0 => client.handle_input(now, ClientInput::Connected),
+            1 => client.handle_input(now, ClientInput::Text(&server_text(&mut c))),
+            2 => client.handle_input(now, ClientInput::Disconnected),
             3 => client.handle_timeout(now),
             _ => {
                 now = now.plus(c.millis());

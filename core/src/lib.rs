@@ -10,6 +10,7 @@
 //! - [`hub`]: which session currently holds which device, [`Hub`].
 //! - [`held`]: actuations kept for a device between two of its connections, [`HeldActuations`].
 //! - [`router`]: the hub's rules joining sessions (supersede, hold, forward), [`Router`].
+//! - [`refusal`]: why the server refuses a peer, each reason with its reply and close code.
 //! - [`claims`]: the claims check of a device token whose signature the host verified.
 //! - [`client`]: the device end of the protocol, [`DeviceClient`].
 //! - [`http_head`]: the HTTP request head that opens a connection: plain answer or WebSocket upgrade.
@@ -28,6 +29,7 @@ pub mod held;
 pub mod http_head;
 pub mod hub;
 pub mod message;
+pub mod refusal;
 pub mod router;
 pub mod session;
 mod time;
@@ -37,13 +39,14 @@ pub mod wasm;
 pub mod world;
 
 pub use claims::{check_claims, TokenRejected, UnixSeconds};
-pub use client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+pub use client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 pub use credentials::Credentials;
 pub use held::{HeldActuations, Hold};
 pub use hub::{Hub, SessionId};
 pub use message::{
     parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome, MAX_DEVICE_ID_CHARS,
 };
+pub use refusal::{FrameError, StoreFailed, WrongCredentials};
 pub use router::{Command, Fact, Parcel, RouteCounts, Router, RouterConfig};
-pub use session::{Input, Output, Session, SessionConfig, StoreFailed};
+pub use session::{Input, Output, Session, SessionConfig};
 pub use time::Millis;

@@ -19,10 +19,14 @@
 //!   held since). A session that was superseded (or moved away) is not the device's route: what
 //!   it did not write is routed again, to wherever the device is now.
 //! - **Route**: an actuation goes to the device's session here. A session whose host cannot take
-//!   it ([`Fact::NotTaken`]: its queue is full, or it is ending) is ending: its device is away
-//!   from then on, that actuation and every later one for the device is held, and their acks
-//!   wait for the session's detach, behind those of what the session gives back then (which is
-//!   older), so that a sender hears its acks for a device in order.
+//!   it ([`Fact::NotTaken`]: its queue is full, or it is ending) is ending: that actuation and
+//!   every later one for the device wait for the session's detach, and are held (or refused)
+//!   then, behind what the session gives back (which is older). So the device gets them in
+//!   order and each sender hears its acks for a device in order. What waits is bounded as the
+//!   hold is (its count per device, its byte total): an actuation beyond that could not be
+//!   held anyway and is refused, its ack waiting in line with the others (up to
+//!   [`ENDING_ACKS`] in all per session; past that, a sender flooding a device whose
+//!   connection is ending hears at once, out of order).
 //! - **Hold or refuse**: a device that is away has its actuations held, within a count per device
 //!   and a byte total; beyond them, or for a device never seen, the sender hears
 //!   "not connected". A device not back within the hold time is gone: what was held is dropped and
@@ -105,8 +109,9 @@ pub enum Fact<A> {
         /// The instance it was forwarded to, named by its external address.
         forwarded_to: Option<String>,
     },
-    /// The host could not ask about the [`Command::LookUp`] it was just given (its queue is
-    /// full): the actuation is routed here, after the device's lookups still out.
+    /// The host could not ask about the [`Command::LookUp`] it polled last (its queue is
+    /// full): the actuation is routed here, after the device's lookups still out. Feed it
+    /// before polling the next command.
     NotLookedUp(Parcel<A>),
     /// The device registered with another instance.
     MovedAway(DeviceId),
@@ -182,12 +187,37 @@ pub struct RouteCounts {
     pub forwarded: u64,
 }
 
-/// Most acks one ending session keeps waiting for its detach; beyond it (a sender flooding a
-/// device whose connection is ending) they are sent at once, and may overtake.
-const DEFERRED_ACKS: usize = 1_024;
+/// Most actuations and acks waiting for one ending session's detach.
+pub const ENDING_ACKS: usize = 1_024;
 
-/// An ack held back until an ending session's detach.
-type Deferred<A> = (A, DeviceId, RouteOutcome);
+/// What waits for an ending session's detach.
+#[derive(Clone, Debug)]
+enum Waiting<A> {
+    /// To be held (or refused) then.
+    Parcel(Parcel<A>),
+    /// Refused already (beyond the hold's bounds): only its ack waits, to keep its place.
+    Refused(A, DeviceId),
+}
+
+impl<A> Waiting<A> {
+    fn bytes(&self) -> usize {
+        match self {
+            Waiting::Parcel(parcel) => parcel.body.as_str().len(),
+            Waiting::Refused(..) => 0,
+        }
+    }
+}
+
+/// A place in a device's line of lookups.
+#[derive(Clone, Debug)]
+enum Turn<A> {
+    /// The host is asking where the device is.
+    Out,
+    /// The host could not ask: routed here when its turn comes.
+    Route(Parcel<A>),
+    /// Refused already: only its ack waits for its turn.
+    Refuse(A),
+}
 
 /// The hub: routing table, held actuations and lookups in flight. See the module's rules.
 #[derive(Clone, Debug)]
@@ -195,11 +225,21 @@ pub struct Router<A> {
     hub: Hub,
     held: HeldActuations,
     cluster: bool,
-    /// Devices with actuations being looked up, oldest first: `None` while the host is asking,
-    /// the actuation itself once the host could not ask (decided when its turn comes).
-    in_lookup: BTreeMap<DeviceId, VecDeque<Option<Parcel<A>>>>,
-    /// Sessions that could not take an actuation, with the acks waiting for their detach.
-    ending: BTreeMap<SessionId, Vec<Deferred<A>>>,
+    /// Devices with actuations being looked up, oldest first, each lookup with its number, and
+    /// what waits behind them for its turn.
+    in_lookup: BTreeMap<DeviceId, VecDeque<(u64, Turn<A>)>>,
+    /// The number of the next lookup.
+    next_lookup: u64,
+    /// The numbers of the `LookUp` commands not yet polled, in order.
+    unpolled_lookups: VecDeque<u64>,
+    /// The device and number of the `LookUp` command polled last.
+    polled_lookup: Option<(DeviceId, u64)>,
+    /// Sessions that could not take an actuation, with what waits for their detach, in order.
+    ending: BTreeMap<SessionId, Vec<Waiting<A>>>,
+    /// Body bytes waiting in `ending`, over all sessions.
+    ending_bytes: usize,
+    hold_per_device: usize,
+    hold_max_bytes: usize,
     counts: RouteCounts,
     now: Millis,
     commands: VecDeque<Command<A>>,
@@ -213,7 +253,13 @@ impl<A> Router<A> {
             held: HeldActuations::new(config.hold_ms, config.hold_per_device, config.hold_max_bytes),
             cluster: config.cluster,
             in_lookup: BTreeMap::new(),
+            next_lookup: 0,
+            unpolled_lookups: VecDeque::new(),
+            polled_lookup: None,
             ending: BTreeMap::new(),
+            ending_bytes: 0,
+            hold_per_device: config.hold_per_device,
+            hold_max_bytes: config.hold_max_bytes,
             counts: RouteCounts::default(),
             now: Millis(0),
             commands: VecDeque::new(),
@@ -243,7 +289,12 @@ impl<A> Router<A> {
 
     /// The next command for the host; call after every `handle*` until it returns `None`.
     pub fn poll_command(&mut self) -> Option<Command<A>> {
-        self.commands.pop_front()
+        let command = self.commands.pop_front()?;
+        if let Command::LookUp(parcel) = &command {
+            let number = self.unpolled_lookups.pop_front().unwrap_or(u64::MAX);
+            self.polled_lookup = Some((parcel.device.clone(), number));
+        }
+        Some(command)
     }
 
     /// When [`handle_timeout`](Router::handle_timeout) must be called next, if ever (possibly
@@ -285,10 +336,14 @@ impl<A> Router<A> {
     }
 
     fn detach(&mut self, session: SessionId, undelivered: Vec<Parcel<A>>) {
-        match self.hub.remove(session) {
+        // Newer than what it gave back: they go after.
+        let waiting = self.ending.remove(&session).unwrap_or_default();
+        self.ending_bytes -= waiting.iter().map(Waiting::bytes).sum::<usize>();
+        let current = self.hub.remove(session);
+        match &current {
             Some(device) => {
                 self.held.departed(self.now, device.clone());
-                self.commands.push_back(Command::RecordDisconnected(device));
+                self.commands.push_back(Command::RecordDisconnected(device.clone()));
                 self.hold_first(undelivered);
             }
             // Superseded or moved: its actuations follow the device to its current session.
@@ -298,9 +353,19 @@ impl<A> Router<A> {
                 }
             }
         }
-        // Newer than what it gave back: their acks come after.
-        for (to, device, outcome) in self.ending.remove(&session).unwrap_or_default() {
-            self.commands.push_back(Command::Ack { to, device, outcome });
+        for waited in waiting {
+            match waited {
+                Waiting::Parcel(parcel) if current.is_some() => {
+                    let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
+                    self.settle(parcel, hold);
+                }
+                Waiting::Parcel(parcel) => self.route(parcel),
+                Waiting::Refused(to, device) if current.is_some() => {
+                    self.commands.push_back(Command::Ack { to, device, outcome: RouteOutcome::NotConnected })
+                }
+                // Behind the parcels just routed again, which may be in the device's lookups.
+                Waiting::Refused(to, device) => self.refused(to, device),
+            }
         }
     }
 
@@ -322,7 +387,10 @@ impl<A> Router<A> {
     fn route(&mut self, parcel: Parcel<A>) {
         let here = self.hub.route(&parcel.device).is_some();
         if self.cluster && (!here || self.in_lookup.contains_key(&parcel.device)) {
-            self.in_lookup.entry(parcel.device.clone()).or_default().push_back(None);
+            let number = self.next_lookup;
+            self.next_lookup += 1;
+            self.in_lookup.entry(parcel.device.clone()).or_default().push_back((number, Turn::Out));
+            self.unpolled_lookups.push_back(number);
             self.commands.push_back(Command::LookUp(parcel));
             return;
         }
@@ -334,7 +402,7 @@ impl<A> Router<A> {
     fn decided(&mut self, parcel: Parcel<A>, forwarded_to: Option<String>) {
         let device = parcel.device.clone();
         if let Some(waiting) = self.in_lookup.get_mut(&device) {
-            if let Some(at) = waiting.iter().position(Option::is_none) {
+            if let Some(at) = waiting.iter().position(|(_, turn)| matches!(turn, Turn::Out)) {
                 waiting.remove(at);
             }
         }
@@ -348,41 +416,57 @@ impl<A> Router<A> {
         self.take_turns(&device);
     }
 
-    /// The host could not ask about the device's newest lookup: it waits for those before it.
+    /// The host could not ask about the lookup it polled last: it waits for those before it.
     fn not_looked_up(&mut self, parcel: Parcel<A>) {
         let device = parcel.device.clone();
-        let Some(slot) = self.in_lookup.get_mut(&device).and_then(|w| w.iter_mut().rev().find(|s| s.is_none())) else {
-            // Not one the router asked about: routed here as it is.
+        let polled = self.polled_lookup.take().filter(|(d, _)| *d == device).map(|(_, number)| number);
+        let slot = polled.and_then(|number| {
+            self.in_lookup.get_mut(&device)?.iter_mut().find(|(n, turn)| *n == number && matches!(turn, Turn::Out))
+        });
+        let Some((_, slot)) = slot else {
+            // Not a lookup the router is waiting for: routed here as it is.
             self.route_here(parcel);
             return;
         };
-        *slot = Some(parcel);
+        *slot = Turn::Route(parcel);
         self.take_turns(&device);
     }
 
-    /// Routes here, in order, the device's actuations at the front of its lookups that the host
-    /// could not ask about; stops at the first one still out.
+    /// Decides, in order, what waits at the front of the device's line of lookups; stops at
+    /// the first lookup still out.
     fn take_turns(&mut self, device: &DeviceId) {
         while let Some(waiting) = self.in_lookup.get_mut(device) {
-            match waiting.front() {
+            if matches!(waiting.front(), Some((_, Turn::Out))) {
+                return;
+            }
+            match waiting.pop_front() {
                 None => {
                     self.in_lookup.remove(device);
                     return;
                 }
-                Some(None) => return,
-                Some(Some(_)) => {
-                    if let Some(Some(parcel)) = waiting.pop_front() {
-                        self.route_here(parcel);
-                    }
-                }
+                Some((_, Turn::Route(parcel))) => self.route_here(parcel),
+                Some((_, Turn::Refuse(to))) => self.commands.push_back(Command::Ack {
+                    to,
+                    device: device.clone(),
+                    outcome: RouteOutcome::NotConnected,
+                }),
+                Some((_, Turn::Out)) => unreachable!("checked above"),
             }
+        }
+    }
+
+    /// A refusal decided earlier, told now: behind the device's lookups if it has any.
+    fn refused(&mut self, to: A, device: DeviceId) {
+        match self.in_lookup.get_mut(&device) {
+            Some(line) => line.push_back((u64::MAX, Turn::Refuse(to))),
+            None => self.commands.push_back(Command::Ack { to, device, outcome: RouteOutcome::NotConnected }),
         }
     }
 
     /// Hands the actuation to the device's session here, or holds it, or refuses it.
     fn route_here(&mut self, parcel: Parcel<A>) {
         match self.hub.route(&parcel.device) {
-            Some(session) if self.ending.contains_key(&session) => self.hold_for_ending(session, parcel),
+            Some(session) if self.ending.contains_key(&session) => self.wait_for_detach(session, parcel),
             Some(session) => self.commands.push_back(Command::Deliver { session, parcel, from_hold: false }),
             None => {
                 let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
@@ -405,17 +489,28 @@ impl<A> Router<A> {
             self.held.departed(self.now, parcel.device.clone());
         }
         self.ending.entry(session).or_default();
-        self.hold_for_ending(session, parcel);
+        self.wait_for_detach(session, parcel);
     }
 
-    /// Holds an actuation for the device of an ending session; its ack waits for the detach.
-    fn hold_for_ending(&mut self, session: SessionId, parcel: Parcel<A>) {
-        let hold = self.held.hold(self.now, &parcel.device, parcel.body.clone());
-        let outcome = self.count(hold);
+    /// Keeps an actuation for the device of an ending session until its detach, within the
+    /// hold's own bounds (it could not be held beyond them); beyond them it is refused now, its
+    /// ack waiting in line.
+    fn wait_for_detach(&mut self, session: SessionId, parcel: Parcel<A>) {
+        let size = parcel.body.as_str().len();
+        let room = self.ending_bytes + size <= self.hold_max_bytes;
+        let Some(waiting) = self.ending.get_mut(&session) else { return self.route_here(parcel) };
+        let parcels = waiting.iter().filter(|w| matches!(w, Waiting::Parcel(_))).count();
+        if room && parcels < self.hold_per_device {
+            self.ending_bytes += size;
+            waiting.push(Waiting::Parcel(parcel));
+            return;
+        }
+        self.counts.hold_full += 1;
         let Some(to) = parcel.ack else { return };
-        match self.ending.get_mut(&session) {
-            Some(deferred) if deferred.len() < DEFERRED_ACKS => deferred.push((to, parcel.device, outcome)),
-            _ => self.commands.push_back(Command::Ack { to, device: parcel.device, outcome }),
+        if waiting.len() < ENDING_ACKS {
+            waiting.push(Waiting::Refused(to, parcel.device));
+        } else {
+            self.commands.push_back(Command::Ack { to, device: parcel.device, outcome: RouteOutcome::NotConnected });
         }
     }
 

@@ -153,16 +153,16 @@ fn a_sessions_leftovers_are_held_ahead_of_later_actuations_in_their_order() {
 }
 
 #[test]
-fn a_session_that_cannot_take_an_actuation_is_ending_and_its_acks_wait_for_its_detach() {
+fn a_session_that_cannot_take_an_actuation_is_ending_and_what_follows_waits_for_its_detach() {
     let mut h = Harness::new();
     h.attach(1, "a");
     assert_eq!(h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 2, Some(7)) }), []);
-    // Still its route (the session has not ended), but the device is away from now on: later
-    // actuations are held without being offered to the ending session.
+    // Still its route (the session has not ended), but later actuations are not offered to
+    // it: they wait, undecided, for its detach.
     assert_eq!(h.r.route_of(&dev("a")), Some(SessionId(1)));
     assert_eq!(h.route("a", 3, Some(7)), []);
-    assert_eq!(h.r.held(), 2);
-    // Its leftover (older) is acked first, then the two held since.
+    assert_eq!(h.r.held(), 0);
+    // Its leftover (older) is held and acked first, then the two that waited.
     assert_eq!(
         h.detach(1, vec![parcel("a", 1, Some(7))]),
         [
@@ -184,18 +184,48 @@ fn a_session_that_cannot_take_an_actuation_is_ending_and_its_acks_wait_for_its_d
 }
 
 #[test]
-fn an_ending_session_keeps_a_bounded_number_of_acks_waiting() {
+fn what_waits_for_an_ending_session_is_bounded_as_the_hold_is() {
+    let mut h = Harness::new();
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
+    h.route("a", 1, Some(7));
+    h.route("a", 2, Some(7));
+    // The device could hold 3: a fourth could never be held, so it is refused now, and its ack
+    // waits in line behind the others'.
+    assert_eq!(h.route("a", 3, Some(7)), []);
+    assert_eq!(h.r.counts().hold_full, 1);
+    let acks = h.detach(1, vec![]);
+    let held = ack(7, "a", RouteOutcome::Held);
+    assert_eq!(acks[1..], [held.clone(), held.clone(), held, ack(7, "a", RouteOutcome::NotConnected)]);
+    // In bytes too: a body larger than the hold's total never waits.
+    let mut h = Harness { r: Router::new(RouterConfig { hold_max_bytes: 5, ..config(false) }), now: 0 };
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
+    assert_eq!(h.detach(1, vec![])[1..], [ack(7, "a", RouteOutcome::NotConnected)]);
+    assert_eq!(h.r.held(), 0);
+}
+
+#[test]
+fn past_its_bound_an_ending_session_lets_acks_go_at_once() {
     let mut h = Harness { r: Router::new(RouterConfig { hold_per_device: 0, ..config(false) }), now: 0 };
     h.attach(1, "a");
     h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
-    for n in 1..DEFERRED_ACKS as u32 {
+    for n in 1..ENDING_ACKS as u32 {
         assert_eq!(h.route("a", n, Some(7)), []);
     }
-    // Past the bound, a sender flooding the device hears at once.
     assert_eq!(h.route("a", 0, Some(7)), [ack(7, "a", RouteOutcome::NotConnected)]);
     h.r.handle(Millis(h.now), Fact::Detach { session: SessionId(1), undelivered: vec![] });
     let acks = core::iter::from_fn(|| h.r.poll_command()).filter(|c| matches!(c, Command::Ack { .. })).count();
-    assert_eq!(acks, DEFERRED_ACKS);
+    assert_eq!(acks, ENDING_ACKS);
+}
+
+#[test]
+fn a_superseded_ending_session_sends_what_waited_to_the_new_one() {
+    let mut h = Harness::new();
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, None) });
+    h.attach(2, "a");
+    assert_eq!(h.detach(1, vec![]), [deliver(2, "a", 1, None, false)]);
 }
 
 #[test]
@@ -380,4 +410,23 @@ fn an_actuation_not_looked_up_with_nothing_before_it_is_routed_at_once() {
     h.route("b", 1, None);
     h.route("a", 2, Some(7));
     assert_eq!(h.fact(Fact::NotLookedUp(parcel("a", 2, Some(7)))), [ack(7, "a", RouteOutcome::NotConnected)]);
+}
+
+#[test]
+fn a_lookup_refused_among_several_asked_at_once_keeps_its_own_place() {
+    let mut h = Harness::cluster();
+    h.attach(1, "a");
+    h.attach(2, "a");
+    // The superseded session gives back two: both are looked up, asked in one go.
+    h.fact(Fact::MovedAway(dev("a")));
+    h.r.handle(
+        Millis(0),
+        Fact::Detach { session: SessionId(1), undelivered: vec![parcel("a", 1, Some(7)), parcel("a", 2, Some(7))] },
+    );
+    // The host takes the first lookup and cannot ask about it; the second is still to poll.
+    assert_eq!(h.r.poll_command(), Some(Command::LookUp(parcel("a", 1, Some(7)))));
+    h.r.handle(Millis(0), Fact::NotLookedUp(parcel("a", 1, Some(7))));
+    let rest = h.take();
+    // Decided at once (nothing before it), not behind the second.
+    assert_eq!(rest, [Command::LookUp(parcel("a", 2, Some(7))), ack(7, "a", RouteOutcome::NotConnected)]);
 }

@@ -8,6 +8,11 @@
 //!   ([`Output::StoreBinding`]); exactly one 200 follows. An invalid token is answered 401
 //!   "Invalid device token" and closed 1008; a binding that cannot be stored is answered 500 and
 //!   closed 1011. A repeat registration while one is pending is ignored.
+//! - Every refusal's reply and close code come from its type's `reply()` ([`FormatError`],
+//!   [`TokenRejected`], [`WrongCredentials`], [`StoreFailed`],
+//!   [`FrameError`](crate::FrameError)); the other closes are these rules': 1000 at a timeout
+//!   or when superseded, 1001 at shutdown, 1013 when the host evicts a pending connection
+//!   ([`Input::Evicted`]).
 //! - A registered device that registers again under its own id has its token verified again:
 //!   200 if it verifies, else 401 "Invalid device token" and close 1008 (a stolen connection
 //!   cannot be renewed with a garbage token). Under another id it is a format error.
@@ -26,10 +31,13 @@
 //! - A sender of an accepted actuation that is not a registered device and sends nothing for the
 //!   register timeout is closed 1000: the dashboard opens one connection per actuation and never
 //!   closes it.
-//! - A newer registration of the same device elsewhere supersedes this one: closed 1000 and, since
-//!   the device lives on, never marked disconnected.
-//! - When a registered device's connection ends any other way (peer gone, error, shutdown) the
-//!   host is asked to mark it disconnected, once.
+//! - A [`Output::StoreBinding`] makes this session the device's route, whatever the store then
+//!   says. So after it comes exactly one [`Output::Detach`], when the session stops being that
+//!   route, and nothing more of the kind: with `clear_binding: false` when a newer registration
+//!   of the device supersedes this one (closed 1000; the device lives on there), else with
+//!   `clear_binding: true`, the session having ended any other way (peer gone, refusal, shutdown,
+//!   a failed store, or a store not done by the deadline, which may still write the binding
+//!   after the 500). A session that never asked to store a binding is never detached.
 //! - Nothing is sent after a close; every input in every state has a defined outcome, and inputs
 //!   that do not apply to the current state are ignored.
 
@@ -38,7 +46,12 @@ use alloc::collections::VecDeque;
 use crate::claims::TokenRejected;
 use crate::credentials::Credentials;
 use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, FormatError, Reply, RouteOutcome};
+use crate::refusal::{StoreFailed, WrongCredentials};
 use crate::time::Millis;
+
+#[path = "session_io.rs"]
+mod io;
+pub use io::{Input, Output};
 
 /// Settings shared by every session of a server.
 #[derive(Clone, Debug)]
@@ -54,92 +67,6 @@ impl Default for SessionConfig {
     fn default() -> Self {
         SessionConfig { actuator: None, register_timeout_ms: 10_000 }
     }
-}
-
-/// The host could not record the device's binding.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub struct StoreFailed;
-
-/// A fact the host observed, fed to [`Session::handle_input`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Input<'a> {
-    /// A complete text message arrived.
-    Text(&'a str),
-    /// A complete binary message arrived.
-    Binary,
-    /// The verdict on the token of the pending [`Output::VerifyToken`].
-    TokenChecked(Result<(), TokenRejected>),
-    /// The result of the pending [`Output::StoreBinding`].
-    BindingStored(Result<(), StoreFailed>),
-    /// What became of an actuation this session asked to [`Output::Route`] with `ack`. Outcomes
-    /// for one device come in the order its actuations were routed; those for different
-    /// devices may come in any order (one may wait for another instance).
-    Routed {
-        /// The actuation's device.
-        device: DeviceId,
-        /// What became of it.
-        outcome: RouteOutcome,
-    },
-    /// An actuation for a device, routed to this session.
-    Deliver {
-        /// The device it is for.
-        device: DeviceId,
-        /// Its body, raw.
-        body: Body,
-    },
-    /// A newer connection of the same device registered.
-    Superseded,
-    /// The peer went away (close frame, reset, timeout): nothing more can be sent.
-    PeerGone,
-    /// The server is shutting down.
-    Shutdown,
-}
-
-/// A command for the host, drained with [`Session::poll_output`].
-#[derive(Clone, Debug, PartialEq, Eq)]
-pub enum Output {
-    /// Send this reply as a text frame.
-    Send(Reply),
-    /// Send a close frame with this code; the session is closed.
-    Close(CloseCode),
-    /// Verify this token for this device, then feed [`Input::TokenChecked`].
-    VerifyToken {
-        /// The device the token must be for.
-        device: DeviceId,
-        /// The JWT, as sent.
-        token: alloc::string::String,
-    },
-    /// Record that the device is connected here and make this session its route, then feed
-    /// [`Input::BindingStored`]. If storing fails the session answers 500 and closes without a
-    /// [`Output::MarkDisconnected`] (there is no binding to clear): the host must still stop
-    /// routing to it when the connection ends, as it must for every session it routes to.
-    StoreBinding {
-        /// The device.
-        device: DeviceId,
-    },
-    /// The device's connection ended: stop routing to this session and, if it was still the
-    /// device's current one, record the device as disconnected.
-    MarkDisconnected {
-        /// The device.
-        device: DeviceId,
-    },
-    /// Route an actuation to its device; if `ack`, feed back [`Input::Routed`].
-    Route {
-        /// The device it is for.
-        device: DeviceId,
-        /// Its body, raw.
-        body: Body,
-        /// Whether the sender wants to know what became of it.
-        ack: bool,
-    },
-    /// A delivered actuation this session can no longer pass on (it is not, or no longer, the
-    /// device's connection): route it again rather than lose it.
-    Undelivered {
-        /// The device it is for.
-        device: DeviceId,
-        /// Its body, raw.
-        body: Body,
-    },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -226,7 +153,14 @@ impl Session {
         }
         match input {
             Input::Text(text) => self.handle_text(text),
-            Input::Binary => self.reject_format(FormatError::Binary),
+            Input::Binary => self.refuse(FormatError::Binary.reply()),
+            Input::FrameRefused(error) => {
+                let (reply, code) = error.reply();
+                if let Some(reply) = reply {
+                    self.send(reply);
+                }
+                self.close(Some(code));
+            }
             Input::TokenChecked(verdict) => self.handle_verdict(verdict),
             Input::BindingStored(result) => self.handle_stored(result),
             Input::Routed { device, outcome } => self.handle_routed(device, outcome),
@@ -234,6 +168,7 @@ impl Session {
             Input::Superseded => self.handle_superseded(),
             Input::PeerGone => self.close(None),
             Input::Shutdown => self.close(Some(CloseCode::GOING_AWAY)),
+            Input::Evicted => self.close(Some(CloseCode::TRY_AGAIN_LATER)),
         }
     }
 
@@ -247,8 +182,7 @@ impl Session {
         }
         if let State::Storing { .. } = self.state {
             // The binding was not recorded in time: the device hears why before the close.
-            self.send(Reply::CannotStoreBinding);
-            self.close(Some(CloseCode::INTERNAL_ERROR));
+            self.refuse(StoreFailed.reply());
         } else {
             self.close(Some(CloseCode::NORMAL));
         }
@@ -303,7 +237,7 @@ impl Session {
 
     fn handle_text(&mut self, text: &str) {
         match parse(text) {
-            Err(error) => self.reject_format(error),
+            Err(error) => self.refuse(error.reply()),
             Ok(message) => {
                 self.note_activity();
                 match message {
@@ -337,16 +271,14 @@ impl Session {
                     self.outputs.push_back(Output::VerifyToken { device, token });
                 }
             }
-            State::Registered { .. } => self.reject_format(FormatError::WrongType("deviceId")),
+            State::Registered { .. } => self.refuse(FormatError::WrongType("deviceId").reply()),
             State::Verifying { .. } | State::Storing { .. } | State::Closed => {}
         }
     }
 
     fn handle_actuation(&mut self, offered: &Credentials, device: DeviceId, body: Body, ack: bool) {
-        let authorised = self.config.actuator.as_ref().is_some_and(|c| c.matches(offered));
-        if !authorised {
-            self.send(Reply::InvalidCredentials);
-            self.close(Some(CloseCode::POLICY_VIOLATION));
+        if let Err(refused) = self.authorise(offered) {
+            self.refuse(refused.reply());
             return;
         }
         if self.pending {
@@ -360,6 +292,14 @@ impl Session {
         self.outputs.push_back(Output::Route { device, body, ack });
     }
 
+    /// Compared in constant time; none configured refuses all.
+    fn authorise(&self, offered: &Credentials) -> Result<(), WrongCredentials> {
+        match &self.config.actuator {
+            Some(actuator) if actuator.matches(offered) => Ok(()),
+            _ => Err(WrongCredentials),
+        }
+    }
+
     fn handle_verdict(&mut self, verdict: Result<(), TokenRejected>) {
         if let State::Registered { rechecking, .. } = &mut self.state {
             if !core::mem::take(rechecking) {
@@ -367,11 +307,8 @@ impl Session {
             }
             match verdict {
                 Ok(()) => self.send(Reply::Subscribed),
-                Err(_) => {
-                    // Registered until now: the close marks the device disconnected.
-                    self.send(Reply::InvalidToken);
-                    self.close(Some(CloseCode::POLICY_VIOLATION));
-                }
+                // Registered until now: the close detaches the device and clears its binding.
+                Err(refused) => self.refuse(refused.reply()),
             }
             return;
         }
@@ -382,12 +319,8 @@ impl Session {
                 self.state = State::Storing { device: device.clone() };
                 self.outputs.push_back(Output::StoreBinding { device });
             }
-            Err(_) => {
-                // Not registered: nothing to mark disconnected.
-                self.state = State::AwaitingInit;
-                self.send(Reply::InvalidToken);
-                self.close(Some(CloseCode::POLICY_VIOLATION));
-            }
+            // No binding was asked for: nothing to detach.
+            Err(refused) => self.refuse(refused.reply()),
         }
     }
 
@@ -399,11 +332,9 @@ impl Session {
                 self.pending = false;
                 self.send(Reply::Subscribed);
             }
-            Err(StoreFailed) => {
-                self.state = State::AwaitingInit;
-                self.send(Reply::CannotStoreBinding);
-                self.close(Some(CloseCode::INTERNAL_ERROR));
-            }
+            // The host made this session the route before storing: the close detaches it and,
+            // since the store may have written part of what it was asked, clears the binding.
+            Err(failed) => self.refuse(failed.reply()),
         }
     }
 
@@ -424,9 +355,8 @@ impl Session {
 
     fn handle_superseded(&mut self) {
         if let State::Registered { .. } | State::Storing { .. } = self.state {
-            // The device lives on in its newer connection: do not mark it disconnected.
-            self.state = State::Closed;
-            self.outputs.push_back(Output::Close(CloseCode::NORMAL));
+            // The device lives on in its newer connection: its binding is that one's now.
+            self.end(Some(CloseCode::NORMAL), false);
         }
     }
 
@@ -437,8 +367,8 @@ impl Session {
         }
     }
 
-    fn reject_format(&mut self, error: FormatError) {
-        let (reply, code) = error.reply();
+    /// Answers a refusal as its type says, then closes.
+    fn refuse(&mut self, (reply, code): (Reply, CloseCode)) {
         self.send(reply);
         self.close(Some(code));
     }
@@ -449,9 +379,16 @@ impl Session {
         }
     }
 
-    /// Ends the session: a close frame if the peer can still hear one, then the device's
-    /// disconnection if it had registered.
+    /// Ends the session for any reason but a newer registration of its device: a close frame
+    /// if the peer can still hear one, then, if it asked to store a binding, the [`Output::Detach`]
+    /// that clears it.
     fn close(&mut self, code: Option<CloseCode>) {
+        self.end(code, true);
+    }
+
+    /// Ends the session: the close frame, if any, then the one [`Output::Detach`] owed for its
+    /// [`Output::StoreBinding`] (asked in `Storing`, kept through `Registered`).
+    fn end(&mut self, code: Option<CloseCode>, clear_binding: bool) {
         let previous = core::mem::replace(&mut self.state, State::Closed);
         if matches!(previous, State::Closed) {
             return;
@@ -460,7 +397,7 @@ impl Session {
             self.outputs.push_back(Output::Close(code));
         }
         if let State::Registered { device, .. } | State::Storing { device } = previous {
-            self.outputs.push_back(Output::MarkDisconnected { device });
+            self.outputs.push_back(Output::Detach { device, clear_binding });
         }
     }
 }

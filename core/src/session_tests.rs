@@ -1,5 +1,6 @@
 use super::*;
 use crate::hub::{Hub, SessionId};
+use crate::refusal::FrameError;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
@@ -74,6 +75,11 @@ fn close(code: CloseCode) -> Output {
     Output::Close(code)
 }
 
+/// The end of a route that clears the device's binding.
+fn detach(id: &str) -> Output {
+    Output::Detach { device: dev(id), clear_binding: true }
+}
+
 #[test]
 fn ping_before_registration_gets_pong() {
     let mut h = Harness::new();
@@ -117,7 +123,7 @@ fn store_failure_replies_500_then_closes_1011() {
     h.input(Input::TokenChecked(Ok(())));
     assert_eq!(
         h.input(Input::BindingStored(Err(StoreFailed))),
-        [send(Reply::CannotStoreBinding), close(CloseCode::INTERNAL_ERROR)]
+        [send(Reply::CannotStoreBinding), close(CloseCode::INTERNAL_ERROR), detach("d1")]
     );
     assert!(h.s.is_closed());
 }
@@ -144,12 +150,12 @@ fn registered_device_registering_again_is_verified_again_then_gets_200() {
 }
 
 #[test]
-fn re_registration_with_a_bad_token_replies_401_closes_1008_and_marks_disconnected() {
+fn re_registration_with_a_bad_token_replies_401_closes_1008_and_detaches() {
     let mut h = Harness::registered("d1");
     h.text(&register_text("d1"));
     assert_eq!(
         h.input(Input::TokenChecked(Err(TokenRejected::Signature))),
-        [send(Reply::InvalidToken), close(CloseCode::POLICY_VIOLATION), Output::MarkDisconnected { device: dev("d1") }]
+        [send(Reply::InvalidToken), close(CloseCode::POLICY_VIOLATION), detach("d1")]
     );
     assert!(h.s.is_closed());
 }
@@ -170,7 +176,7 @@ fn registered_device_registering_as_another_id_is_a_format_error() {
     let mut h = Harness::registered("d1");
     assert_eq!(
         h.text(&register_text("d2")),
-        [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), Output::MarkDisconnected { device: dev("d1") }]
+        [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), detach("d1")]
     );
 }
 
@@ -190,12 +196,9 @@ fn binary_frame_is_a_format_error() {
 }
 
 #[test]
-fn registered_device_sending_garbage_is_closed_and_marked_disconnected() {
+fn registered_device_sending_garbage_is_closed_and_detached() {
     let mut h = Harness::registered("d1");
-    assert_eq!(
-        h.text("garbage"),
-        [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), Output::MarkDisconnected { device: dev("d1") }]
-    );
+    assert_eq!(h.text("garbage"), [send(Reply::WrongFormat), close(CloseCode::UNSUPPORTED_DATA), detach("d1")]);
 }
 
 #[test]
@@ -343,14 +346,7 @@ fn a_binding_not_stored_by_the_pending_deadline_is_answered_500_and_closed() {
     h.text(&register_text("d1"));
     h.input(Input::TokenChecked(Ok(())));
     assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
-    assert_eq!(
-        h.advance(10_000),
-        [
-            send(Reply::CannotStoreBinding),
-            close(CloseCode::INTERNAL_ERROR),
-            Output::MarkDisconnected { device: dev("d1") }
-        ]
-    );
+    assert_eq!(h.advance(10_000), [send(Reply::CannotStoreBinding), close(CloseCode::INTERNAL_ERROR), detach("d1")]);
     // The store's late answer changes nothing.
     assert!(h.input(Input::BindingStored(Ok(()))).is_empty());
 }
@@ -400,20 +396,17 @@ fn time_going_backwards_is_ignored() {
 }
 
 #[test]
-fn peer_gone_marks_a_registered_device_disconnected_once() {
+fn peer_gone_detaches_a_registered_device_once() {
     let mut h = Harness::registered("d1");
-    assert_eq!(h.input(Input::PeerGone), [Output::MarkDisconnected { device: dev("d1") }]);
+    assert_eq!(h.input(Input::PeerGone), [detach("d1")]);
     assert!(h.input(Input::PeerGone).is_empty());
     assert!(h.input(Input::Shutdown).is_empty());
 }
 
 #[test]
-fn shutdown_closes_1001_and_marks_disconnected() {
+fn shutdown_closes_1001_and_detaches() {
     let mut h = Harness::registered("d1");
-    assert_eq!(
-        h.input(Input::Shutdown),
-        [close(CloseCode::GOING_AWAY), Output::MarkDisconnected { device: dev("d1") }]
-    );
+    assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY), detach("d1")]);
     let mut h = Harness::new();
     assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY)]);
 }
@@ -440,7 +433,7 @@ fn prototype_names_register_like_any_id() {
 
 /// Two sessions and a hub, wired the way the server wires them.
 #[test]
-fn newer_registration_supersedes_the_older_without_marking_disconnected() {
+fn newer_registration_supersedes_the_older_without_clearing_the_binding() {
     let mut hub = Hub::new();
     let mut old = Harness::registered("d1");
     assert_eq!(hub.register(SessionId(1), dev("d1")), None);
@@ -449,9 +442,12 @@ fn newer_registration_supersedes_the_older_without_marking_disconnected() {
     assert_eq!(new.input(Input::TokenChecked(Ok(()))), [Output::StoreBinding { device: dev("d1") }]);
     // The host stores, then routes the device to the new session and supersedes the old one.
     assert_eq!(hub.register(SessionId(2), dev("d1")), Some(SessionId(1)));
-    assert_eq!(old.input(Input::Superseded), [close(CloseCode::NORMAL)]);
+    assert_eq!(
+        old.input(Input::Superseded),
+        [close(CloseCode::NORMAL), Output::Detach { device: dev("d1"), clear_binding: false }]
+    );
     assert_eq!(new.input(Input::BindingStored(Ok(()))), [send(Reply::Subscribed)]);
-    // The old connection's end is not the device's: no MarkDisconnected, and the hub agrees.
+    // The old connection's end is not the device's: its binding stays, and the hub agrees.
     assert!(old.input(Input::PeerGone).is_empty());
     assert_eq!(hub.remove(SessionId(1)), None);
     assert_eq!(hub.route(&dev("d1")), Some(SessionId(2)));
@@ -470,4 +466,111 @@ fn actuation_routes_through_the_hub_to_the_device() {
     assert_eq!(delivered, [send(Reply::Actuation(body.clone()))]);
     let Output::Send(reply) = &delivered[0] else { unreachable!() };
     assert_eq!(reply.to_text(), r#"{"code":1024,"content":{"content":{"deviceId":"d1","v":1.0}}}"#);
+}
+
+/// A session that has asked to store `id`'s binding and not heard back.
+fn storing(id: &str) -> Harness {
+    let mut h = Harness::new();
+    h.text(&register_text(id));
+    assert_eq!(h.input(Input::TokenChecked(Ok(()))), [Output::StoreBinding { device: dev(id) }]);
+    h
+}
+
+#[test]
+fn detach_after_a_failed_store_clears_the_binding() {
+    let mut h = storing("d1");
+    let out = h.input(Input::BindingStored(Err(StoreFailed)));
+    assert_eq!(out.last(), Some(&detach("d1")));
+}
+
+#[test]
+fn detach_after_a_store_timed_out_clears_the_binding() {
+    // The store may still write the binding after the 500: it must be cleared.
+    let mut h = storing("d1");
+    assert_eq!(h.advance(10_000), [send(Reply::CannotStoreBinding), close(CloseCode::INTERNAL_ERROR), detach("d1")]);
+}
+
+#[test]
+fn detach_after_superseded_does_not_clear_the_binding() {
+    let registered = Output::Detach { device: dev("d1"), clear_binding: false };
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.input(Input::Superseded), [close(CloseCode::NORMAL), registered.clone()]);
+    // Superseded while its own store is under way: the newer connection owns the binding too.
+    let mut h = storing("d1");
+    assert_eq!(h.input(Input::Superseded), [close(CloseCode::NORMAL), registered]);
+}
+
+#[test]
+fn every_end_after_a_store_request_detaches_exactly_once() {
+    type End = fn(&mut Harness) -> Vec<Output>;
+    let ends: [(&str, End); 6] = [
+        ("peer gone", |h| h.input(Input::PeerGone)),
+        ("shutdown", |h| h.input(Input::Shutdown)),
+        ("evicted", |h| h.input(Input::Evicted)),
+        ("garbage", |h| h.text("garbage")),
+        ("frame refused", |h| h.input(Input::FrameRefused(FrameError::TooBig))),
+        ("superseded", |h| h.input(Input::Superseded)),
+    ];
+    for (what, end) in ends {
+        for mut h in [storing("d1"), Harness::registered("d1")] {
+            let mut out = end(&mut h);
+            // Whatever comes later: the store's answer, a timer, more ends.
+            out.extend(h.input(Input::BindingStored(Err(StoreFailed))));
+            out.extend(h.input(Input::PeerGone));
+            out.extend(h.input(Input::Superseded));
+            out.extend(h.advance(60_000));
+            let detaches = out.iter().filter(|o| matches!(o, Output::Detach { .. })).count();
+            assert_eq!(detaches, 1, "{what}: {out:?}");
+            assert!(matches!(out.last(), Some(Output::Detach { .. })), "{what}: something after the detach: {out:?}");
+        }
+    }
+}
+
+#[test]
+fn a_session_that_never_asked_to_store_is_never_detached() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    let mut out = h.input(Input::TokenChecked(Err(TokenRejected::Expired)));
+    out.extend(h.input(Input::PeerGone));
+    assert!(!out.iter().any(|o| matches!(o, Output::Detach { .. })), "{out:?}");
+    let mut h = Harness::new();
+    h.text(&actuation_text("d1", ""));
+    assert_eq!(h.input(Input::Shutdown), [close(CloseCode::GOING_AWAY)]);
+}
+
+#[test]
+fn frame_refusals_close_with_their_code_and_no_reply() {
+    for (error, code) in [
+        (FrameError::Protocol, CloseCode::PROTOCOL_ERROR),
+        (FrameError::InvalidUtf8, CloseCode::INVALID_PAYLOAD),
+        (FrameError::TooBig, CloseCode::MESSAGE_TOO_BIG),
+    ] {
+        let mut h = Harness::new();
+        assert_eq!(h.input(Input::FrameRefused(error)), [close(code)], "{error}");
+        assert!(h.s.is_closed());
+        let mut h = Harness::registered("d1");
+        assert_eq!(h.input(Input::FrameRefused(error)), [close(code), detach("d1")], "{error}");
+    }
+}
+
+#[test]
+fn an_evicted_pending_connection_is_closed_1013() {
+    let mut h = Harness::new();
+    h.text(r#"{"type":"ping"}"#);
+    assert_eq!(h.input(Input::Evicted), [close(CloseCode::TRY_AGAIN_LATER)]);
+    assert!(h.s.is_closed() && !h.s.is_pending());
+}
+
+#[test]
+fn each_refusal_is_answered_as_its_type_says() {
+    let mut h = Harness::new();
+    h.text(&register_text("d1"));
+    let (reply, code) = TokenRejected::Subject.reply();
+    assert_eq!(h.input(Input::TokenChecked(Err(TokenRejected::Subject))), [send(reply), close(code)]);
+    let mut h = Harness::new();
+    let (reply, code) = WrongCredentials.reply();
+    assert_eq!(h.text(&actuation_text("d1", "").replace("admin", "root")), [send(reply), close(code)]);
+    let mut h = storing("d1");
+    let (reply, code) = StoreFailed.reply();
+    assert_eq!(h.input(Input::BindingStored(Err(StoreFailed))), [send(reply), close(code), detach("d1")]);
 }

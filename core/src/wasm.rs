@@ -31,7 +31,7 @@
 use alloc::string::String;
 use wasm_bindgen::prelude::wasm_bindgen;
 
-use crate::client::{ClientConfig, ClientEvent, ClientOutput, DeviceClient};
+use crate::client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 use crate::message::{parse, ClientMessage, DeviceId};
 use crate::time::Millis;
 
@@ -73,17 +73,17 @@ impl WasmDeviceClient {
 
     /// The WebSocket opened: the client queues its registration.
     pub fn handle_connected(&mut self, now_ms: f64) {
-        self.inner.handle_connected(millis(now_ms));
+        self.inner.handle_input(millis(now_ms), ClientInput::Connected);
     }
 
     /// A text frame arrived from the server.
     pub fn handle_text(&mut self, now_ms: f64, text: &str) {
-        self.inner.handle_text(millis(now_ms), text);
+        self.inner.handle_input(millis(now_ms), ClientInput::Text(text));
     }
 
     /// The WebSocket closed, failed to open, or was closed as asked: a reconnect is scheduled.
     pub fn handle_disconnected(&mut self, now_ms: f64) {
-        self.inner.handle_disconnected(millis(now_ms));
+        self.inner.handle_input(millis(now_ms), ClientInput::Disconnected);
     }
 
     /// The timer armed from [`poll_timeout`](WasmDeviceClient::poll_timeout) fired.

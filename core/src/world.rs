@@ -29,8 +29,9 @@ use alloc::vec::Vec;
 use crate::credentials::Credentials;
 use crate::hub::SessionId;
 use crate::message::{Body, DeviceId};
+use crate::refusal::StoreFailed;
 use crate::router::{Command, Fact, Parcel, Router, RouterConfig};
-use crate::session::{Input, Session, SessionConfig, StoreFailed};
+use crate::session::{Input, Session, SessionConfig};
 use crate::time::Millis;
 
 #[path = "world_conn.rs"]
@@ -107,6 +108,8 @@ enum Request {
 /// N sessions, one router, their queues, and the model of what they must guarantee.
 pub struct World<'a> {
     c: Choices<'a>,
+    /// Per session, the actuations it could not take: the router keeps them for its detach.
+    not_taken: BTreeMap<usize, Vec<usize>>,
     now: Millis,
     config: RouterConfig,
     session_config: SessionConfig,
@@ -126,11 +129,6 @@ pub struct World<'a> {
     pub model: Model,
     /// What happened, step by step, when asked for (to read a failing case).
     pub trace: Option<Vec<String>>,
-    /// Whether a lookup may be decided at once (the forwarder's queue is full) while others
-    /// are out, as the hub task does. Off by default: verdicts then overtake earlier ones, and
-    /// so do a device's actuations; see `refused_lookups_keep_order` in
-    /// tests/world_properties.rs.
-    pub refuse_out_of_order: bool,
 }
 
 impl<'a> World<'a> {
@@ -149,6 +147,7 @@ impl<'a> World<'a> {
         };
         World {
             c,
+            not_taken: BTreeMap::new(),
             now: Millis(0),
             config,
             session_config,
@@ -160,9 +159,8 @@ impl<'a> World<'a> {
             texts: 0,
             newest: BTreeMap::new(),
             stale: BTreeSet::new(),
-            model: Model::default(),
+            model: Model { ack_order: true, write_order: true, ..Model::default() },
             trace: None,
-            refuse_out_of_order: false,
         }
     }
 
@@ -315,7 +313,15 @@ impl<'a> World<'a> {
             }
             Request::Detach { session, undelivered } => {
                 self.conns[session].in_hub = false;
-                self.stale.insert(session);
+                // Superseded before its detach came: its leftovers are out of line, and so is what
+                // waited for its detach in the router.
+                let not_taken = self.not_taken.remove(&session).unwrap_or_default();
+                if !self.stale.insert(session) {
+                    let ids = undelivered.iter().map(|p| p.ack.map_or(usize::MAX, |t| t.id));
+                    for id in ids.chain(not_taken) {
+                        self.model.out_of_line(id);
+                    }
+                }
                 Fact::Detach { session: SessionId(session as u64), undelivered }
             }
             Request::Route(parcel) => Fact::Route(parcel),
@@ -380,6 +386,7 @@ impl<'a> World<'a> {
             Command::Supersede(session) => {
                 let i = session.0 as usize;
                 self.stale.insert(i);
+                self.model.superseded(i);
                 let conn = &mut self.conns[i];
                 if conn.in_hub {
                     conn.in_hub = false;
@@ -395,12 +402,11 @@ impl<'a> World<'a> {
                 let ticket = self.ticket(&parcel);
                 parcel.ack = Some(ticket);
                 self.model.moved(ticket.id, &[Fate::Routing, Fate::Held], Fate::Lookup, "look up");
-                // The forwarder's queue is full: decided here, at once (by default only when no
-                // other lookup is out: verdicts must come in the order asked).
-                let may_refuse = self.lookups.is_empty() || self.refuse_out_of_order;
-                if may_refuse && self.c.odds(1) {
-                    self.model.moved(ticket.id, &[Fate::Lookup], Fate::Routing, "verdict");
-                    self.router.handle(self.now, Fact::Verdict { parcel, forwarded_to: None });
+                // The forwarder's queue is full: the hub task tells the router at once, as it
+                // does; the router decides it in its turn.
+                if self.c.odds(1) {
+                    self.model.moved(ticket.id, &[Fate::Lookup], Fate::Routing, "not looked up");
+                    self.router.handle(self.now, Fact::NotLookedUp(parcel));
                 } else {
                     self.lookups.push_back(parcel);
                 }
@@ -432,6 +438,7 @@ impl<'a> World<'a> {
             conn.mail(Mail::Deliver { device: parcel.device, body: parcel.body, ticket: parcel.ack, from_hold });
         } else {
             self.model.moved(id, &[Fate::Given(i)], Fate::Routing, "not taken");
+            self.not_taken.entry(i).or_default().push(id);
             self.router.handle(self.now, Fact::NotTaken { session: SessionId(i as u64), parcel });
         }
     }

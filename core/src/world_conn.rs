@@ -7,8 +7,9 @@ use alloc::vec::Vec;
 
 use super::{Fate, Request, Ticket, World, DEVICES, MAX_OUTPUTS_PER_INPUT};
 use crate::message::{Body, DeviceId, Reply, RouteOutcome};
+use crate::refusal::StoreFailed;
 use crate::router::Parcel;
-use crate::session::{Input, Output, Session, StoreFailed};
+use crate::session::{Input, Output, Session};
 use crate::TokenRejected;
 
 /// What the hub tells a connection.
@@ -42,6 +43,8 @@ pub(super) struct Conn {
     gave_up: bool,
     superseded: bool,
     finished: bool,
+    /// The session said its routing ended (`Output::Detach`): the hub hears of it at the end.
+    detach: bool,
 }
 
 impl Conn {
@@ -58,6 +61,7 @@ impl Conn {
             due: VecDeque::new(),
             socket: VecDeque::new(),
             gave_up: false,
+            detach: false,
             superseded: false,
             finished: false,
         }
@@ -246,7 +250,7 @@ impl World<'_> {
                     // The connection waits for its store reply before it does anything else.
                     return;
                 }
-                Output::MarkDisconnected { .. } => {}
+                Output::Detach { .. } => self.conns[i].detach = true,
                 Output::Route { device, body, ack } => {
                     let id = self.model.accepted(device.clone(), Some(i), ack);
                     self.ids.insert(body.as_str().into(), id);
@@ -258,6 +262,7 @@ impl World<'_> {
                         return self.model.violate(format!("session {i} handed back {body:?}, never given"));
                     };
                     self.model.moved(ticket.id, &[Fate::Given(i)], Fate::Routing, "undelivered");
+
                     self.requests.push_back(Request::Route(Parcel::new(device, body, Some(ticket))));
                 }
             }
@@ -301,12 +306,15 @@ impl World<'_> {
                 back.push(Parcel::new(device, body, ticket));
             }
         }
-        let attached = conn.device.is_some();
+        let (attached, detach) = (conn.device.is_some(), conn.detach);
         for parcel in &back {
             let id = parcel.ack.map_or(usize::MAX, |t| t.id);
             self.model.moved(id, &[Fate::Given(i)], Fate::Routing, "given back at the end");
         }
-        if attached {
+        if attached != detach {
+            self.model.violate(format!("session {i} ended: attached {attached}, detached {detach}"));
+        }
+        if detach {
             self.requests.push_back(Request::Detach { session: i, undelivered: back });
         } else {
             self.requests.extend(back.into_iter().map(Request::Route));

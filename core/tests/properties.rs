@@ -16,8 +16,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use iot_ws_core::{
-    parse, Body, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, HeldActuations, Hold, Hub, Input,
-    Millis, Output, Reply, RouteOutcome, Session, SessionConfig, SessionId, StoreFailed, TokenRejected,
+    parse, Body, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, FrameError, HeldActuations, Hold, Hub,
+    Input, Millis, Output, Reply, RouteOutcome, Session, SessionConfig, SessionId, StoreFailed, TokenRejected,
     MAX_DEVICE_ID_CHARS,
 };
 use proptest::prelude::*;
@@ -41,6 +41,7 @@ fn config() -> SessionConfig {
 enum Step {
     Text(usize, String),
     Binary(usize),
+    FrameRefused(usize, FrameError),
     TokenChecked(usize, bool),
     BindingStored(usize, bool),
     Routed(usize, usize, RouteOutcome),
@@ -48,6 +49,7 @@ enum Step {
     Superseded(usize),
     PeerGone(usize),
     Shutdown(usize),
+    Evicted(usize),
     /// The session's timer fires now, due or not (hosts wake up early).
     Timer(usize),
     /// The clock moves on; every due timer fires.
@@ -106,6 +108,10 @@ fn outcome() -> impl Strategy<Value = RouteOutcome> {
     ]
 }
 
+fn frame_error() -> impl Strategy<Value = FrameError> {
+    prop_oneof![Just(FrameError::Protocol), Just(FrameError::InvalidUtf8), Just(FrameError::TooBig)]
+}
+
 fn step() -> impl Strategy<Value = Step> {
     let s = 0..8usize;
     prop_oneof![
@@ -118,6 +124,8 @@ fn step() -> impl Strategy<Value = Step> {
         1 => s.clone().prop_map(Step::Superseded),
         1 => s.clone().prop_map(Step::PeerGone),
         1 => s.clone().prop_map(Step::Shutdown),
+        1 => s.clone().prop_map(Step::Evicted),
+        1 => (s.clone(), frame_error()).prop_map(|(i, e)| Step::FrameRefused(i, e)),
         1 => s.prop_map(Step::Timer),
         2 => prop_oneof![0..50u64, 0..20_000u64, Just(u64::MAX / 2)].prop_map(Step::Advance),
         2 => Just(Step::Connect),
@@ -130,6 +138,7 @@ fn step() -> impl Strategy<Value = Step> {
 enum Fact {
     Text(String),
     Binary,
+    FrameRefused(FrameError),
     TokenChecked(Result<(), TokenRejected>),
     BindingStored(Result<(), StoreFailed>),
     Routed(DeviceId, RouteOutcome),
@@ -137,6 +146,7 @@ enum Fact {
     Superseded,
     PeerGone,
     Shutdown,
+    Evicted,
 }
 
 impl Fact {
@@ -144,6 +154,7 @@ impl Fact {
         match self {
             Fact::Text(t) => Input::Text(t),
             Fact::Binary => Input::Binary,
+            Fact::FrameRefused(e) => Input::FrameRefused(*e),
             Fact::TokenChecked(v) => Input::TokenChecked(*v),
             Fact::BindingStored(r) => Input::BindingStored(*r),
             Fact::Routed(device, outcome) => Input::Routed { device: device.clone(), outcome: outcome.clone() },
@@ -151,6 +162,7 @@ impl Fact {
             Fact::Superseded => Input::Superseded,
             Fact::PeerGone => Input::PeerGone,
             Fact::Shutdown => Input::Shutdown,
+            Fact::Evicted => Input::Evicted,
         }
     }
 
@@ -161,6 +173,7 @@ impl Fact {
         Some(match step {
             Step::Text(i, t) => (*i, Fact::Text(t.clone())),
             Step::Binary(i) => (*i, Fact::Binary),
+            Step::FrameRefused(i, e) => (*i, Fact::FrameRefused(*e)),
             Step::TokenChecked(i, ok) => (*i, Fact::TokenChecked(verdict(*ok))),
             Step::BindingStored(i, ok) => (*i, Fact::BindingStored(stored(*ok))),
             Step::Routed(i, d, o) => (*i, Fact::Routed(dev(*d), o.clone())),
@@ -168,6 +181,7 @@ impl Fact {
             Step::Superseded(i) => (*i, Fact::Superseded),
             Step::PeerGone(i) => (*i, Fact::PeerGone),
             Step::Shutdown(i) => (*i, Fact::Shutdown),
+            Step::Evicted(i) => (*i, Fact::Evicted),
             Step::Timer(_) | Step::Advance(_) | Step::Connect | Step::StoreHealthy(_) => return None,
         })
     }
@@ -186,7 +200,9 @@ fn body(i: usize) -> Body {
 struct Watch {
     /// A `Close` was output, or the session said it is closed.
     closed: bool,
-    marked_disconnected: bool,
+    /// A `StoreBinding` was output: the session is a route, and owes one `Detach`.
+    stored: bool,
+    detached: bool,
 }
 
 impl Watch {
@@ -199,10 +215,7 @@ impl Watch {
                 // After the close only deliveries are handed back, so that they are not lost.
                 prop_assert!(matches!(out, Output::Undelivered { .. }), "{out:?} after the session closed");
             } else if closing_here {
-                prop_assert!(
-                    matches!(out, Output::MarkDisconnected { .. } | Output::Undelivered { .. }),
-                    "{out:?} after Close"
-                );
+                prop_assert!(matches!(out, Output::Detach { .. } | Output::Undelivered { .. }), "{out:?} after Close");
             }
             match out {
                 Output::Send(reply) => {
@@ -213,23 +226,27 @@ impl Watch {
                 }
                 Output::Close(code) => {
                     prop_assert!(
-                        [CloseCode::NORMAL, CloseCode::GOING_AWAY, CloseCode::UNSUPPORTED_DATA]
-                            .into_iter()
-                            .chain([CloseCode::POLICY_VIOLATION, CloseCode::INTERNAL_ERROR])
-                            .any(|c| c == *code),
+                        [1000, 1001, 1002, 1003, 1007, 1008, 1009, 1011, 1013].contains(&code.0),
                         "close code {code:?}"
                     );
                     closing_here = true;
                 }
-                Output::MarkDisconnected { .. } => {
-                    prop_assert!(!self.marked_disconnected, "marked disconnected twice");
-                    self.marked_disconnected = true;
+                Output::StoreBinding { .. } => {
+                    prop_assert!(!self.stored, "a second StoreBinding");
+                    self.stored = true;
+                }
+                Output::Detach { .. } => {
+                    prop_assert!(self.stored, "a Detach without a StoreBinding");
+                    prop_assert!(!self.detached, "detached twice");
+                    self.detached = true;
                     closing_here = true;
                 }
                 _ => {}
             }
         }
-        prop_assert!(!closing_here || closed_now, "Close or MarkDisconnected output, but the session is open");
+        prop_assert!(!closing_here || closed_now, "Close or Detach output, but the session is open");
+        // Exactly one Detach after a StoreBinding: by the time the session is closed, it came.
+        prop_assert!(!closed_now || self.detached == self.stored, "closed without its Detach");
         self.closed |= closed_now;
         Ok(())
     }
@@ -384,12 +401,8 @@ impl Host {
         for out in outputs {
             self.perform(i, out)?;
         }
-        if self.sessions[i].is_closed() {
-            // The connection ends once a closed session's outputs are drained, and the host
-            // leaves the hub then (the server's `finish`): after a failed store the session has
-            // no `MarkDisconnected` to say so, although its `StoreBinding` made it the route.
-            self.hub.remove(SessionId(i as u64));
-        }
+        // The host leaves the hub only when the session says so (`Detach`): the routing
+        // property below holds without a rule of the host's own.
         Ok(())
     }
 
@@ -408,7 +421,9 @@ impl Host {
                 let result = if self.store_healthy { Ok(()) } else { Err(StoreFailed) };
                 self.queue.push_back((i, Fact::BindingStored(result)));
             }
-            Output::MarkDisconnected { device } => {
+            // Routing ends either way; whether the binding is cleared is the store's business
+            // (and a stray `Superseded` step may leave this session current: the hub's own check).
+            Output::Detach { device, .. } => {
                 if let Some(removed) = self.hub.remove(sid) {
                     prop_assert_eq!(removed, device);
                 }
@@ -654,7 +669,7 @@ struct Verdicts {
     subscribed: usize,
     /// 401 "Invalid device token" sent.
     rejected: usize,
-    /// `MarkDisconnected` outputs.
+    /// `Detach` outputs.
     disconnected: usize,
 }
 
@@ -672,7 +687,7 @@ impl Verdicts {
                 Output::VerifyToken { .. } => self.asked += 1,
                 Output::Send(Reply::Subscribed) => self.subscribed += 1,
                 Output::Send(Reply::InvalidToken) => self.rejected += 1,
-                Output::MarkDisconnected { .. } => self.disconnected += 1,
+                Output::Detach { .. } => self.disconnected += 1,
                 _ => {}
             }
         }
@@ -706,7 +721,7 @@ fn run_recheck(steps: &[Step]) -> Result<(), TestCaseError> {
             false => vec![Output::Undelivered { device: dev(d), body: body(b) }],
         };
         let disconnect = |reply: Reply, code: CloseCode| {
-            vec![Output::Send(reply), Output::Close(code), Output::MarkDisconnected { device: dev(OWN) }]
+            vec![Output::Send(reply), Output::Close(code), Output::Detach { device: dev(OWN), clear_binding: true }]
         };
         let expected = match step {
             Step::Deliver(_, d, b) => deliver(*d, *b),

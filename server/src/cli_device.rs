@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::Message;
 use futures_lite::{future, StreamExt};
-use iot_ws_core::{ClientConfig, ClientEvent, ClientOutput, DeviceClient, DeviceId, Millis};
+use iot_ws_core::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient, DeviceId, Millis};
 
 use crate::actuation_sink::ActuationSink;
 use crate::cli_ws::{connect, ClientWs, ServerUrl};
@@ -128,7 +128,7 @@ impl Device {
             }
             ClientOutput::Close => {
                 self.close_socket().await;
-                self.client.handle_disconnected(self.now());
+                self.client.handle_input(self.now(), ClientInput::Disconnected);
             }
             ClientOutput::Event(event) => self.tell(event)?,
         }
@@ -150,11 +150,11 @@ impl Device {
         match attempt {
             Ok(opened) => {
                 self.ws = Some(opened);
-                self.client.handle_connected(self.now());
+                self.client.handle_input(self.now(), ClientInput::Connected);
             }
             Err(why) => {
                 status(&format!("cannot connect: {why}"));
-                self.client.handle_disconnected(self.now());
+                self.client.handle_input(self.now(), ClientInput::Disconnected);
             }
         }
         Flow::Running
@@ -212,7 +212,7 @@ impl Device {
                 if text.len() <= 256 {
                     self.last_reply.push_str(text.as_str());
                 }
-                self.client.handle_text(now, text.as_str());
+                self.client.handle_input(now, ClientInput::Text(text.as_str()));
             }
             // Pings are answered by the WebSocket layer; the server sends nothing else we need.
             Wake::Frame(Some(Ok(_))) => {}
@@ -233,7 +233,7 @@ impl Device {
         if self.ws.take().is_some() {
             status("connection lost");
         }
-        self.client.handle_disconnected(self.now());
+        self.client.handle_input(self.now(), ClientInput::Disconnected);
     }
 }
 

@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncWriteExt, Stream};
-use iot_ws_core::{CloseCode, Input, Session, SessionId};
+use iot_ws_core::{FrameError, Input, Session, SessionId};
 use smol::{Async, Timer};
 
 use crate::deliveries::Transit;
@@ -168,8 +168,9 @@ struct Connection {
     transit: Transit,
     /// Wakes since the task last yielded.
     turns: u32,
-    /// Registered with the hub (until detached).
-    attached: bool,
+    /// The session ended its route ([`Output::Detach`](iot_ws_core::Output::Detach)): the hub
+    /// hears it in `finish`, with what was not written.
+    detach: bool,
     /// We sent a close frame (or can send nothing more): the peer's answer ends the connection.
     close_sent: bool,
     /// The peer's side is over (closed, reset, or errored): nothing more to read.
@@ -193,7 +194,7 @@ impl Connection {
             pending: Some(pending),
             transit: Transit::default(),
             turns: 0,
-            attached: false,
+            detach: false,
             close_sent: false,
             peer_done: false,
             gave_up: None,
@@ -242,10 +243,7 @@ impl Connection {
                     Wake::Mail(MailWake::Mail(mail)) => Box::pin(self.mail_burst(mail)).await,
                     Wake::Mail(MailWake::Overflow) => self.give_up(GaveUp::SendQueueFull),
                     Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
-                    Wake::Evicted => {
-                        self.send_close(CloseCode::TRY_AGAIN_LATER);
-                        self.session.handle_input(now, Input::PeerGone);
-                    }
+                    Wake::Evicted => self.session.handle_input(now, Input::Evicted),
                     Wake::Tick => {
                         self.armed = None;
                         self.on_tick(now);
@@ -390,22 +388,28 @@ impl Connection {
         }
     }
 
-    /// Frame-level errors the session never sees: close with the RFC's code for each.
+    /// A frame the WebSocket layer refused goes to the session, which closes with its code; any
+    /// other error means the peer is gone.
     fn on_error(&mut self, error: WsError) {
-        let code = match error {
-            WsError::Capacity(_) => Some(CloseCode::MESSAGE_TOO_BIG),
-            WsError::Utf8(_) => Some(CloseCode::INVALID_PAYLOAD),
+        let refused = match error {
+            WsError::Capacity(_) => Some(FrameError::TooBig),
+            WsError::Utf8(_) => Some(FrameError::InvalidUtf8),
             // A peer that just drops the TCP connection is gone, not misbehaving.
             WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => None,
-            WsError::Protocol(_) => Some(CloseCode::PROTOCOL_ERROR),
+            WsError::Protocol(_) => Some(FrameError::Protocol),
             _ => None,
         };
-        if let Some(code) = code {
-            Metrics::inc(&self.ctx.metrics.messages_rejected);
-            self.send_close(code);
-        }
-        self.peer_done = code.is_none();
-        self.session.handle_input(self.ctx.clock.now(), Input::PeerGone);
+        let input = match refused {
+            Some(error) => {
+                Metrics::inc(&self.ctx.metrics.messages_rejected);
+                Input::FrameRefused(error)
+            }
+            None => {
+                self.peer_done = true;
+                Input::PeerGone
+            }
+        };
+        self.session.handle_input(self.ctx.clock.now(), input);
     }
 
     fn on_tick(&mut self, now: iot_ws_core::Millis) {

@@ -82,7 +82,7 @@ impl Connection {
             Mail::Deliver { device, body, ack_to, .. } => Some(Undelivered { device, body, ack_to }),
             _ => None,
         }));
-        if self.attached {
+        if self.detach {
             self.to_hub(Request::Detach { session: self.id, undelivered: in_stream }).await;
         } else {
             for Undelivered { device, body, ack_to } in in_stream {

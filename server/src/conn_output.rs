@@ -44,8 +44,10 @@ impl Connection {
                     Metrics::inc(counter);
                     self.session.handle_input(self.ctx.clock.now(), Input::BindingStored(stored));
                 }
-                // The hub hears of it in `finish`, with whatever was not written.
-                Output::MarkDisconnected { .. } => {}
+                // The hub hears of it in `finish`, with whatever was not written. It clears the
+                // binding only while this session is the device's current one, which a session
+                // that says `clear_binding: false` (superseded) no longer is.
+                Output::Detach { .. } => self.detach = true,
                 Output::Route { device, body, ack } => {
                     let ack_to = ack.then(|| self.mail_tx.clone());
                     self.to_hub(Request::Route { device, body, ack_to }).await;
@@ -129,7 +131,6 @@ impl Connection {
         let (reply, answer) = async_channel::bounded(1);
         let request = Request::Attach { session: self.id, device, mailbox: self.mail_tx.clone(), reply };
         self.ctx.hub.send(request).await.map_err(|_| StoreFailed)?;
-        self.attached = true;
         let store_reply = answer.recv().await.map_err(|_| StoreFailed)?;
         store_reply.recv().await.unwrap_or(Err(StoreFailed))
     }
