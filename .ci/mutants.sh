@@ -3,9 +3,9 @@
 # to `true`, a `+` to a `-`, a function body to a default) and runs the tests; a mistake that
 # every test lets through is a missed mutant, and this step fails on any.
 #
-# Guarded: the whole protocol core (iot-ws-core: messages, sessions, the hub, held actuations,
-# token claims, the device client, the HTTP head) and the server's pure parts with fast unit tests
-# (configuration, token verification and its cache). Configuration, and the few mutants excluded
+# Guarded: the whole protocol core (iot-ws-core: messages, sessions, the router and its tables,
+# held actuations, refusals, token claims, the device client, the HTTP head) and the server's pure
+# parts with fast unit tests (configuration, token verification and its cache, the clock). Configuration, and the few mutants excluded
 # as equivalent with the reason for each: .cargo/mutants.toml.
 #
 # Expects cargo-mutants 27 (installed by .ci/setup.sh). Run one part alone:
@@ -39,7 +39,7 @@ run() {
 # The server's files whose rules have fast unit tests. The rest of the server (sockets, the hub
 # task, PostgreSQL, forwarding) is driven by the end-to-end tests in tests/, too slow to rerun for
 # each of hundreds of mutants.
-SERVER_FILES=(server/src/config.rs server/src/auth.rs server/src/token_cache.rs)
+SERVER_FILES=(server/src/config/mod.rs server/src/auth/mod.rs server/src/auth/token_cache.rs server/src/clock.rs)
 
 core=(-p iot-ws-core -f 'core/src/*.rs')
 server=(-p iot-ws-server)

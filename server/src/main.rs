@@ -1,33 +1,15 @@
 //! `iot-ws-server`: the WebSocket actuation server for IoT devices.
 
-mod actuation_sink;
 mod auth;
-mod cli_actuate;
-mod cli_device;
-mod cli_ws;
 mod clock;
 mod cluster;
+mod commands;
 mod config;
-mod conn;
-mod deliveries;
-mod demo;
-mod forward;
-mod http;
-mod hub_queue;
-mod hub_task;
-mod inbox;
-mod keepalive;
-mod keys;
-mod limits;
-mod log;
-mod mailbox;
-mod metrics;
-mod pg;
-mod pg_conn;
-mod schema;
-mod server;
-mod signals;
-mod socket;
+mod connection;
+mod db;
+mod hub;
+mod ops;
+mod serve;
 mod store;
 
 use std::process::ExitCode;
@@ -46,10 +28,10 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
-        Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::keygen),
-        Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(keys::token),
-        Some("device") => cli_device::run(&args[1..]),
-        Some("actuate") => cli_actuate::run(&args[1..]),
+        Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::keygen),
+        Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::token),
+        Some("device") => commands::device::run(&args[1..]),
+        Some("actuate") => commands::actuate::run(&args[1..]),
         _ => run_server(&args),
     };
     match result {
@@ -66,9 +48,9 @@ fn run_server(args: &[String]) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let mut config = Config::load(Flags::parse(args, &["demo"])?, &env)?;
     let verifier = if config.demo {
-        demo::prepare(&mut config)?
+        commands::demo::prepare(&mut config)?
     } else {
         auth::TokenVerifier::from_file(&config.public_key).map_err(|e| ConfigError(e.to_string()))?
     };
-    server::serve(config, verifier)
+    serve::serve(config, verifier)
 }

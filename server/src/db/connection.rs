@@ -96,7 +96,7 @@ impl Reconnecting {
             match self.config.connect(NoTls).and_then(|mut c| setup(&mut c).map(|()| c)) {
                 Ok(client) => {
                     if self.reported_down {
-                        crate::log::line(format!("database ({}): connected again", self.role));
+                        crate::ops::log::line(format!("database ({}): connected again", self.role));
                     }
                     self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
@@ -104,7 +104,7 @@ impl Reconnecting {
                 }
                 Err(e) => {
                     if !self.reported_down {
-                        crate::log::line(format!("database ({}): unavailable ({})", self.role, error_text(&e)));
+                        crate::ops::log::line(format!("database ({}): unavailable ({})", self.role, error_text(&e)));
                     }
                     self.reported_down = true;
                     self.retry_at = Instant::now() + self.backoff;
@@ -118,7 +118,7 @@ impl Reconnecting {
 
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
     pub fn failed(&mut self, what: &str, e: &postgres::Error) {
-        crate::log::line(format!("database ({}): cannot {what}: {}", self.role, error_text(e)));
+        crate::ops::log::line(format!("database ({}): cannot {what}: {}", self.role, error_text(e)));
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
         }
@@ -136,6 +136,6 @@ pub fn error_text(e: &postgres::Error) -> String {
 /// Run on every new connection, before any write: a statement never waits without bound, and
 /// the bindings table exists.
 pub fn setup(client: &mut postgres::Client) -> Result<(), postgres::Error> {
-    client.batch_execute(crate::schema::SESSION_SETTINGS)?;
-    client.batch_execute(crate::schema::ENSURE_TABLE)
+    client.batch_execute(crate::db::sql::SESSION_SETTINGS)?;
+    client.batch_execute(crate::db::sql::ENSURE_TABLE)
 }

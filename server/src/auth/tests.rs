@@ -7,7 +7,7 @@ use rsa::signature::{SignatureEncoding, Signer};
 use std::sync::OnceLock;
 use std::time::Duration as StdDuration;
 
-use crate::keys::{mint_token, KeyPair};
+use crate::commands::keys::{mint_token, KeyPair};
 
 fn pair() -> &'static KeyPair {
     static PAIR: OnceLock<KeyPair> = OnceLock::new();

@@ -3,8 +3,8 @@
 //! commands of this very binary (and a JavaScript snippet) that work as printed.
 
 use crate::auth::TokenVerifier;
+use crate::commands::keys::{mint_token, KeyPair};
 use crate::config::Config;
-use crate::keys::{mint_token, KeyPair};
 use iot_ws_core::Credentials;
 
 pub const DEMO_DEVICE: &str = "demo-device";

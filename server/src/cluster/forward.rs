@@ -2,7 +2,7 @@
 //!
 //! When a device is not connected here, the hub hands its actuation to this thread, which reads
 //! the device's binding. If the binding is true and names another instance that is alive (it
-//! holds its advisory lock, see `schema.rs`), the actuation is written to that instance's queue
+//! holds its advisory lock, see `db/sql.rs`), the actuation is written to that instance's queue
 //! in `dashboard."iotWsForwarded"` and the instance is woken with a NOTIFY on its channel, in
 //! one transaction; otherwise it goes back to the hub, which holds it or reports the device not
 //! connected. Lookups are answered in the order they came, so the hub can keep each device's
@@ -22,7 +22,7 @@ use iot_ws_core::router::Parcel;
 use postgres::Client;
 
 use crate::config::ConfigError;
-use crate::pg_conn::Reconnecting;
+use crate::db::connection::Reconnecting;
 
 /// Most lookups waiting for the database; beyond it actuations are routed as if no other
 /// instance existed, rather than queueing without bound.
@@ -209,7 +209,7 @@ impl Thread {
         for &n in &chosen {
             rows.push(&batch[n], targets[n].as_deref().unwrap_or_default());
         }
-        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
+        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
         let written = write_all(client, &rows);
         let refused = match written {
             Ok(()) => return Ok(targets),
@@ -221,7 +221,7 @@ impl Thread {
         };
         if let Some((first, e)) = refused.first() {
             // The values themselves may be anyone's: neither body nor id is logged.
-            crate::log::line(format!(
+            crate::ops::log::line(format!(
                 "forwarding: the database refused {} of {} actuations, not forwarded (first: SQLSTATE {}, device id of {} bytes)",
                 refused.len(),
                 rows.ids.len(),
@@ -238,13 +238,13 @@ impl Thread {
     /// Where each lookup's device is connected, if that is another live instance and the
     /// actuation may hop again.
     fn targets<A>(&mut self, batch: &[Parcel<A>]) -> Result<Vec<Option<String>>, ()> {
-        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
+        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
         // An id PostgreSQL text cannot hold (U+0000) would fail the whole query: no row can
         // bind it, so it is left out and its actuations stay here.
         let mut devices: Vec<&str> = batch.iter().map(|l| l.device.as_str()).filter(|d| !d.contains('\0')).collect();
         devices.sort_unstable();
         devices.dedup();
-        let rows = match client.query(crate::schema::LOOKUP_BINDINGS, &[&devices]) {
+        let rows = match client.query(crate::db::sql::LOOKUP_BINDINGS, &[&devices]) {
             Ok(rows) => rows,
             Err(e) => {
                 self.db.failed("look bindings up", &e);
@@ -277,8 +277,8 @@ impl Thread {
 /// Queues all the rows and wakes their instances, in one transaction.
 fn write_all(client: &mut Client, rows: &Rows<'_>) -> Result<(), postgres::Error> {
     let mut tx = client.transaction()?;
-    tx.execute(crate::schema::ENQUEUE_FORWARDED, &[&rows.servers, &rows.ids, &rows.bodies, &rows.hops])?;
-    tx.execute(crate::schema::WAKE_INSTANCES, &[&rows.servers])?;
+    tx.execute(crate::db::sql::ENQUEUE_FORWARDED, &[&rows.servers, &rows.ids, &rows.bodies, &rows.hops])?;
+    tx.execute(crate::db::sql::WAKE_INSTANCES, &[&rows.servers])?;
     tx.commit()
 }
 
@@ -286,7 +286,7 @@ fn write_all(client: &mut Client, rows: &Rows<'_>) -> Result<(), postgres::Error
 /// instances of those written. One transaction: a lost connection writes none of them.
 fn write_each(client: &mut Client, rows: &Rows<'_>) -> Result<Vec<(usize, postgres::Error)>, postgres::Error> {
     let mut tx = client.transaction()?;
-    let enqueue = tx.prepare(crate::schema::ENQUEUE_FORWARDED)?;
+    let enqueue = tx.prepare(crate::db::sql::ENQUEUE_FORWARDED)?;
     let mut refused = Vec::new();
     let mut woken = Vec::new();
     for n in 0..rows.ids.len() {
@@ -305,7 +305,7 @@ fn write_each(client: &mut Client, rows: &Rows<'_>) -> Result<Vec<(usize, postgr
         }
     }
     if !woken.is_empty() {
-        tx.execute(crate::schema::WAKE_INSTANCES, &[&woken])?;
+        tx.execute(crate::db::sql::WAKE_INSTANCES, &[&woken])?;
     }
     tx.commit()?;
     Ok(refused)

@@ -12,8 +12,8 @@ use async_tungstenite::tungstenite::Message;
 use futures_lite::{future, StreamExt};
 use iot_ws_core::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient, DeviceId, Millis};
 
-use crate::actuation_sink::ActuationSink;
-use crate::cli_ws::{connect, ClientWs, ServerUrl};
+use crate::commands::actuation_sink::ActuationSink;
+use crate::commands::ws_client::{connect, ClientWs, ServerUrl};
 use crate::config::{ConfigError, Env, Flags};
 
 /// A signal's close: the server's answer needs no more than this.
@@ -34,7 +34,7 @@ pub fn run(args: &[String]) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let options = DeviceOptions::load(Flags::parse(args, &[])?, &env)?;
     let sink = ActuationSink::new(options.exec.clone())?;
-    let signals = crate::signals::watch()?;
+    let signals = crate::ops::signals::watch()?;
     smol::block_on(drive(options, sink, signals))
 }
 

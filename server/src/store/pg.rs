@@ -21,7 +21,7 @@ use futures_lite::future;
 use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
-use crate::pg_conn::Reconnecting;
+use crate::db::connection::Reconnecting;
 
 const MAX_BATCH: usize = 2_000;
 
@@ -183,21 +183,21 @@ impl Worker {
     }
 
     /// Takes the devices' rows over for this instance; returns the `lastConnectedAt` written.
-    /// The instances the rows named before are told (see `inbox.rs`): the device left them.
+    /// The instances the rows named before are told (see `cluster/inbox.rs`): the device left them.
     fn upsert_many(&mut self, ids: &[&str]) -> Result<HashMap<String, SystemTime>, ()> {
-        let sql = crate::schema::upsert_connected(&self.binding_type);
+        let sql = crate::db::sql::upsert_connected(&self.binding_type);
         let server = self.server.clone();
-        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
+        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
         // Two instances registering one device at once: the devices' locks make the second
         // upsert wait and then see the first one's row (a statement sees only what was committed
         // when it began), so the instance that loses the row is always told.
         let written = client.transaction().and_then(|mut tx| {
-            tx.execute(crate::schema::LOCK_DEVICES, &[&ids])?;
+            tx.execute(crate::db::sql::LOCK_DEVICES, &[&ids])?;
             let rows = tx.query(&sql, &[&ids, &server])?;
             let (left, moved): (Vec<String>, Vec<String>) =
                 rows.iter().filter_map(|r| r.get::<_, Option<String>>(2).map(|from| (from, r.get(0)))).unzip();
             if !left.is_empty() {
-                tx.execute(crate::schema::TELL_MOVED, &[&left, &moved])?;
+                tx.execute(crate::db::sql::TELL_MOVED, &[&left, &moved])?;
             }
             tx.commit()?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
@@ -213,13 +213,13 @@ impl Worker {
         if !ids.is_empty() && self.ready() {
             let server = self.server.clone();
             let _ =
-                self.execute("record disconnected devices", crate::schema::MARK_DISCONNECTED, &[&ids, &ats, &server]);
+                self.execute("record disconnected devices", crate::db::sql::MARK_DISCONNECTED, &[&ids, &ats, &server]);
         }
     }
 
     /// Runs one statement on the current connection.
     fn execute(&mut self, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), ()> {
-        let client = self.db.client(crate::pg_conn::setup).ok_or(())?;
+        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
         match client.execute(sql, params) {
             Ok(_) => Ok(()),
             Err(e) => {
@@ -233,9 +233,9 @@ impl Worker {
     /// repairs this instance's rows first.
     fn ready(&mut self) -> bool {
         let fresh = !self.db.is_up();
-        let Some(client) = self.db.client(crate::pg_conn::setup) else { return false };
+        let Some(client) = self.db.client(crate::db::connection::setup) else { return false };
         if fresh || self.binding_type.is_empty() {
-            match client.query_one(crate::schema::BINDING_TYPE, &[]) {
+            match client.query_one(crate::db::sql::BINDING_TYPE, &[]) {
                 Ok(row) => self.binding_type = row.get(0),
                 Err(e) => {
                     self.db.failed("read the bindings table's type column", &e);
@@ -252,9 +252,9 @@ impl Worker {
         let (ids, ats): (Vec<String>, Vec<SystemTime>) =
             self.connected.iter().map(|(d, at)| (d.as_str().to_owned(), *at)).unzip();
         let server = self.server.clone();
-        let _ = self.execute("repair stale bindings", crate::schema::CLEAR_STALE, &[&ids, &server]);
+        let _ = self.execute("repair stale bindings", crate::db::sql::CLEAR_STALE, &[&ids, &server]);
         if !ids.is_empty() {
-            let _ = self.execute("restore current bindings", crate::schema::RESTORE_CURRENT, &[&ids, &ats, &server]);
+            let _ = self.execute("restore current bindings", crate::db::sql::RESTORE_CURRENT, &[&ids, &ats, &server]);
         }
     }
 }

@@ -1,7 +1,7 @@
 //! Receiving actuations that other instances forwarded to this one.
 //!
 //! This thread's connection holds the instance's advisory lock (its proof of life for the
-//! others, see `schema.rs`) and LISTENs on the instance's channel. A NOTIFY only wakes it: the
+//! others, see `db/sql.rs`) and LISTENs on the instance's channel. A NOTIFY only wakes it: the
 //! actuations themselves wait in `dashboard."iotWsForwarded"`, so nothing is lost while this
 //! instance is restarting or its connection is down; it takes them (a DELETE ... RETURNING,
 //! in queue order) when it wakes, and at least every second. Taking and delivering are not one
@@ -24,8 +24,8 @@ use postgres::fallible_iterator::FallibleIterator;
 use postgres::{Client, NoTls};
 
 use crate::config::ConfigError;
-use crate::metrics::Metrics;
-use crate::pg_conn::Reconnecting;
+use crate::db::connection::Reconnecting;
+use crate::ops::metrics::Metrics;
 
 /// Rows taken from the queue at once: with bodies of up to 64 KiB, a few MiB in memory.
 const TAKE_AT_ONCE: i64 = 64;
@@ -57,7 +57,7 @@ pub fn start(
                 db = db.with_client(client);
             }
             Ok(false) => return Err(another_instance(&server)),
-            Err(e) => crate::log::line(format!("database (inbox): {}", crate::pg_conn::error_text(&e))),
+            Err(e) => crate::ops::log::line(format!("database (inbox): {}", crate::db::connection::error_text(&e))),
         }
     }
     // Bounded: the thread waits for the hub rather than piling actuations up in memory.
@@ -79,7 +79,7 @@ fn another_instance(server: &str) -> ConfigError {
 /// An external address longer than the table's `server` column (the platform's holds 20
 /// characters) would make every registration fail: refused before serving.
 fn check_fits(client: &mut Client, server: &str) -> Result<(), ConfigError> {
-    let row = client.query_one(crate::schema::SERVER_COLUMN_LENGTH, &[]);
+    let row = client.query_one(crate::db::sql::SERVER_COLUMN_LENGTH, &[]);
     let limit = row.ok().and_then(|row| row.get::<_, Option<i32>>(0));
     match limit {
         Some(limit) if server.chars().count() > limit as usize => Err(ConfigError(format!(
@@ -104,12 +104,12 @@ fn actuation(row: &postgres::Row) -> Option<Inbound> {
 
 /// Prepares a new connection: the lock (false when another process holds it) and LISTEN.
 fn claim(client: &mut Client, server: &str) -> Result<bool, postgres::Error> {
-    crate::pg_conn::setup(client)?;
-    if !client.query_one(crate::schema::LOCK_INSTANCE, &[&server])?.get::<_, bool>(0) {
+    crate::db::connection::setup(client)?;
+    if !client.query_one(crate::db::sql::LOCK_INSTANCE, &[&server])?.get::<_, bool>(0) {
         return Ok(false);
     }
-    let channel: String = client.query_one(crate::schema::INBOX_CHANNEL, &[&server])?.get(0);
-    client.batch_execute(&crate::schema::listen(&channel))?;
+    let channel: String = client.query_one(crate::db::sql::INBOX_CHANNEL, &[&server])?.get(0);
+    client.batch_execute(&crate::db::sql::listen(&channel))?;
     Ok(true)
 }
 
@@ -159,7 +159,7 @@ impl Thread {
             // Another process took the address while this one's connection was down: its
             // queue is that process's now. Say so once and keep trying.
             if !self.reported_taken {
-                crate::log::line(format!("database (inbox): {}", another_instance(&self.server).0));
+                crate::ops::log::line(format!("database (inbox): {}", another_instance(&self.server).0));
                 self.reported_taken = true;
             }
             self.db.drop_client();
@@ -173,7 +173,7 @@ impl Thread {
     fn take(&mut self, hub: &Sender<Inbound>) -> Result<(), ()> {
         loop {
             let Some(client) = self.db.current() else { return Ok(()) };
-            let mut rows = match client.query(crate::schema::TAKE_FORWARDED, &[&self.server, &TAKE_AT_ONCE]) {
+            let mut rows = match client.query(crate::db::sql::TAKE_FORWARDED, &[&self.server, &TAKE_AT_ONCE]) {
                 Ok(rows) => rows,
                 Err(e) => {
                     self.db.failed("take forwarded actuations", &e);
@@ -193,7 +193,7 @@ impl Thread {
             }
             if unreadable > 0 {
                 self.metrics.actuations_lost_in_transit.fetch_add(unreadable, std::sync::atomic::Ordering::Relaxed);
-                crate::log::line(format!(
+                crate::ops::log::line(format!(
                     "forwarding: dropped {unreadable} queued actuations that are not a JSON object in UTF-8"
                 ));
             }
@@ -207,16 +207,18 @@ impl Thread {
     /// those older than the hold time.
     fn sweep(&mut self) {
         let Some(client) = self.db.current() else { return };
-        if let Err(e) = client.batch_execute(crate::schema::RESCUE_FORWARDED) {
+        if let Err(e) = client.batch_execute(crate::db::sql::RESCUE_FORWARDED) {
             self.db.failed("move stranded actuations", &e);
             return;
         }
         let Some(client) = self.db.current() else { return };
-        match client.execute(crate::schema::DROP_STRANDED, &[&(self.hold_secs as f64)]) {
+        match client.execute(crate::db::sql::DROP_STRANDED, &[&(self.hold_secs as f64)]) {
             Ok(0) => {}
             Ok(n) => {
                 self.metrics.actuations_lost_in_transit.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                crate::log::line(format!("forwarding: dropped {n} actuations queued for an instance that is gone"));
+                crate::ops::log::line(format!(
+                    "forwarding: dropped {n} actuations queued for an instance that is gone"
+                ));
             }
             Err(e) => self.db.failed("drop stranded actuations", &e),
         }
@@ -253,7 +255,7 @@ impl Thread {
     /// back here since. Err: the hub is gone.
     fn tell_moved(&mut self, moved: Vec<String>, hub: &Sender<Inbound>) -> Result<(), ()> {
         let Some(client) = self.db.current() else { return Ok(()) };
-        match client.query(crate::schema::MOVED_AWAY, &[&moved, &self.server]) {
+        match client.query(crate::db::sql::MOVED_AWAY, &[&moved, &self.server]) {
             Ok(rows) => {
                 for row in rows {
                     hub.send_blocking(Inbound::Moved(DeviceId(row.get(0)))).map_err(|_| ())?;

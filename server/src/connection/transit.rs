@@ -13,7 +13,7 @@ use std::collections::VecDeque;
 
 use iot_ws_core::{Body, DeviceId};
 
-use crate::hub_task::{Address, Undelivered};
+use crate::hub::{Address, Undelivered};
 
 struct InFlight {
     /// Where the frame ends in the connection's output stream.

@@ -4,14 +4,17 @@
 //! Built beside the binding store, not inside it: the store only records bindings, and the hub
 //! asks this only whether other instances can exist (there is a cluster) and where a device is.
 
+pub mod forward;
+pub mod inbox;
+
 use std::sync::Arc;
 
 use async_channel::Receiver;
 
 use crate::config::ConfigError;
-use crate::forward::Forwarder;
-use crate::inbox::Inbound;
-use crate::metrics::Metrics;
+use crate::ops::metrics::Metrics;
+use forward::Forwarder;
+use inbox::Inbound;
 
 /// Forwarding out and in. `A` is where an actuation's ack goes, carried through a lookup.
 pub struct Cluster<A> {
@@ -29,7 +32,7 @@ impl<A: Send + 'static> Cluster<A> {
         hold_secs: u64,
         metrics: &Arc<Metrics>,
     ) -> Result<Cluster<A>, ConfigError> {
-        let inbox = crate::inbox::start(db.clone(), server.to_owned(), hold_secs, metrics.clone())?;
+        let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, metrics.clone())?;
         Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned())?, inbox })
     }
 }

@@ -26,21 +26,25 @@ use futures_lite::{future, AsyncWriteExt, Stream};
 use iot_ws_core::{FrameError, Input, Session, SessionId};
 use smol::{Async, Timer};
 
-use crate::deliveries::Transit;
-use crate::http;
-use crate::hub_task::{Address, Mail};
-use crate::keepalive::KeepAlive;
-use crate::limits::{OpenSlot, PendingSlot};
-use crate::log::Peer;
-use crate::mailbox::{mailbox, MailWake, Mailbox};
-use crate::metrics::Metrics;
-use crate::server::Ctx;
-use crate::socket::Socket;
+use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
+use crate::hub::{Address, Mail};
+use crate::ops::log::Peer;
+use crate::ops::metrics::Metrics;
+use keepalive::KeepAlive;
+use limits::{OpenSlot, PendingSlot};
+use socket::Socket;
+use transit::Transit;
 
-#[path = "conn_closing.rs"]
 mod closing;
-#[path = "conn_output.rs"]
+mod context;
+mod http;
+mod keepalive;
+pub mod limits;
 mod output;
+mod socket;
+mod transit;
+
+pub use context::{ws_config, Ctx};
 
 type Ws = WebSocketStream<Socket>;
 
@@ -419,11 +423,11 @@ impl Connection {
         }
         self.session.handle_timeout(now);
         match self.keepalive.on_tick() {
-            crate::keepalive::Action::Nothing => {}
-            crate::keepalive::Action::Ping => {
+            keepalive::Action::Nothing => {}
+            keepalive::Action::Ping => {
                 self.queue(Message::Ping(Default::default()));
             }
-            crate::keepalive::Action::Dead => {
+            keepalive::Action::Dead => {
                 self.peer_done = true;
                 self.session.handle_input(now, Input::PeerGone);
             }

@@ -13,8 +13,8 @@ use futures_lite::{future, StreamExt};
 use iot_ws_core::{parse, ClientMessage};
 use serde_json::Value;
 
-use crate::actuation_sink::one_line;
-use crate::cli_ws::{connect, ServerUrl};
+use crate::commands::actuation_sink::one_line;
+use crate::commands::ws_client::{connect, ServerUrl};
 use crate::config::{ConfigError, Env, Flags};
 
 struct ActuateOptions {

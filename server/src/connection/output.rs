@@ -10,9 +10,9 @@ use futures_lite::future;
 use iot_ws_core::{Body, CloseCode, DeviceId, Input, Output, Reply, StoreFailed};
 
 use super::{Connection, GaveUp};
-use crate::hub_task::{Request, Undelivered};
-use crate::log::{self, client_text, Kind};
-use crate::metrics::Metrics;
+use crate::hub::{HubRequest, Undelivered};
+use crate::ops::log::{self, client_text, Kind};
+use crate::ops::metrics::Metrics;
 
 impl Connection {
     /// Performs every pending command; results go straight back into the session.
@@ -50,18 +50,18 @@ impl Connection {
                 Output::Detach { .. } => self.detach = true,
                 Output::Route { device, body, ack } => {
                     let ack_to = ack.then(|| self.mail_tx.clone());
-                    self.to_hub(Request::Route { device, body, ack_to }).await;
+                    self.to_hub(HubRequest::Route { device, body, ack_to }).await;
                 }
                 Output::Undelivered { device, body } => {
                     let (ack_to, _) = self.transit.next_due();
-                    self.to_hub(Request::Route { device, body, ack_to }).await;
+                    self.to_hub(HubRequest::Route { device, body, ack_to }).await;
                 }
             }
         }
     }
 
     /// Waits while the hub's queue is full: the connection stops reading meanwhile.
-    pub(super) async fn to_hub(&self, request: Request) {
+    pub(super) async fn to_hub(&self, request: HubRequest) {
         let _ = self.ctx.hub.send(request).await;
     }
 
@@ -129,7 +129,7 @@ impl Connection {
     /// Makes this connection the device's route and waits for the binding to be recorded.
     async fn attach(&mut self, device: DeviceId) -> Result<(), StoreFailed> {
         let (reply, answer) = async_channel::bounded(1);
-        let request = Request::Attach { session: self.id, device, mailbox: self.mail_tx.clone(), reply };
+        let request = HubRequest::Attach { session: self.id, device, mailbox: self.mail_tx.clone(), reply };
         self.ctx.hub.send(request).await.map_err(|_| StoreFailed)?;
         let store_reply = answer.recv().await.map_err(|_| StoreFailed)?;
         store_reply.recv().await.unwrap_or(Err(StoreFailed))

@@ -4,7 +4,7 @@ use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, OnceLock};
 
-use crate::limits::Limits;
+use crate::connection::limits::Limits;
 
 /// One process's counters; cheap to bump from any task.
 #[derive(Default)]
@@ -136,7 +136,7 @@ impl Metrics {
             "# HELP iot_ws_log_lines_dropped_total Log lines dropped because nothing was reading the log.
 # TYPE iot_ws_log_lines_dropped_total counter
 iot_ws_log_lines_dropped_total {}",
-            crate::log::dropped()
+            crate::ops::log::dropped()
         );
         out
     }

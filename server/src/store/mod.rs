@@ -2,7 +2,9 @@
 //!
 //! Both are driven only by the hub task, so the order of a device's writes is the order of its
 //! registrations and disconnections. The database is never touched from the event loop: the
-//! PostgreSQL store is a thread of its own fed by a channel (see `pg.rs`).
+//! PostgreSQL store is a thread of its own fed by a channel (see `store/pg.rs`).
+
+mod pg;
 
 use std::collections::HashMap;
 use std::sync::Mutex;
@@ -11,7 +13,7 @@ use std::time::Duration;
 use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
-use crate::pg::PgStore;
+use pg::PgStore;
 
 /// The binding store in use.
 pub enum Store {
@@ -33,7 +35,7 @@ impl Store {
         let Some(db) = db else { return Ok(Store::Memory(MemoryStore::default())) };
         Ok(Store::Postgres {
             bindings: PgStore::start(db.clone(), server.to_owned())?,
-            shown: crate::pg_conn::describe(db),
+            shown: crate::db::connection::describe(db),
         })
     }
 

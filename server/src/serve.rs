@@ -6,8 +6,6 @@ use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use async_channel::Receiver;
-use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 use futures_lite::future;
 use iot_ws_core::SessionConfig;
 use smol::{Async, LocalExecutor};
@@ -16,42 +14,15 @@ use crate::auth::TokenVerifier;
 use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
-use crate::hub_queue::{hub_queue, HubSender};
-use crate::hub_task::{HubLimits, HubTask, Request};
-use crate::limits::Limits;
-use crate::metrics::Metrics;
+use crate::connection::limits::Limits;
+use crate::connection::{ws_config, Ctx};
+use crate::hub::queue::hub_queue;
+use crate::hub::{HubLimits, HubRequest, HubTask};
+use crate::ops::metrics::Metrics;
 use crate::store::Store;
 
 /// How long a graceful stop waits for connections to close and bindings to be written.
 const STOP_GRACE: Duration = Duration::from_secs(3);
-
-/// What every connection task shares.
-pub struct Ctx {
-    pub session_config: SessionConfig,
-    /// A connection's unsent output at most (`--send-queue-bytes`).
-    pub send_queue_bytes: usize,
-    pub verifier: TokenVerifier,
-    pub hub: HubSender<Request>,
-    pub metrics: Arc<Metrics>,
-    pub ws_config: WebSocketConfig,
-    pub next_session: AtomicU64,
-    /// Closed (never written) when the server stops: every task wakes up.
-    pub shutdown: Receiver<()>,
-    pub clock: Clock,
-}
-
-/// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
-/// connection should cost a few KiB.
-pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
-    WebSocketConfig::default()
-        // tungstenite keeps its read buffer for the connection's life (grown to the longest
-        // message read): small, since the socket itself is read 16 KiB at a time (cork.rs).
-        .read_buffer_size(128)
-        .write_buffer_size(0)
-        .max_write_buffer_size(max_message_bytes.saturating_mul(4).max(64 * 1024))
-        .max_message_size(Some(max_message_bytes))
-        .max_frame_size(Some(max_message_bytes))
-}
 
 /// Runs the server until a signal stops it. Errors before binding are configuration errors.
 pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
@@ -60,8 +31,8 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let local = listener.get_ref().local_addr()?;
     let external_address = config.external_address(local);
     let metrics = Arc::new(Metrics::default());
-    let db = config.database_url.as_deref().map(crate::pg_conn::parse_config).transpose()?;
-    // The cluster first: it claims this instance's address on the database (see inbox.rs).
+    let db = config.database_url.as_deref().map(crate::db::connection::parse_config).transpose()?;
+    // The cluster first: it claims this instance's address on the database (see cluster/inbox.rs).
     let cluster = match &db {
         Some(db) => Some(Cluster::start(db, &external_address, config.hold_secs, &metrics)?),
         None => None,
@@ -86,7 +57,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         shutdown: shutdown_rx,
         clock,
     });
-    let signals = crate::signals::watch()?;
+    let signals = crate::ops::signals::watch()?;
 
     eprintln!("{}", store.describe());
     if config.actuator.is_none() {
@@ -107,8 +78,8 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         send_queue_bytes: config.send_queue_bytes,
     };
     let hub_task = HubTask::new(store.clone(), cluster, metrics.clone(), hub_limits, clock);
-    // From here on the serving thread never writes stderr itself (see log.rs).
-    crate::log::start()?;
+    // From here on the serving thread never writes stderr itself (see ops/log.rs).
+    crate::ops::log::start()?;
     let hub_done = ex.spawn(hub_task.run(hub_rx));
     smol::block_on(ex.run(async {
         let accept = accept_loop(&listener, &ex, &ctx, &limits);
@@ -116,20 +87,20 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
             let _ = signals.recv().await;
         })
         .await;
-        crate::log::line("stopping: closing connections");
+        crate::ops::log::line("stopping: closing connections");
         drop(listener);
         drop(shutdown_tx);
         wait_for_connections(&limits).await;
         // Every detach sent so far is handled before the store is flushed.
         let (done_tx, done_rx) = async_channel::bounded(1);
-        let _ = ctx.hub.send(Request::Barrier(done_tx)).await;
+        let _ = ctx.hub.send(HubRequest::Barrier(done_tx)).await;
         let _ = done_rx.recv().await;
         store.flush(STOP_GRACE).await;
         drop(ctx);
         let _ = future::or(hub_done, smol::Timer::after(Duration::from_millis(100)).map_unit()).await;
     }));
-    crate::log::line("stopped");
-    crate::log::flush(STOP_GRACE);
+    crate::ops::log::line("stopped");
+    crate::ops::log::flush(STOP_GRACE);
     Ok(())
 }
 
@@ -173,18 +144,18 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
                 match limits.admit(peer.ip()) {
                     Ok(slots) => {
                         let _ = stream.get_ref().set_nodelay(true);
-                        ex.spawn(crate::conn::serve_connection(stream, accepted, slots, ctx.clone())).detach();
+                        ex.spawn(crate::connection::serve_connection(stream, accepted, slots, ctx.clone())).detach();
                     }
                     Err(_) => {
                         if let Ok(stream) = stream.into_inner() {
-                            crate::limits::refuse(stream);
+                            crate::connection::limits::refuse(stream);
                         }
                     }
                 }
             }
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
-                crate::log::line(format!("accept failed: {e}"));
+                crate::ops::log::line(format!("accept failed: {e}"));
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }

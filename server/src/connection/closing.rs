@@ -11,9 +11,9 @@ use iot_ws_core::{CloseCode, Input};
 use smol::Timer;
 
 use super::{Connection, GaveUp, Wake, CLOSE_GRACE};
-use crate::hub_task::{Mail, Request, Undelivered};
-use crate::log::{self, Kind};
-use crate::metrics::Metrics;
+use crate::hub::{HubRequest, Mail, Undelivered};
+use crate::ops::log::{self, Kind};
+use crate::ops::metrics::Metrics;
 
 impl Connection {
     /// The peer is not taking its output: what it was not given goes back to be held, a
@@ -83,10 +83,10 @@ impl Connection {
             _ => None,
         }));
         if self.detach {
-            self.to_hub(Request::Detach { session: self.id, undelivered: in_stream }).await;
+            self.to_hub(HubRequest::Detach { session: self.id, undelivered: in_stream }).await;
         } else {
             for Undelivered { device, body, ack_to } in in_stream {
-                self.to_hub(Request::Route { device, body, ack_to }).await;
+                self.to_hub(HubRequest::Route { device, body, ack_to }).await;
             }
         }
     }

@@ -29,7 +29,6 @@ use rsa::RsaPublicKey;
 use sha2::Sha256;
 
 // A submodule of auth (not of main): the cache is an implementation detail of the verifier.
-#[path = "token_cache.rs"]
 mod token_cache;
 use token_cache::{Admits, TokenCache, DEFAULT_CAPACITY};
 
@@ -192,5 +191,4 @@ fn check_header(header: &[u8]) -> Result<(), TokenRejected> {
 }
 
 #[cfg(test)]
-#[path = "auth_tests.rs"]
 mod tests;

@@ -16,100 +16,19 @@ use std::sync::Arc;
 use async_channel::Sender;
 use futures_lite::future;
 use iot_ws_core::router::{Command, Fact, Parcel, Router, RouterConfig};
-use iot_ws_core::{Body, DeviceId, RouteOutcome, SessionId};
+use iot_ws_core::SessionId;
 
 use crate::clock::Clock;
+use crate::cluster::forward::Verdict;
+use crate::cluster::inbox::Inbound;
 use crate::cluster::Cluster;
-use crate::forward::Verdict;
-use crate::hub_queue::{HubReceiver, Weighed};
-use crate::inbox::Inbound;
-use crate::mailbox::{Letter, MailSender};
-use crate::metrics::Metrics;
+use crate::hub::mail::{Address, HubLimits, HubRequest, Mail};
+use crate::hub::queue::HubReceiver;
+use crate::ops::metrics::Metrics;
 use crate::store::{Store, StoreReply};
 
 /// Most actuations held for one device between two of its connections.
 const HELD_PER_DEVICE: usize = 256;
-
-/// A connection, as the hub and senders address it: its mailbox's sending end.
-pub type Address = MailSender<Mail>;
-
-/// What the hub tells a connection.
-pub enum Mail {
-    /// An actuation for the connection's device. Its sender hears "Delivered" (at `ack_to`)
-    /// from the device's connection once the frame is written to the socket. `from_hold`: one
-    /// held while the device was away, handed over at its registration.
-    Deliver {
-        device: DeviceId,
-        body: Body,
-        ack_to: Option<Address>,
-        from_hold: bool,
-    },
-    Superseded,
-    Routed {
-        device: DeviceId,
-        outcome: RouteOutcome,
-    },
-}
-
-impl Letter for Mail {
-    /// What the mail adds to the connection's unsent output, as `--send-queue-bytes` counts
-    /// it. Actuations handed over from the hold queue at a registration do not count: the
-    /// connection takes them as its socket makes room (they were bounded when held), and a
-    /// device returning to a long backlog must not be closed for it.
-    fn bytes(&self) -> usize {
-        match self {
-            Mail::Deliver { body, from_hold: false, .. } => body.as_str().len(),
-            _ => 0,
-        }
-    }
-
-    /// Actuations wait for room on the socket; a supersede or an ack is taken ahead of them.
-    fn waits_for_room(&self) -> bool {
-        matches!(self, Mail::Deliver { .. })
-    }
-}
-
-/// An actuation a connection was given and did not write before it ended.
-pub struct Undelivered {
-    pub device: DeviceId,
-    pub body: Body,
-    pub ack_to: Option<Address>,
-}
-
-/// Limits of what the hub keeps for devices.
-#[derive(Clone, Copy, Debug)]
-pub struct HubLimits {
-    pub hold_secs: u64,
-    /// All held actuations together, in body bytes.
-    pub hold_max_bytes: usize,
-    /// A connection's unsent output (its mailbox included); beyond it the hub stops handing
-    /// actuations to it, since the connection is about to be closed for it.
-    pub send_queue_bytes: usize,
-}
-
-impl Weighed for Request {
-    /// The actuation bytes it carries, as the hub's queue counts them.
-    fn bytes(&self) -> usize {
-        match self {
-            Request::Route { body, .. } => body.as_str().len(),
-            _ => 0,
-        }
-    }
-}
-
-/// What a connection asks of the hub.
-pub enum Request {
-    /// Answers once every earlier request is handled.
-    Barrier(Sender<()>),
-    /// Make `session` the device's route and record the binding; the store's answer goes to
-    /// `reply`.
-    Attach { session: SessionId, device: DeviceId, mailbox: Address, reply: Sender<StoreReply> },
-    /// The session ended or its device is gone; `undelivered` is what it was given and did not
-    /// write, oldest first.
-    Detach { session: SessionId, undelivered: Vec<Undelivered> },
-    /// Route an actuation; the outcome goes to `ack_to` when the sender asked for one.
-    Route { device: DeviceId, body: Body, ack_to: Option<Address> },
-}
 
 pub struct HubTask {
     router: Router<Address>,
@@ -126,7 +45,7 @@ pub struct HubTask {
 
 /// What wakes the hub.
 enum Wake {
-    Request(Request),
+    Request(HubRequest),
     Verdict(Verdict<Address>),
     Inbound(Inbound),
     HoldExpired,
@@ -160,7 +79,7 @@ impl HubTask {
     }
 
     /// Serves requests until every sender is gone.
-    pub async fn run(mut self, requests: HubReceiver<Request>) {
+    pub async fn run(mut self, requests: HubReceiver<HubRequest>) {
         // Kept across requests and moved only when the next expiry moves: registering a timer
         // wakes the reactor, and while anything is held every request would otherwise do it.
         let mut timer = smol::Timer::never();
@@ -219,22 +138,22 @@ impl HubTask {
         }
     }
 
-    fn handle(&mut self, request: Request) {
+    fn handle(&mut self, request: HubRequest) {
         match request {
-            Request::Attach { session, device, mailbox, reply } => {
+            HubRequest::Attach { session, device, mailbox, reply } => {
                 self.mailboxes.insert(session, mailbox);
                 self.store_replies.insert(session, reply);
                 self.fact(Fact::Attach { session, device });
             }
-            Request::Detach { session, undelivered } => {
+            HubRequest::Detach { session, undelivered } => {
                 self.mailboxes.remove(&session);
                 let undelivered = undelivered.into_iter().map(|u| Parcel::new(u.device, u.body, u.ack_to)).collect();
                 self.fact(Fact::Detach { session, undelivered });
             }
-            Request::Barrier(done) => {
+            HubRequest::Barrier(done) => {
                 let _ = done.try_send(());
             }
-            Request::Route { device, body, ack_to } => self.fact(Fact::Route(Parcel::new(device, body, ack_to))),
+            HubRequest::Route { device, body, ack_to } => self.fact(Fact::Route(Parcel::new(device, body, ack_to))),
         }
     }
 

@@ -346,5 +346,4 @@ fn quote(value: &str) -> String {
 }
 
 #[cfg(test)]
-#[path = "config_tests.rs"]
 mod tests;

@@ -1,0 +1,10 @@
+//! Operator commands beside `serve`: `keygen` and `token` (keys.rs), `--demo` (demo.rs), and
+//! the command-line clients `device` and `actuate`, which drive the core's `DeviceClient` over
+//! their own small WebSocket client (ws_client.rs).
+
+pub mod actuate;
+mod actuation_sink;
+pub mod demo;
+pub mod device;
+pub mod keys;
+mod ws_client;

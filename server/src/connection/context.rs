@@ -1,0 +1,43 @@
+//! What every connection task shares: settings, the verifier, the hub's queue, the clock, and
+//! the stop signal.
+
+use std::sync::atomic::AtomicU64;
+use std::sync::Arc;
+
+use async_channel::Receiver;
+use async_tungstenite::tungstenite::protocol::WebSocketConfig;
+use iot_ws_core::SessionConfig;
+
+use crate::auth::TokenVerifier;
+use crate::clock::Clock;
+use crate::hub::queue::HubSender;
+use crate::hub::HubRequest;
+use crate::ops::metrics::Metrics;
+
+/// What every connection task shares.
+pub struct Ctx {
+    pub session_config: SessionConfig,
+    /// A connection's unsent output at most (`--send-queue-bytes`).
+    pub send_queue_bytes: usize,
+    pub verifier: TokenVerifier,
+    pub hub: HubSender<HubRequest>,
+    pub metrics: Arc<Metrics>,
+    pub ws_config: WebSocketConfig,
+    pub next_session: AtomicU64,
+    /// Closed (never written) when the server stops: every task wakes up.
+    pub shutdown: Receiver<()>,
+    pub clock: Clock,
+}
+
+/// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle
+/// connection should cost a few KiB.
+pub fn ws_config(max_message_bytes: usize) -> WebSocketConfig {
+    WebSocketConfig::default()
+        // tungstenite keeps its read buffer for the connection's life (grown to the longest
+        // message read): small, since the socket itself is read 16 KiB at a time (cork.rs).
+        .read_buffer_size(128)
+        .write_buffer_size(0)
+        .max_write_buffer_size(max_message_bytes.saturating_mul(4).max(64 * 1024))
+        .max_message_size(Some(max_message_bytes))
+        .max_frame_size(Some(max_message_bytes))
+}
