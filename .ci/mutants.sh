@@ -5,8 +5,9 @@
 #
 # Guarded: the whole protocol core (iot-ws-core: messages, sessions, the router and its tables,
 # held actuations, refusals, token claims, the device client, the HTTP head) and the server's pure
-# parts with fast unit tests (configuration, token verification and its cache, the clock). Configuration, and the few mutants excluded
-# as equivalent with the reason for each: .cargo/mutants.toml.
+# parts with fast unit tests (configuration, token verification and its cache, the clock).
+# Configuration, and the few mutants excluded as equivalent with the reason for each:
+# .cargo/mutants.toml.
 #
 # Expects cargo-mutants 27 (installed by .ci/setup.sh). Run one part alone:
 #   bash .ci/mutants.sh core      bash .ci/mutants.sh server
