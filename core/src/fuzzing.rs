@@ -4,14 +4,12 @@
 //! finding. They live here rather than in `fuzz/` so that a crashing input can be replayed by an
 //! ordinary `cargo test --features fuzzing`, on stable, without libFuzzer.
 
-use alloc::collections::VecDeque;
 use alloc::string::{String, ToString};
 use alloc::vec::Vec;
 
 use crate::claims::{check_claims, parse_iso8601, UnixSeconds};
 use crate::client::{ClientConfig, ClientEvent, ClientInput, ClientOutput, DeviceClient};
 use crate::credentials::Credentials;
-use crate::hub::{Hub, SessionId};
 use crate::message::{parse, Body, ClientMessage, CloseCode, DeviceId, Reply, RouteOutcome};
 use crate::refusal::{FrameError, StoreFailed};
 use crate::session::{Input, Output, Session, SessionConfig};
@@ -116,10 +114,8 @@ impl<'a> Choices<'a> {
 }
 
 const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
-const MAX_SESSIONS: usize = 4;
 const MAX_STEPS: usize = 256;
 const MAX_OUTPUTS_PER_INPUT: usize = 8;
-const MAX_CASCADE: usize = 512;
 
 fn session_config() -> SessionConfig {
     SessionConfig {
@@ -145,7 +141,7 @@ fn session_text(c: &mut Choices<'_>) -> String {
     }
 }
 
-/// A fact waiting to be fed to a session, owned.
+/// A fact to feed the session, owned.
 #[derive(Clone, Debug)]
 enum Fact {
     Text(String),
@@ -189,178 +185,75 @@ struct Conn {
     detached: bool,
 }
 
-/// Several sessions and a hub, driven by the fuzzer's bytes the way the server drives them;
-/// the verdicts, store results, time steps and host mistakes are the fuzzer's choice.
-struct Host {
-    now: Millis,
-    conns: Vec<Conn>,
-    hub: Hub,
-    store_healthy: bool,
-    queue: VecDeque<(usize, Fact)>,
-}
-
-/// Drives sessions and a hub with inputs, verdicts and time steps chosen by the bytes.
+/// Drives one session with inputs, verdicts and time steps chosen by the bytes, host mistakes
+/// included (a verdict nobody asked for, an ack or a delivery out of the blue). Its own
+/// `StoreBinding` is answered, as the hub does, with a store result the bytes choose.
 ///
 /// Checks, after every input: at most a few outputs; nothing but handed-back deliveries after a
 /// close; only the protocol's reply and close codes; exactly one `Detach` after a
 /// `StoreBinding` (by the close), none without one, nothing after it but handed-back deliveries;
-/// the timer, once fired, is in the future; the hub routes a device exactly when its session is
-/// registered, the host leaving the hub only when told (`Detach`). Every loop is bounded.
+/// the timer, once fired, is in the future. Every loop is bounded. Several sessions around the
+/// router, and what becomes of actuations between them, are the `router` target's (the world).
 pub fn drive_session(data: &[u8]) {
     let mut c = Choices { data };
-    let mut host =
-        Host { now: Millis(0), conns: Vec::new(), hub: Hub::new(), store_healthy: true, queue: VecDeque::new() };
-    host.connect();
+    let mut now = Millis(0);
+    let session = Session::new(now, &session_config());
+    let mut conn = Conn { session, closed: false, stored: false, detached: false };
     for _ in 0..MAX_STEPS {
         if c.is_empty() {
             break;
         }
-        host.step(&mut c);
-        host.check_routing();
+        match session_fact(&mut c) {
+            Some(fact) => conn.session.handle_input(now, fact.as_input()),
+            None if c.byte() < 64 => conn.session.handle_timeout(now),
+            None => {
+                now = now.plus(c.millis());
+                let Some(due) = conn.session.poll_timeout().filter(|t| *t <= now) else { continue };
+                conn.session.handle_timeout(now);
+                let next = conn.session.poll_timeout();
+                assert!(next.is_none_or(|t| t > now), "timer {due:?} fired at {now:?}, next {next:?} not ahead");
+            }
+        }
+        let outputs = drain(&mut conn);
+        if outputs.iter().any(|out| matches!(out, Output::StoreBinding { .. })) {
+            let stored = if c.byte() < 192 { Ok(()) } else { Err(StoreFailed) };
+            conn.session.handle_input(now, Input::BindingStored(stored));
+            drain(&mut conn);
+        }
     }
 }
 
-impl Host {
-    fn connect(&mut self) {
-        if self.conns.len() < MAX_SESSIONS {
-            let session = Session::new(self.now, &session_config());
-            self.conns.push(Conn { session, closed: false, stored: false, detached: false });
+/// A fact for the session chosen by the bytes, or `None` for the clock: the timer fires now
+/// (hosts wake up early), or time moves on.
+fn session_fact(c: &mut Choices<'_>) -> Option<Fact> {
+    let device = |c: &mut Choices<'_>| DeviceId(DEVICES[c.below(DEVICES.len())].into());
+    Some(match c.below(12) {
+        0..=4 => Fact::Text(session_text(c)),
+        5 => Fact::Binary,
+        6 => Fact::TokenChecked(if c.byte() < 192 { Ok(()) } else { Err(TokenRejected::Expired) }),
+        7 => Fact::BindingStored(if c.byte() < 192 { Ok(()) } else { Err(StoreFailed) }),
+        8 => {
+            let outcome = match c.below(4) {
+                0 => RouteOutcome::Delivered,
+                1 => RouteOutcome::Held,
+                2 => RouteOutcome::NotConnected,
+                _ => RouteOutcome::Forwarded { server: "10.0.0.2:5000".into() },
+            };
+            Fact::Routed(device(c), outcome)
         }
-    }
-
-    fn step(&mut self, c: &mut Choices<'_>) {
-        let i = c.below(self.conns.len());
-        let fact = match c.below(16) {
-            0..=5 => Fact::Text(session_text(c)),
-            6 => Fact::Binary,
-            7 => Fact::TokenChecked(if c.byte() < 192 { Ok(()) } else { Err(TokenRejected::Expired) }),
-            8 => Fact::BindingStored(if c.byte() < 192 { Ok(()) } else { Err(StoreFailed) }),
-            9 => {
-                let device = DeviceId(DEVICES[c.below(DEVICES.len())].into());
-                let outcome = match c.below(4) {
-                    0 => RouteOutcome::Delivered,
-                    1 => RouteOutcome::Held,
-                    2 => RouteOutcome::NotConnected,
-                    _ => RouteOutcome::Forwarded { server: "10.0.0.2:5000".into() },
-                };
-                Fact::Routed(device, outcome)
-            }
-            10 => match c.below(6) {
-                0 => Fact::Superseded,
-                1 => Fact::PeerGone,
-                2 => Fact::Shutdown,
-                3 => Fact::Evicted,
-                4 => {
-                    Fact::FrameRefused([FrameError::Protocol, FrameError::InvalidUtf8, FrameError::TooBig][c.below(3)])
-                }
-                _ => {
-                    let body = Body::from_json_object(r#"{"content":{"x":1}}"#).expect("an object");
-                    Fact::Deliver(DeviceId(DEVICES[c.below(DEVICES.len())].into()), body)
-                }
-            },
-            11 => {
-                self.connect();
-                return;
-            }
-            12 => {
-                self.store_healthy = c.byte() < 192;
-                return;
-            }
-            13 => {
-                self.fire(i);
-                return;
-            }
+        9 => match c.below(6) {
+            0 => Fact::Superseded,
+            1 => Fact::PeerGone,
+            2 => Fact::Shutdown,
+            3 => Fact::Evicted,
+            4 => Fact::FrameRefused([FrameError::Protocol, FrameError::InvalidUtf8, FrameError::TooBig][c.below(3)]),
             _ => {
-                self.advance(c.millis());
-                return;
+                let body = Body::from_json_object(r#"{"content":{"x":1}}"#).expect("an object");
+                Fact::Deliver(device(c), body)
             }
-        };
-        self.queue.push_back((i, fact));
-        self.settle();
-    }
-
-    fn advance(&mut self, dt: u64) {
-        self.now = self.now.plus(dt);
-        for i in 0..self.conns.len() {
-            if self.conns[i].session.poll_timeout().is_some_and(|t| t <= self.now) {
-                self.fire(i);
-                let timer = self.conns[i].session.poll_timeout();
-                assert!(timer.is_none_or(|t| t > self.now), "timer {timer:?} still due at {:?}", self.now);
-            }
-        }
-    }
-
-    fn fire(&mut self, i: usize) {
-        self.conns[i].session.handle_timeout(self.now);
-        self.perform_all(i);
-        self.settle();
-    }
-
-    fn settle(&mut self) {
-        for _ in 0..MAX_CASCADE {
-            let Some((i, fact)) = self.queue.pop_front() else { return };
-            self.conns[i].session.handle_input(self.now, fact.as_input());
-            self.perform_all(i);
-        }
-        panic!("one input set off more than {MAX_CASCADE} others");
-    }
-
-    fn perform_all(&mut self, i: usize) {
-        let outputs = drain(&mut self.conns[i]);
-        for out in outputs {
-            self.perform(i, out);
-        }
-    }
-
-    fn perform(&mut self, i: usize, out: Output) {
-        let sid = SessionId(i as u64);
-        match out {
-            Output::Send(_) | Output::Close(_) | Output::VerifyToken { .. } => {}
-            Output::StoreBinding { device } => {
-                if let Some(old) = self.hub.register(sid, device) {
-                    assert_ne!(old, sid, "a session displaced itself");
-                    self.queue.push_back((old.0 as usize, Fact::Superseded));
-                }
-                let result = if self.store_healthy { Ok(()) } else { Err(StoreFailed) };
-                self.queue.push_back((i, Fact::BindingStored(result)));
-            }
-            // The only way out of the hub, as in the server: the session says when.
-            Output::Detach { device, .. } => {
-                if let Some(removed) = self.hub.remove(sid) {
-                    assert_eq!(removed, device, "detached another device");
-                }
-            }
-            Output::Route { device, body, ack } => {
-                let outcome = match self.hub.route(&device) {
-                    Some(target) => {
-                        self.queue.push_back((target.0 as usize, Fact::Deliver(device.clone(), body)));
-                        RouteOutcome::Delivered
-                    }
-                    None => RouteOutcome::NotConnected,
-                };
-                if ack {
-                    self.queue.push_back((i, Fact::Routed(device, outcome)));
-                }
-            }
-            Output::Undelivered { device, body } => {
-                if let Some(target) = self.hub.route(&device).filter(|t| *t != sid) {
-                    self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
-                }
-            }
-        }
-    }
-
-    fn check_routing(&self) {
-        for (i, conn) in self.conns.iter().enumerate() {
-            if let Some(device) = conn.session.registered_device() {
-                assert_eq!(self.hub.route(device), Some(SessionId(i as u64)), "registered {device} is not routable");
-            }
-        }
-        for (device, sid) in self.hub.iter() {
-            let registered = self.conns[sid.0 as usize].session.registered_device();
-            assert_eq!(registered, Some(device), "routable {device} is not registered");
-        }
-    }
+        },
+        _ => return None,
+    })
 }
 
 /// Drains one session, bounded, checking what a single input may produce.

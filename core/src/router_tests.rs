@@ -201,8 +201,96 @@ fn what_waits_for_an_ending_session_is_bounded_as_the_hold_is() {
     let mut h = Harness { r: Router::new(RouterConfig { hold_max_bytes: 5, ..config(false) }), now: 0 };
     h.attach(1, "a");
     h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
+    // Refused when it came, not when the session ends.
+    assert_eq!(h.r.counts().hold_full, 1);
     assert_eq!(h.detach(1, vec![])[1..], [ack(7, "a", RouteOutcome::NotConnected)]);
     assert_eq!(h.r.held(), 0);
+}
+
+#[test]
+fn what_waited_for_a_detach_gives_its_bytes_back_to_the_next_ending_session() {
+    // Room for one waiting body ({"n":1}: 7 bytes) at a time.
+    let mut h = Harness { r: Router::new(RouterConfig { hold_max_bytes: 10, ..config(false) }), now: 0 };
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, Some(7)) });
+    h.detach(1, vec![]);
+    h.attach(2, "a");
+    // The first body left the line at the detach (and the hold at the attach): room again.
+    h.fact(Fact::NotTaken { session: SessionId(2), parcel: parcel("a", 2, Some(7)) });
+    assert_eq!(h.r.counts().hold_full, 0);
+    assert_eq!(h.detach(2, vec![]), [Command::RecordDisconnected(dev("a")), ack(7, "a", RouteOutcome::Held)]);
+}
+
+#[test]
+fn in_a_cluster_what_waited_for_the_devices_own_session_is_held_at_its_detach() {
+    let mut h = Harness::cluster();
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, Some(7)) });
+    // The device was here until now: held for it here, not looked up elsewhere.
+    assert_eq!(h.detach(1, vec![]), [Command::RecordDisconnected(dev("a")), ack(7, "a", RouteOutcome::Held)]);
+    assert_eq!(h.r.held(), 1);
+}
+
+#[test]
+fn a_refusal_that_waited_for_a_moved_session_is_acked_behind_what_it_waited_behind() {
+    let mut h = Harness { r: Router::new(RouterConfig { hold_per_device: 1, ..config(true) }), now: 0 };
+    h.attach(1, "a");
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, Some(7)) });
+    // Beyond what the device could hold: refused now, its ack waiting behind the first's.
+    assert_eq!(h.route("a", 2, Some(7)), []);
+    h.fact(Fact::MovedAway(dev("a")));
+    // The first follows the device (a lookup); the second's ack waits for that lookup.
+    assert_eq!(h.detach(1, vec![]), [Command::LookUp(parcel("a", 1, Some(7)))]);
+    let decided = h.fact(Fact::Verdict { parcel: parcel("a", 1, Some(7)), forwarded_to: Some("b:1".into()) });
+    assert_eq!(
+        decided,
+        [ack(7, "a", RouteOutcome::Forwarded { server: "b:1".into() }), ack(7, "a", RouteOutcome::NotConnected)]
+    );
+}
+
+#[test]
+fn a_refusal_that_waited_for_the_devices_own_session_is_acked_at_its_detach_ahead_of_later_lookups() {
+    let mut h = Harness { r: Router::new(RouterConfig { hold_per_device: 1, ..config(true) }), now: 0 };
+    h.route("a", 0, Some(7));
+    h.attach(1, "a");
+    h.route("a", 1, Some(7));
+    h.route("a", 2, Some(7));
+    // The first lookup finds the device here; its session cannot take it.
+    assert_eq!(
+        h.fact(Fact::Verdict { parcel: parcel("a", 0, Some(7)), forwarded_to: None }),
+        [deliver(1, "a", 0, Some(7), false)]
+    );
+    h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 0, Some(7)) });
+    // The second could not be held beside it: refused, its ack waiting for the detach.
+    assert_eq!(h.fact(Fact::Verdict { parcel: parcel("a", 1, Some(7)), forwarded_to: None }), []);
+    // At the detach both are told, in their order, though the third is still being looked up.
+    assert_eq!(
+        h.detach(1, vec![]),
+        [
+            Command::RecordDisconnected(dev("a")),
+            ack(7, "a", RouteOutcome::Held),
+            ack(7, "a", RouteOutcome::NotConnected)
+        ]
+    );
+    let third = h.fact(Fact::Verdict { parcel: parcel("a", 2, Some(7)), forwarded_to: None });
+    assert_eq!(third, [ack(7, "a", RouteOutcome::NotConnected)]);
+}
+
+#[test]
+fn a_stale_sessions_give_back_while_the_device_is_ending_is_held_for_it_in_order() {
+    let mut h = Harness::new();
+    h.attach(1, "a");
+    assert_eq!(h.route("a", 1, Some(7)), [deliver(1, "a", 1, Some(7), false)]);
+    h.attach(2, "a");
+    assert_eq!(h.route("a", 2, Some(7)), [deliver(2, "a", 2, Some(7), false)]);
+    // Session 2 cannot take its actuation: the device is between two sessions from now on...
+    assert_eq!(h.fact(Fact::NotTaken { session: SessionId(2), parcel: parcel("a", 2, Some(7)) }), []);
+    // ...so the superseded session's give-back is held for it, not refused.
+    let stale = h.fact(Fact::NotTaken { session: SessionId(1), parcel: parcel("a", 1, Some(7)) });
+    assert_eq!(stale, [ack(7, "a", RouteOutcome::Held)]);
+    assert_eq!(h.detach(2, vec![]), [Command::RecordDisconnected(dev("a")), ack(7, "a", RouteOutcome::Held)]);
+    let handed = h.attach(3, "a");
+    assert_eq!(handed[1..], [deliver(3, "a", 1, None, true), deliver(3, "a", 2, None, true)]);
 }
 
 #[test]

@@ -3,8 +3,8 @@
 //!
 //! One session alone, fed every kind of input in any order (host mistakes included): it never
 //! panics, says nothing after its close, only uses the protocol's reply codes, and is
-//! deterministic. Several sessions and a [`Hub`] driven the way the server drives them: a device
-//! is routable exactly when its session says it is registered.
+//! deterministic. Several sessions around the router, with a model of the README's guarantees,
+//! are tests/world_properties.rs's.
 //!
 //! Then the rules of issue 9, each against the real type with a model beside it: a pending
 //! connection ends at its accept's deadline whatever it sends, and never becomes pending again; a
@@ -16,9 +16,8 @@
 use std::collections::{BTreeMap, VecDeque};
 
 use iot_ws_core::{
-    parse, Body, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, FrameError, HeldActuations, Hold, Hub,
-    Input, Millis, Output, Reply, RouteOutcome, Session, SessionConfig, SessionId, StoreFailed, TokenRejected,
-    MAX_DEVICE_ID_CHARS,
+    parse, Body, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, FrameError, HeldActuations, Hold, Input,
+    Millis, Output, Reply, RouteOutcome, Session, SessionConfig, StoreFailed, TokenRejected, MAX_DEVICE_ID_CHARS,
 };
 use proptest::prelude::*;
 
@@ -26,8 +25,6 @@ const DEVICES: [&str; 3] = ["dev-a", "dev-b", "dev-c"];
 const BODIES: [&str; 2] = [r#"{"content":{"deviceId":"dev-a","on":true}}"#, r#"{"n":1}"#];
 /// Outputs one input may cause in one session: a handful, never a stream.
 const MAX_OUTPUTS_PER_INPUT: usize = 8;
-/// Inputs one step may cause across all sessions of the hub model before it must have settled.
-const MAX_CASCADE: usize = 1_000;
 
 fn config() -> SessionConfig {
     SessionConfig {
@@ -36,28 +33,26 @@ fn config() -> SessionConfig {
     }
 }
 
-/// One thing that happens to a session (`usize`: which one, modulo the number of sessions).
+/// One thing that happens to the session.
 #[derive(Clone, Debug)]
 enum Step {
-    Text(usize, String),
-    Binary(usize),
-    FrameRefused(usize, FrameError),
-    TokenChecked(usize, bool),
-    BindingStored(usize, bool),
-    Routed(usize, usize, RouteOutcome),
-    Deliver(usize, usize, usize),
-    Superseded(usize),
-    PeerGone(usize),
-    Shutdown(usize),
-    Evicted(usize),
+    Text(String),
+    Binary,
+    FrameRefused(FrameError),
+    TokenChecked(bool),
+    BindingStored(bool),
+    /// An ack for one of [`DEVICES`].
+    Routed(usize, RouteOutcome),
+    /// One of [`BODIES`] for one of [`DEVICES`].
+    Deliver(usize, usize),
+    Superseded,
+    PeerGone,
+    Shutdown,
+    Evicted,
     /// The session's timer fires now, due or not (hosts wake up early).
-    Timer(usize),
+    Timer,
     /// The clock moves on; every due timer fires.
     Advance(u64),
-    /// A new connection (hub model; ignored by the single-session property).
-    Connect,
-    /// The binding store starts or stops failing (hub model).
-    StoreHealthy(bool),
 }
 
 fn registration(device: usize, token: &str) -> String {
@@ -113,27 +108,24 @@ fn frame_error() -> impl Strategy<Value = FrameError> {
 }
 
 fn step() -> impl Strategy<Value = Step> {
-    let s = 0..8usize;
     prop_oneof![
-        8 => (s.clone(), text()).prop_map(|(i, t)| Step::Text(i, t)),
-        1 => s.clone().prop_map(Step::Binary),
-        3 => (s.clone(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Step::TokenChecked(i, ok)),
-        2 => (s.clone(), prop::bool::weighted(0.8)).prop_map(|(i, ok)| Step::BindingStored(i, ok)),
-        1 => (s.clone(), 0..DEVICES.len(), outcome()).prop_map(|(i, d, o)| Step::Routed(i, d, o)),
-        1 => (s.clone(), 0..DEVICES.len(), 0..BODIES.len()).prop_map(|(i, d, b)| Step::Deliver(i, d, b)),
-        1 => s.clone().prop_map(Step::Superseded),
-        1 => s.clone().prop_map(Step::PeerGone),
-        1 => s.clone().prop_map(Step::Shutdown),
-        1 => s.clone().prop_map(Step::Evicted),
-        1 => (s.clone(), frame_error()).prop_map(|(i, e)| Step::FrameRefused(i, e)),
-        1 => s.prop_map(Step::Timer),
+        8 => text().prop_map(Step::Text),
+        1 => Just(Step::Binary),
+        3 => prop::bool::weighted(0.8).prop_map(Step::TokenChecked),
+        2 => prop::bool::weighted(0.8).prop_map(Step::BindingStored),
+        1 => (0..DEVICES.len(), outcome()).prop_map(|(d, o)| Step::Routed(d, o)),
+        1 => (0..DEVICES.len(), 0..BODIES.len()).prop_map(|(d, b)| Step::Deliver(d, b)),
+        1 => Just(Step::Superseded),
+        1 => Just(Step::PeerGone),
+        1 => Just(Step::Shutdown),
+        1 => Just(Step::Evicted),
+        1 => frame_error().prop_map(Step::FrameRefused),
+        1 => Just(Step::Timer),
         2 => prop_oneof![0..50u64, 0..20_000u64, Just(u64::MAX / 2)].prop_map(Step::Advance),
-        2 => Just(Step::Connect),
-        1 => any::<bool>().prop_map(Step::StoreHealthy),
     ]
 }
 
-/// An input, owned, so that it can wait in a queue.
+/// An input, owned: the `Input` fed to the session borrows from it.
 #[derive(Clone, Debug)]
 enum Fact {
     Text(String),
@@ -166,23 +158,23 @@ impl Fact {
         }
     }
 
-    /// The fact a step feeds to a session, if the step is one.
-    fn of(step: &Step) -> Option<(usize, Fact)> {
+    /// The fact a step feeds to the session, if the step is one.
+    fn of(step: &Step) -> Option<Fact> {
         let verdict = |ok: bool| if ok { Ok(()) } else { Err(TokenRejected::Signature) };
         let stored = |ok: bool| if ok { Ok(()) } else { Err(StoreFailed) };
         Some(match step {
-            Step::Text(i, t) => (*i, Fact::Text(t.clone())),
-            Step::Binary(i) => (*i, Fact::Binary),
-            Step::FrameRefused(i, e) => (*i, Fact::FrameRefused(*e)),
-            Step::TokenChecked(i, ok) => (*i, Fact::TokenChecked(verdict(*ok))),
-            Step::BindingStored(i, ok) => (*i, Fact::BindingStored(stored(*ok))),
-            Step::Routed(i, d, o) => (*i, Fact::Routed(dev(*d), o.clone())),
-            Step::Deliver(i, d, b) => (*i, Fact::Deliver(dev(*d), body(*b))),
-            Step::Superseded(i) => (*i, Fact::Superseded),
-            Step::PeerGone(i) => (*i, Fact::PeerGone),
-            Step::Shutdown(i) => (*i, Fact::Shutdown),
-            Step::Evicted(i) => (*i, Fact::Evicted),
-            Step::Timer(_) | Step::Advance(_) | Step::Connect | Step::StoreHealthy(_) => return None,
+            Step::Text(t) => Fact::Text(t.clone()),
+            Step::Binary => Fact::Binary,
+            Step::FrameRefused(e) => Fact::FrameRefused(*e),
+            Step::TokenChecked(ok) => Fact::TokenChecked(verdict(*ok)),
+            Step::BindingStored(ok) => Fact::BindingStored(stored(*ok)),
+            Step::Routed(d, o) => Fact::Routed(dev(*d), o.clone()),
+            Step::Deliver(d, b) => Fact::Deliver(dev(*d), body(*b)),
+            Step::Superseded => Fact::Superseded,
+            Step::PeerGone => Fact::PeerGone,
+            Step::Shutdown => Fact::Shutdown,
+            Step::Evicted => Fact::Evicted,
+            Step::Timer | Step::Advance(_) => return None,
         })
     }
 }
@@ -275,8 +267,8 @@ fn run_one(steps: &[Step]) -> Result<Transcript, TestCaseError> {
     let mut transcript = Vec::new();
     for step in steps {
         match (step, Fact::of(step)) {
-            (_, Some((_, fact))) => session.handle_input(now, fact.as_input()),
-            (Step::Timer(_), None) => session.handle_timeout(now),
+            (_, Some(fact)) => session.handle_input(now, fact.as_input()),
+            (Step::Timer, None) => session.handle_timeout(now),
             (Step::Advance(dt), None) => {
                 now = now.plus(*dt);
                 if session.poll_timeout().is_some_and(|t| t <= now) {
@@ -307,189 +299,6 @@ proptest! {
         let second = run_one(&steps)?;
         prop_assert_eq!(first, second);
     }
-
-    /// A device is routable in the hub exactly when its session is registered.
-    #[test]
-    fn hub_routes_exactly_the_registered_devices(steps in prop::collection::vec(step(), 0..80)) {
-        let mut host = Host::new();
-        for step in &steps {
-            host.step(step)?;
-            host.check_routing()?;
-        }
-    }
-}
-
-/// Several sessions and a hub, driven as the server drives them, all synchronously.
-struct Host {
-    now: Millis,
-    config: SessionConfig,
-    sessions: Vec<Session>,
-    watches: Vec<Watch>,
-    /// What each session sent its peer.
-    sent: Vec<Vec<Reply>>,
-    hub: Hub,
-    store_healthy: bool,
-    queue: VecDeque<(usize, Fact)>,
-}
-
-impl Host {
-    fn new() -> Self {
-        let mut host = Host {
-            now: Millis(1_000),
-            config: config(),
-            sessions: Vec::new(),
-            watches: Vec::new(),
-            sent: Vec::new(),
-            hub: Hub::new(),
-            store_healthy: true,
-            queue: VecDeque::new(),
-        };
-        host.connect();
-        host
-    }
-
-    fn connect(&mut self) {
-        if self.sessions.len() < 6 {
-            self.sessions.push(Session::new(self.now, &self.config));
-            self.watches.push(Watch::default());
-            self.sent.push(Vec::new());
-        }
-    }
-
-    fn step(&mut self, step: &Step) -> Result<(), TestCaseError> {
-        let n = self.sessions.len();
-        match (step, Fact::of(step)) {
-            (_, Some((i, fact))) => {
-                self.queue.push_back((i % n, fact));
-                self.settle()?;
-            }
-            (Step::Timer(i), None) => self.fire(i % n)?,
-            (Step::Advance(dt), None) => {
-                self.now = self.now.plus(*dt);
-                for i in 0..n {
-                    if self.sessions[i].poll_timeout().is_some_and(|t| t <= self.now) {
-                        self.fire(i)?;
-                    }
-                }
-            }
-            (Step::Connect, None) => self.connect(),
-            (Step::StoreHealthy(h), None) => self.store_healthy = *h,
-            _ => unreachable!("every step is a fact or a host event"),
-        }
-        Ok(())
-    }
-
-    fn fire(&mut self, i: usize) -> Result<(), TestCaseError> {
-        self.sessions[i].handle_timeout(self.now);
-        self.perform_all(i)?;
-        self.settle()
-    }
-
-    /// Feeds queued facts until none is left: each may cause more, in other sessions too.
-    fn settle(&mut self) -> Result<(), TestCaseError> {
-        for _ in 0..MAX_CASCADE {
-            let Some((i, fact)) = self.queue.pop_front() else { return Ok(()) };
-            self.sessions[i].handle_input(self.now, fact.as_input());
-            self.perform_all(i)?;
-        }
-        Err(TestCaseError::fail("the hub model did not settle"))
-    }
-
-    fn perform_all(&mut self, i: usize) -> Result<(), TestCaseError> {
-        let outputs = drain(&mut self.sessions[i]);
-        self.watches[i].check(&outputs, self.sessions[i].is_closed())?;
-        for out in outputs {
-            self.perform(i, out)?;
-        }
-        // The host leaves the hub only when the session says so (`Detach`): the routing
-        // property below holds without a rule of the host's own.
-        Ok(())
-    }
-
-    fn perform(&mut self, i: usize, out: Output) -> Result<(), TestCaseError> {
-        let sid = SessionId(i as u64);
-        match out {
-            Output::Send(reply) => self.sent[i].push(reply),
-            // Verdicts arrive later, as their own steps; closes go to the peer.
-            Output::Close(_) | Output::VerifyToken { .. } => {}
-            Output::StoreBinding { device } => {
-                // As the hub task does: the route first, then the store's answer.
-                if let Some(old) = self.hub.register(sid, device) {
-                    prop_assert_ne!(old, sid);
-                    self.queue.push_back((old.0 as usize, Fact::Superseded));
-                }
-                let result = if self.store_healthy { Ok(()) } else { Err(StoreFailed) };
-                self.queue.push_back((i, Fact::BindingStored(result)));
-            }
-            // Routing ends either way; whether the binding is cleared is the store's business
-            // (and a stray `Superseded` step may leave this session current: the hub's own check).
-            Output::Detach { device, .. } => {
-                if let Some(removed) = self.hub.remove(sid) {
-                    prop_assert_eq!(removed, device);
-                }
-            }
-            Output::Route { device, body, ack } => {
-                let outcome = match self.hub.route(&device) {
-                    Some(target) => {
-                        self.queue.push_back((target.0 as usize, Fact::Deliver(device.clone(), body)));
-                        RouteOutcome::Delivered
-                    }
-                    None => RouteOutcome::NotConnected,
-                };
-                if ack {
-                    self.queue.push_back((i, Fact::Routed(device, outcome)));
-                }
-            }
-            Output::Undelivered { device, body } => {
-                if let Some(target) = self.hub.route(&device).filter(|t| *t != sid) {
-                    self.queue.push_back((target.0 as usize, Fact::Deliver(device, body)));
-                }
-            }
-        }
-        Ok(())
-    }
-
-    /// The property: hub routes and session registrations agree, both ways.
-    fn check_routing(&self) -> Result<(), TestCaseError> {
-        for (i, session) in self.sessions.iter().enumerate() {
-            if let Some(device) = session.registered_device() {
-                prop_assert_eq!(
-                    self.hub.route(device),
-                    Some(SessionId(i as u64)),
-                    "registered {} not routable",
-                    device
-                );
-            }
-        }
-        for (device, sid) in self.hub.iter() {
-            let session = &self.sessions[sid.0 as usize];
-            prop_assert_eq!(session.registered_device(), Some(device), "routable {} not registered", device);
-        }
-        Ok(())
-    }
-}
-
-/// The hub model itself must be able to fail: a registration that completes is routable, and an
-/// actuation routed to it arrives as a 1024 with the body verbatim.
-#[test]
-fn hub_model_registers_and_delivers() {
-    let mut host = Host::new();
-    host.step(&Step::Text(0, registration(0, "t"))).unwrap();
-    host.step(&Step::TokenChecked(0, true)).unwrap();
-    assert_eq!(host.sessions[0].registered_device(), Some(&dev(0)));
-    assert_eq!(host.hub.route(&dev(0)), Some(SessionId(0)));
-    host.step(&Step::Connect).unwrap();
-    host.step(&Step::Text(1, actuation(0, true, Some(true)))).unwrap();
-    host.check_routing().unwrap();
-    let body = Body::from_json_object(r#"{"content":{"deviceId":"dev-a","v":1}}"#).unwrap();
-    assert_eq!(host.sent[0], [Reply::Subscribed, Reply::Actuation(body)]);
-    assert_eq!(host.sent[1], [Reply::Ack { device: dev(0), status: RouteOutcome::Delivered }]);
-    // The second connection re-registers the device: the first is superseded, the hub follows.
-    host.step(&Step::Text(1, registration(0, "t"))).unwrap();
-    host.step(&Step::TokenChecked(1, true)).unwrap();
-    host.check_routing().unwrap();
-    assert!(host.sessions[0].is_closed());
-    assert_eq!(host.hub.route(&dev(0)), Some(SessionId(1)));
 }
 
 #[test]
@@ -512,11 +321,11 @@ const PING: &str = r#"{"type":"ping"}"#;
 /// is due, as a host does. Returns whether `handle_timeout` was called.
 fn apply(session: &mut Session, now: &mut Millis, step: &Step) -> bool {
     match (step, Fact::of(step)) {
-        (_, Some((_, fact))) => {
+        (_, Some(fact)) => {
             session.handle_input(*now, fact.as_input());
             false
         }
-        (Step::Timer(_), None) => {
+        (Step::Timer, None) => {
             session.handle_timeout(*now);
             true
         }
@@ -538,18 +347,18 @@ fn apply(session: &mut Session, now: &mut Millis, step: &Step) -> bool {
 fn pending_step() -> impl Strategy<Value = Step> {
     let device = 0..DEVICES.len();
     prop_oneof![
-        12 => Just(Step::Text(0, PING.to_string())),
-        6 => (device.clone(), "[a-z]{1,6}").prop_map(|(d, token)| Step::Text(0, registration(d, &token))),
-        6 => Just(Step::TokenChecked(0, true)),
-        1 => Just(Step::TokenChecked(0, false)),
-        1 => Just(Step::BindingStored(0, false)),
+        12 => Just(Step::Text(PING.to_string())),
+        6 => (device.clone(), "[a-z]{1,6}").prop_map(|(d, token)| Step::Text(registration(d, &token))),
+        6 => Just(Step::TokenChecked(true)),
+        1 => Just(Step::TokenChecked(false)),
+        1 => Just(Step::BindingStored(false)),
         1 => (device.clone(), prop::option::of(any::<bool>()))
-            .prop_map(|(d, ack)| Step::Text(0, actuation(d, false, ack))),
-        4 => (device.clone(), outcome()).prop_map(|(d, o)| Step::Routed(0, d, o)),
-        4 => (device, 0..BODIES.len()).prop_map(|(d, b)| Step::Deliver(0, d, b)),
-        1 => Just(Step::Superseded(0)),
-        1 => junk().prop_map(|t| Step::Text(0, t)),
-        6 => Just(Step::Timer(0)),
+            .prop_map(|(d, ack)| Step::Text(actuation(d, false, ack))),
+        4 => (device.clone(), outcome()).prop_map(|(d, o)| Step::Routed(d, o)),
+        4 => (device, 0..BODIES.len()).prop_map(|(d, b)| Step::Deliver(d, b)),
+        1 => Just(Step::Superseded),
+        1 => junk().prop_map(Step::Text),
+        6 => Just(Step::Timer),
         16 => prop_oneof![0..50u64, 0..3_000u64, 0..25_000u64].prop_map(Step::Advance),
     ]
 }
@@ -615,9 +424,9 @@ const OWN: usize = 0;
 fn lifecycle_step() -> impl Strategy<Value = Step> {
     prop_oneof![
         4 => step(),
-        2 => "[a-z]{1,6}".prop_map(|token| Step::Text(0, registration(OWN, &token))),
-        2 => Just(Step::TokenChecked(0, true)),
-        2 => Just(Step::BindingStored(0, true)),
+        2 => "[a-z]{1,6}".prop_map(|token| Step::Text(registration(OWN, &token))),
+        2 => Just(Step::TokenChecked(true)),
+        2 => Just(Step::BindingStored(true)),
     ]
 }
 
@@ -644,14 +453,14 @@ fn run_pending_once(steps: &[Step]) -> Result<(), TestCaseError> {
 /// now and then another id (a format error), a rejected token, and host noise.
 fn recheck_step() -> impl Strategy<Value = Step> {
     prop_oneof![
-        6 => "[a-z]{1,6}".prop_map(|token| Step::Text(0, registration(OWN, &token))),
-        1 => (1..DEVICES.len(), "[a-z]{1,6}").prop_map(|(d, token)| Step::Text(0, registration(d, &token))),
-        6 => prop::bool::weighted(0.85).prop_map(|ok| Step::TokenChecked(0, ok)),
-        1 => any::<bool>().prop_map(|ok| Step::BindingStored(0, ok)),
-        2 => Just(Step::Text(0, PING.to_string())),
-        1 => (0..DEVICES.len(), 0..BODIES.len()).prop_map(|(d, b)| Step::Deliver(0, d, b)),
-        1 => (0..DEVICES.len(), outcome()).prop_map(|(d, o)| Step::Routed(0, d, o)),
-        1 => Just(Step::Timer(0)),
+        6 => "[a-z]{1,6}".prop_map(|token| Step::Text(registration(OWN, &token))),
+        1 => (1..DEVICES.len(), "[a-z]{1,6}").prop_map(|(d, token)| Step::Text(registration(d, &token))),
+        6 => prop::bool::weighted(0.85).prop_map(Step::TokenChecked),
+        1 => any::<bool>().prop_map(Step::BindingStored),
+        2 => Just(Step::Text(PING.to_string())),
+        1 => (0..DEVICES.len(), 0..BODIES.len()).prop_map(|(d, b)| Step::Deliver(d, b)),
+        1 => (0..DEVICES.len(), outcome()).prop_map(|(d, o)| Step::Routed(d, o)),
+        1 => Just(Step::Timer),
         2 => prop_oneof![0..50u64, 0..100_000u64].prop_map(Step::Advance),
     ]
 }
@@ -676,7 +485,7 @@ struct Verdicts {
 impl Verdicts {
     /// Counts one step: `open`, whether the session was open when it came; then `outputs`.
     fn observe(&mut self, step: &Step, open: bool, outputs: &[Output]) -> Result<(), TestCaseError> {
-        if let Step::TokenChecked(_, ok) = step {
+        if let Step::TokenChecked(ok) = step {
             if open && self.asked > self.answered {
                 self.answered += 1;
                 self.ok += usize::from(*ok);
@@ -704,7 +513,7 @@ fn run_recheck(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut now = Millis(1_000);
     let mut session = Session::new(now, &config());
     let mut verdicts = Verdicts::default();
-    let setup = [Step::Text(0, registration(OWN, "first")), Step::TokenChecked(0, true), Step::BindingStored(0, true)];
+    let setup = [Step::Text(registration(OWN, "first")), Step::TokenChecked(true), Step::BindingStored(true)];
     for step in &setup {
         apply(&mut session, &mut now, step);
         verdicts.observe(step, true, &drain(&mut session))?;
@@ -724,9 +533,9 @@ fn run_recheck(steps: &[Step]) -> Result<(), TestCaseError> {
             vec![Output::Send(reply), Output::Close(code), Output::Detach { device: dev(OWN), clear_binding: true }]
         };
         let expected = match step {
-            Step::Deliver(_, d, b) => deliver(*d, *b),
+            Step::Deliver(d, b) => deliver(*d, *b),
             _ if closed => vec![],
-            Step::Text(_, text) => match parse(text) {
+            Step::Text(text) => match parse(text) {
                 Ok(ClientMessage::Ping) => vec![Output::Send(Reply::Pong)],
                 Ok(ClientMessage::Device { device, token }) if device == dev(OWN) => {
                     if core::mem::replace(&mut rechecking, true) {
@@ -741,7 +550,7 @@ fn run_recheck(steps: &[Step]) -> Result<(), TestCaseError> {
                 }
                 other => unreachable!("recheck_step sends no {other:?}"),
             },
-            Step::TokenChecked(_, ok) if core::mem::take(&mut rechecking) => {
+            Step::TokenChecked(ok) if core::mem::take(&mut rechecking) => {
                 if *ok {
                     vec![Output::Send(Reply::Subscribed)]
                 } else {
