@@ -1,5 +1,5 @@
 //! A world of real [`Session`]s around one real [`Router`], wired as the server wires them
-//! (server/src/conn*.rs and hub_task.rs), driven by a byte string: the property tests and the
+//! (server/src/connection/ and server/src/hub/driver.rs), driven by a byte string: the property tests and the
 //! `router` fuzz target share it.
 //!
 //! What the server does, and what stands for it here:

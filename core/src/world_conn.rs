@@ -1,4 +1,4 @@
-//! The connections of the [`World`]: each drives its [`Session`] as server/src/conn*.rs does.
+//! The connections of the [`World`]: each drives its [`Session`] as server/src/connection/ does.
 
 use alloc::collections::VecDeque;
 use alloc::format;
@@ -223,7 +223,7 @@ impl World<'_> {
         self.peer_input(i, Input::PeerGone);
     }
 
-    /// Performs the session's outputs, as conn_output.rs does, within a bound.
+    /// Performs the session's outputs, as connection/output.rs does, within a bound.
     pub(super) fn drain(&mut self, i: usize) {
         let mut closed = false;
         for n in 0.. {
@@ -283,7 +283,7 @@ impl World<'_> {
         conn.socket.push_back((ticket, body));
     }
 
-    /// The connection ends (conn_closing.rs): the last frames may go (not when given up on),
+    /// The connection ends (connection/closing.rs): the last frames may go (not when given up on),
     /// then what was not written and what the mailbox held go back to the hub, oldest first.
     fn finish(&mut self, i: usize) {
         self.note(|| format!("s{i} ends"));
