@@ -1,6 +1,6 @@
 //! A world of real [`Session`]s around one real [`Router`], wired as the server wires them
-//! (server/src/connection/ and server/src/hub/driver.rs), driven by a byte string: the property tests and the
-//! `router` fuzz target share it.
+//! (server/src/connection/ and server/src/hub/driver.rs), driven by a byte string: the property
+//! tests and the `router` fuzz target share it.
 //!
 //! What the server does, and what stands for it here:
 //! - a connection's outputs: `StoreBinding` becomes [`Fact::Attach`] and the session waits for
