@@ -108,8 +108,6 @@ enum Request {
 /// N sessions, one router, their queues, and the model of what they must guarantee.
 pub struct World<'a> {
     c: Choices<'a>,
-    /// Per session, the actuations it could not take: the router keeps them for its detach.
-    not_taken: BTreeMap<usize, Vec<usize>>,
     now: Millis,
     config: RouterConfig,
     session_config: SessionConfig,
@@ -147,7 +145,6 @@ impl<'a> World<'a> {
         };
         World {
             c,
-            not_taken: BTreeMap::new(),
             now: Millis(0),
             config,
             session_config,
@@ -314,12 +311,13 @@ impl<'a> World<'a> {
             Request::Detach { session, undelivered } => {
                 self.conns[session].in_hub = false;
                 // Superseded before its detach came: its leftovers are out of line, and so is what
-                // waited for its detach in the router.
-                let not_taken = self.not_taken.remove(&session).unwrap_or_default();
+                // the router kept on its way to it (waiting for this detach).
                 if !self.stale.insert(session) {
-                    let ids = undelivered.iter().map(|p| p.ack.map_or(usize::MAX, |t| t.id));
-                    for id in ids.chain(not_taken) {
-                        self.model.out_of_line(id);
+                    for parcel in &undelivered {
+                        self.model.out_of_line(parcel.ack.map_or(usize::MAX, |t| t.id));
+                    }
+                    if let Some(device) = self.conns[session].device.clone() {
+                        self.model.in_flight_out_of_line(&device);
                     }
                 }
                 Fact::Detach { session: SessionId(session as u64), undelivered }
@@ -339,9 +337,12 @@ impl<'a> World<'a> {
             Fact::Detach { undelivered, .. } => undelivered.len(),
             _ => 1,
         };
+        // What the router keeps undecided (waiting for a lookup ahead of it, or for an ending
+        // session's detach) may all be decided by one fact.
+        let undecided = self.model.tracked.iter().filter(|t| matches!(t.fate, Fate::Routing | Fate::Lookup)).count();
         self.note(|| format!("hub <- {fact:?}"));
         self.router.handle(self.now, fact);
-        let bound = 8 + 2 * (self.config.hold_per_device + parcels);
+        let bound = 8 + 2 * (self.config.hold_per_device + parcels + undecided);
         let mut performed = 0;
         while let Some(command) = self.router.poll_command() {
             performed += 1;
@@ -438,7 +439,6 @@ impl<'a> World<'a> {
             conn.mail(Mail::Deliver { device: parcel.device, body: parcel.body, ticket: parcel.ack, from_hold });
         } else {
             self.model.moved(id, &[Fate::Given(i)], Fate::Routing, "not taken");
-            self.not_taken.entry(i).or_default().push(id);
             self.router.handle(self.now, Fact::NotTaken { session: SessionId(i as u64), parcel });
         }
     }

@@ -101,6 +101,14 @@ impl Model {
         }
     }
 
+    /// A superseded session of `device` ended: what of the device the router still has (kept
+    /// on its way to that session) is out of line too.
+    pub fn in_flight_out_of_line(&mut self, device: &DeviceId) {
+        for t in self.tracked.iter_mut().filter(|t| t.fate == Fate::Routing && t.device == *device) {
+            t.out_of_line = true;
+        }
+    }
+
     /// A superseded session gave `id` back (see [`Tracked::out_of_line`]).
     pub fn out_of_line(&mut self, id: usize) {
         if let Some(t) = self.tracked.get_mut(id) {
