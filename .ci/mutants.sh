@@ -25,9 +25,15 @@ run() {
   # --no-shuffle: the same order every run, so two reports compare line by line.
   local status=0
   cargo mutants --no-shuffle -j 2 -o "$OUT/$name" "$@" >"$OUT/$name.log" 2>&1 || status=$?
-  # Status 3: no mutant missed, some made the tests hang until the timeout. A hang is a failed
-  # test run, so those mistakes were caught too (e.g. a loop whose exit condition is inverted).
-  if [ "$status" = 3 ]; then
+  # Status 3 says some mutants made the tests hang until the timeout: a hang is a failed test
+  # run, so those mistakes were caught (e.g. a loop whose exit condition is inverted). But
+  # cargo-mutants gives 3 even when some were also missed: the missed list decides.
+  local missed="$OUT/$name/mutants.out/missed.txt"
+  if [ "$status" = 3 ] && [ -s "$missed" ]; then
+    sed 's/^/MISSED /' "$missed" >&2
+    echo "mutants.sh: $name: the tests let the mistakes above through (report: $OUT/$name/mutants.out)" >&2
+    exit 1
+  elif [ "$status" = 3 ]; then
     grep -E "^TIMEOUT" "$OUT/$name.log" | sed 's/^TIMEOUT/caught by timeout:/'
   elif [ "$status" != 0 ]; then
     grep -E "^(MISSED|TIMEOUT)" "$OUT/$name.log" >&2 || tail -30 "$OUT/$name.log" >&2
