@@ -518,3 +518,62 @@ fn a_lookup_refused_among_several_asked_at_once_keeps_its_own_place() {
     // Decided at once (nothing before it), not behind the second.
     assert_eq!(rest, [Command::LookUp(parcel("a", 2, Some(7))), ack(7, "a", RouteOutcome::NotConnected)]);
 }
+
+/// Routes an actuation that must be looked up, and tells the router the host could not ask.
+fn not_looked_up(h: &mut Harness, id: &str, n: u32, ack: Option<Sender>) -> Vec<Command<Sender>> {
+    assert_eq!(h.route(id, n, ack), [Command::LookUp(parcel(id, n, ack))]);
+    h.fact(Fact::NotLookedUp(parcel(id, n, ack)))
+}
+
+/// A cluster router where `id` is attached here (as session `session`) while its first actuation
+/// (number 0) is looked up.
+fn with_a_lookup_out(h: &mut Harness, session: u64, id: &str) {
+    assert_eq!(h.route(id, 0, Some(7)), [Command::LookUp(parcel(id, 0, Some(7)))]);
+    h.attach(session, id);
+}
+
+fn cluster_with_a_lookup_out(config: RouterConfig) -> Harness {
+    let mut h = Harness { r: Router::new(config), now: 0 };
+    with_a_lookup_out(&mut h, 1, "a");
+    h
+}
+
+#[test]
+fn what_waits_for_its_lookup_turn_is_bounded_by_the_hold_count_per_device() {
+    let mut h = cluster_with_a_lookup_out(config(true));
+    for n in 1..=4 {
+        assert_eq!(not_looked_up(&mut h, "a", n, Some(7)), []);
+    }
+    // The fourth is beyond the count: refused, its ack in its place behind the three.
+    let turns = h.fact(Fact::Verdict { parcel: parcel("a", 0, Some(7)), forwarded_to: None });
+    let delivered = (0..=3).map(|n| deliver(1, "a", n, Some(7), false));
+    assert_eq!(turns, delivered.chain([ack(7, "a", RouteOutcome::NotConnected)]).collect::<Vec<_>>());
+    assert_eq!(h.r.counts().hold_full, 1);
+}
+
+#[test]
+fn what_waits_for_its_lookup_turn_is_bounded_in_bytes_and_frees_them_in_turn() {
+    let two_bodies = 2 * body(1).as_str().len();
+    let mut h = Harness { r: Router::new(RouterConfig { hold_max_bytes: two_bodies, ..config(true) }), now: 0 };
+    // The bytes are counted over all devices, and given back as each waiting one is decided.
+    for (session, id) in [(1, "a"), (2, "b")] {
+        with_a_lookup_out(&mut h, session, id);
+        assert_eq!(not_looked_up(&mut h, id, 1, None), []);
+        assert_eq!(not_looked_up(&mut h, id, 2, None), []);
+        // Beyond the bytes, and no one to tell: dropped and counted.
+        assert_eq!(not_looked_up(&mut h, id, 3, None), []);
+        assert_eq!(h.r.counts().hold_full, session);
+        let turns = h.fact(Fact::Verdict { parcel: parcel(id, 0, None), forwarded_to: None });
+        let delivered = (0..=2).map(|n| deliver(session, id, n, None, false)).collect::<Vec<_>>();
+        assert_eq!(turns, delivered);
+    }
+}
+
+#[test]
+fn past_its_bound_a_line_of_lookups_lets_refusals_go_at_once() {
+    let mut h = cluster_with_a_lookup_out(RouterConfig { hold_per_device: 0, ..config(true) });
+    for n in 1..ENDING_ACKS as u32 {
+        assert_eq!(not_looked_up(&mut h, "a", n, Some(7)), []);
+    }
+    assert_eq!(not_looked_up(&mut h, "a", 0, Some(7)), [ack(7, "a", RouteOutcome::NotConnected)]);
+}
