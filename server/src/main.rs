@@ -11,6 +11,7 @@ mod hub;
 mod ops;
 mod serve;
 mod store;
+mod tls;
 
 use std::process::ExitCode;
 

@@ -20,12 +20,17 @@ use crate::hub::queue::hub_queue;
 use crate::hub::{HubLimits, HubRequest, HubTask};
 use crate::ops::metrics::Metrics;
 use crate::store::Store;
+use crate::tls::Certificate;
 
 /// How long a graceful stop waits for connections to close and bindings to be written.
 const STOP_GRACE: Duration = Duration::from_secs(3);
 
 /// Runs the server until a signal stops it. Errors before binding are configuration errors.
 pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
+    let certificate = match &config.tls {
+        Some(files) => Some(Certificate::load(&files.cert, &files.key).map_err(ConfigError)?),
+        None => None,
+    };
     let listener = bind(config.listen).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.get_ref().local_addr()?;
@@ -56,14 +61,18 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         next_session: AtomicU64::new(1),
         shutdown: shutdown_rx,
         clock,
+        tls: certificate.clone().map(crate::tls::acceptor),
     });
-    let signals = crate::ops::signals::watch()?;
+    let signals = crate::ops::signals::watch_with_reload(reloader(certificate, metrics.clone()))?;
 
     eprintln!("{}", store.describe());
     if config.actuator.is_none() {
         eprintln!("actuations: no actuator credentials configured; every actuation is refused");
     }
     eprintln!("bindings name this instance {external_address:?}");
+    if let Some(files) = &config.tls {
+        eprintln!("TLS: wss:// and https:// only, certificate {}", files.cert.display());
+    }
     eprintln!("listening on {local}");
 
     // One thread runs every connection and the hub: a message from one task to another is a
@@ -102,6 +111,27 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     crate::ops::log::line("stopped");
     crate::ops::log::flush(STOP_GRACE);
     Ok(())
+}
+
+/// What SIGHUP does: reads the certificate again (new handshakes get it; a pair that does not
+/// load leaves the one in use) and says how it went.
+fn reloader(certificate: Option<Arc<Certificate>>, metrics: Arc<Metrics>) -> impl Fn() + Send + 'static {
+    move || {
+        let Some(certificate) = &certificate else {
+            crate::ops::log::line("reload (SIGHUP): nothing to reload");
+            return;
+        };
+        match certificate.reload() {
+            Ok(()) => {
+                Metrics::inc(&metrics.tls_reloads_ok);
+                crate::ops::log::line("reload (SIGHUP): TLS certificate reloaded");
+            }
+            Err(why) => {
+                Metrics::inc(&metrics.tls_reloads_failed);
+                crate::ops::log::line(format!("reload (SIGHUP): TLS certificate kept: {why}"));
+            }
+        }
+    }
 }
 
 /// Most connections waiting to be accepted. std's 128 is overrun when thousands of devices

@@ -4,6 +4,7 @@
 //
 // Commands, one JSON object per line on stdin:
 //   {"op":"connect","url":"ws://127.0.0.1:PORT/","protocol":"echo-protocol"}  protocol optional; null = none
+//                                           for wss://, "ca":"PEM" trusts that CA (and only it)
 //   {"op":"send","text":"..."}              one text message (fragmented above 16 KiB, as the agents do)
 //   {"op":"send_binary","base64":"..."}     one binary message
 //   {"op":"close","code":1000,"reason":""}  close handshake; code and reason optional
@@ -51,7 +52,7 @@ function connect(id, cmd) {
   }
   const slot = { connection: null };
   connections.set(id, slot);
-  openConnection(cmd.url, cmd.protocol).then(
+  openConnection(cmd.url, cmd.protocol, cmd.ca).then(
     (connection) => {
       slot.connection = connection;
       emit(id, { event: 'open', protocol: connection.protocol || null });

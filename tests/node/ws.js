@@ -11,13 +11,15 @@ const CLIENT_CONFIG = Object.freeze({
 });
 
 /**
- * Opens one connection. `protocol` is a subprotocol name, or null/undefined/"" for none.
+ * Opens one connection. `protocol` is a subprotocol name, or null/undefined/"" for none; `ca`, a
+ * PEM CA certificate that wss:// trusts instead of the system's (optional).
  * Resolves with the WebSocket-Node `connection`; rejects with an Error on a failed handshake,
  * a refused TCP connection or an invalid URL.
  */
-function openConnection(url, protocol) {
+function openConnection(url, protocol, ca) {
   return new Promise((resolve, reject) => {
-    const client = new WebSocketClient(CLIENT_CONFIG);
+    const config = ca ? Object.assign({ tlsOptions: { ca } }, CLIENT_CONFIG) : CLIENT_CONFIG;
+    const client = new WebSocketClient(config);
     client.on('connect', resolve);
     client.on('connectFailed', (err) => reject(err instanceof Error ? err : new Error(String(err))));
     try {

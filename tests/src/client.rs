@@ -33,10 +33,21 @@ pub enum Event {
     Timeout,
 }
 
-/// One WebSocket connection.
-pub struct Client {
-    ws: WebSocket<TcpStream>,
+/// One WebSocket connection, over TCP (`ws://`) or TLS over TCP (`wss://`, see tls.rs).
+pub struct Client<S = TcpStream> {
+    pub(crate) ws: WebSocket<S>,
     pub response: Response,
+}
+
+/// What a client's connection runs over: a byte stream with a TCP socket under it.
+pub trait Wire: Read + Write {
+    fn tcp(&self) -> &TcpStream;
+}
+
+impl Wire for TcpStream {
+    fn tcp(&self) -> &TcpStream {
+        self
+    }
 }
 
 impl Client {
@@ -86,6 +97,44 @@ impl Client {
         client
     }
 
+    /// The underlying socket, to write raw bytes past tungstenite.
+    pub fn stream(&mut self) -> &mut TcpStream {
+        self.ws.get_mut()
+    }
+
+    /// Writes one raw frame (masked as a client must, unless `masked` is false).
+    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
+        let bytes = frame(fin, opcode, payload, masked);
+        self.stream().write_all(&bytes).expect("write raw frame");
+    }
+
+    /// Drops the TCP connection without a close frame.
+    pub fn drop_tcp(self) {
+        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
+    }
+
+    /// Aborts the TCP connection: no close frame, no FIN, a RST (SO_LINGER with a zero timeout,
+    /// then close), as when a device's network goes away under it.
+    pub fn abort_tcp(self) {
+        use std::os::fd::AsRawFd;
+        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
+        // SAFETY: setsockopt on a socket this client owns, with a correctly sized `linger`.
+        let rc = unsafe {
+            libc::setsockopt(
+                self.ws.get_ref().as_raw_fd(),
+                libc::SOL_SOCKET,
+                libc::SO_LINGER,
+                (&linger as *const libc::linger).cast(),
+                std::mem::size_of::<libc::linger>() as libc::socklen_t,
+            )
+        };
+        assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
+        drop(self);
+    }
+}
+
+/// What a client does, over either wire.
+impl<S: Wire> Client<S> {
     pub fn send(&mut self, text: &str) {
         self.ws.send(Message::text(text)).expect("send text");
     }
@@ -116,7 +165,7 @@ impl Client {
         let deadline = Instant::now() + timeout;
         loop {
             let left = deadline.saturating_duration_since(Instant::now()).max(Duration::from_millis(1));
-            let _ = self.ws.get_ref().set_read_timeout(Some(left));
+            let _ = self.ws.get_ref().tcp().set_read_timeout(Some(left));
             match self.ws.read() {
                 Ok(Message::Text(text)) => return Event::Text(text.as_str().to_string()),
                 Ok(Message::Binary(bytes)) => return Event::Binary(bytes.to_vec()),
@@ -198,41 +247,6 @@ impl Client {
         let frame = tungstenite::protocol::CloseFrame { code: code.into(), reason: "".into() };
         let _ = self.ws.close(Some(frame));
         let _ = self.ws.flush();
-    }
-
-    /// The underlying socket, to write raw bytes past tungstenite.
-    pub fn stream(&mut self) -> &mut TcpStream {
-        self.ws.get_mut()
-    }
-
-    /// Writes one raw frame (masked as a client must, unless `masked` is false).
-    pub fn send_frame(&mut self, fin: bool, opcode: u8, payload: &[u8], masked: bool) {
-        let bytes = frame(fin, opcode, payload, masked);
-        self.stream().write_all(&bytes).expect("write raw frame");
-    }
-
-    /// Drops the TCP connection without a close frame.
-    pub fn drop_tcp(self) {
-        let _ = self.ws.get_ref().shutdown(std::net::Shutdown::Both);
-    }
-
-    /// Aborts the TCP connection: no close frame, no FIN, a RST (SO_LINGER with a zero timeout,
-    /// then close), as when a device's network goes away under it.
-    pub fn abort_tcp(self) {
-        use std::os::fd::AsRawFd;
-        let linger = libc::linger { l_onoff: 1, l_linger: 0 };
-        // SAFETY: setsockopt on a socket this client owns, with a correctly sized `linger`.
-        let rc = unsafe {
-            libc::setsockopt(
-                self.ws.get_ref().as_raw_fd(),
-                libc::SOL_SOCKET,
-                libc::SO_LINGER,
-                (&linger as *const libc::linger).cast(),
-                std::mem::size_of::<libc::linger>() as libc::socklen_t,
-            )
-        };
-        assert_eq!(rc, 0, "setsockopt(SO_LINGER)");
-        drop(self);
     }
 }
 

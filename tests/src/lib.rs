@@ -13,6 +13,7 @@
 //! - [`Client`]: a blocking WebSocket client (tungstenite) that offers `echo-protocol`;
 //!   [`register_async`] and friends: many at once, for the load runs.
 //! - [`instances`], [`Fleet`]: several instances on one database, many devices at once.
+//! - [`Client::connect_tls`], [`https_raw`]: the same over TLS (wss://, https://).
 //! - [`Bridge`]: a WebSocket-Node client driven through `tests/node/bridge.js`.
 //! - [`CliProcess`]: `iot-ws-server device` (or any subcommand) running, its output captured;
 //!   [`Server::restart`]: the same server stopped and started again on its address.
@@ -27,6 +28,7 @@ mod node;
 mod pg;
 mod server;
 mod temp;
+mod tls;
 mod tokens;
 
 pub use actuation::{ack_delivered, ack_forwarded, ack_not_connected, actuation, actuation_ack, delivery};
@@ -39,6 +41,7 @@ pub use node::Bridge;
 pub use pg::{Cluster, Db};
 pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
 pub use temp::TempDir;
+pub use tls::{https_raw, tls_wire, trusting, TlsWire};
 pub use tokens::{alg_none, b64, hs256_with_public_key, now_secs, Keys};
 
 use std::time::{Duration, Instant};

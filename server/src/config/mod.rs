@@ -37,7 +37,16 @@ pub struct Config {
     pub max_pending_per_address: usize,
     pub send_queue_bytes: usize,
     pub hold_max_bytes: usize,
+    /// The listener's certificate chain and key (PEM): wss:// only when set.
+    pub tls: Option<TlsFiles>,
     pub demo: bool,
+}
+
+/// Where the listener's certificate chain and its key are read from, at start and on SIGHUP.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TlsFiles {
+    pub cert: PathBuf,
+    pub key: PathBuf,
 }
 
 pub const USAGE: &str = "\
@@ -76,6 +85,8 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --max-pending-per-address N   IOT_WS_MAX_PENDING_PER_ADDRESS default 512
     --send-queue-bytes N          IOT_WS_SEND_QUEUE_BYTES   default 1048576 (1 MiB)
     --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
+    --tls-cert PATH               IOT_WS_TLS_CERT           PEM chain, leaf first: the port is wss:// only
+    --tls-key PATH                IOT_WS_TLS_KEY            its PEM private key; both reloaded on SIGHUP
     --help
 ";
 
@@ -169,6 +180,8 @@ impl Config {
         let max_pending_per_address = setting("max-pending-per-address", "IOT_WS_MAX_PENDING_PER_ADDRESS");
         let send_queue = setting("send-queue-bytes", "IOT_WS_SEND_QUEUE_BYTES");
         let hold_max_bytes = setting("hold-max-bytes", "IOT_WS_HOLD_MAX_BYTES");
+        let tls_cert = setting("tls-cert", "IOT_WS_TLS_CERT");
+        let tls_key = setting("tls-key", "IOT_WS_TLS_KEY");
         let demo = flags.has("demo");
         flags.finish()?;
 
@@ -188,6 +201,11 @@ impl Config {
             (Some(username), Some(password)) => Some(Credentials { username, password }),
             (None, None) => vcap.actuator(),
             _ => return Err(bad("--actuator-username and --actuator-password go together")),
+        };
+        let tls = match (tls_cert, tls_key) {
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (None, None) => None,
+            _ => return Err(bad("--tls-cert and --tls-key go together")),
         };
         let external_address = match external {
             Some(address) => Some(address),
@@ -212,6 +230,7 @@ impl Config {
                 as usize,
             send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
             hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
+            tls,
             demo,
         })
     }

@@ -53,7 +53,7 @@ impl Connection {
             }
         } else {
             let grace = Instant::now() + CLOSE_GRACE;
-            while !(self.peer_done && self.ws.get_ref().unsent() == 0) && Instant::now() < grace {
+            while (!self.peer_done || self.ws.get_ref().has_output()) && Instant::now() < grace {
                 let wake = future::or(self.next_io(), async {
                     Timer::at(grace).await;
                     None
@@ -93,7 +93,7 @@ impl Connection {
 
     /// The socket's next event while closing: output taken, or a frame (or the end).
     fn next_io(&mut self) -> impl std::future::Future<Output = Option<Wake>> + '_ {
-        let sending = self.ws.get_ref().unsent() > 0;
+        let sending = self.ws.get_ref().has_output();
         let reading = !self.peer_done;
         let ws = &mut self.ws;
         poll_fn(move |cx| {

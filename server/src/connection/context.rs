@@ -27,6 +27,8 @@ pub struct Ctx {
     /// Closed (never written) when the server stops: every task wakes up.
     pub shutdown: Receiver<()>,
     pub clock: Clock,
+    /// The listener's TLS (wss://), when it has a certificate.
+    pub tls: Option<futures_rustls::TlsAcceptor>,
 }
 
 /// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle

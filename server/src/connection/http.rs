@@ -84,7 +84,10 @@ pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
         body.len()
     );
     let _ = stream.write_all(response.as_bytes()).await;
+    // Flushed and closed: over TLS that sends the last records and close_notify, so the client
+    // knows the answer is whole.
     let _ = stream.flush().await;
+    let _ = stream.close().await;
 }
 
 #[cfg(test)]

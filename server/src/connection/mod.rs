@@ -34,6 +34,7 @@ use keepalive::KeepAlive;
 use limits::{OpenSlot, PendingSlot};
 use socket::Socket;
 use transit::Transit;
+use transport::Transport;
 
 mod closing;
 mod context;
@@ -43,6 +44,7 @@ pub mod limits;
 mod output;
 mod socket;
 mod transit;
+mod transport;
 
 pub use context::{ws_config, Ctx};
 
@@ -93,9 +95,12 @@ pub fn serve_connection(
     }
 }
 
-/// The HTTP head, then a plain answer (`None`) or the upgrade to a WebSocket connection.
+/// The TLS handshake (wss://), the HTTP head, then a plain answer (`None`) or the upgrade to a
+/// WebSocket connection. All of it within the register timeout, and given up if the pending slot
+/// goes to a fairer claim: a client stalling in the TLS handshake is as pending as one stalling
+/// in its head.
 async fn handshake(
-    mut stream: Async<TcpStream>,
+    stream: Async<TcpStream>,
     accepted: Instant,
     (open, pending): (OpenSlot, PendingSlot),
     ctx: Arc<Ctx>,
@@ -105,7 +110,12 @@ async fn handshake(
         pending.evicted().await;
         None
     };
-    let head = future::or(http::read_head(&mut stream, deadline), evicted).await?;
+    let opened = async {
+        let mut stream = within(deadline, open_stream(stream, &ctx)).await??;
+        let head = http::read_head(&mut stream, deadline).await?;
+        Some((stream, head))
+    };
+    let (mut stream, head) = future::or(opened, evicted).await?;
     let request = http::classify(&head);
     drop(head);
     match request {
@@ -115,10 +125,28 @@ async fn handshake(
         }
         http::Request::Upgrade { accept_key, leftover } => {
             let reply = http::switching_protocols(&accept_key);
-            within(deadline, stream.write_all(reply.as_bytes())).await?.ok()?;
+            within(deadline, async { stream.write_all(reply.as_bytes()).await.and(stream.flush().await) })
+                .await?
+                .ok()?;
             let config = Some(ctx.ws_config);
             let ws = WebSocketStream::from_partially_read(Socket::new(stream), leftover, Role::Server, config).await;
             Some((Connection::new(ws, ctx, accepted, Box::new(pending)), open))
+        }
+    }
+}
+
+/// The connection's byte stream: TLS once its handshake is done, when the listener has TLS.
+async fn open_stream(stream: Async<TcpStream>, ctx: &Ctx) -> Option<Transport> {
+    let Some(acceptor) = &ctx.tls else { return Some(Transport::Plain(stream)) };
+    match acceptor.accept(stream).await {
+        Ok(mut tls) => {
+            tls.get_mut().1.set_buffer_limit(Some(crate::tls::BUFFER_LIMIT));
+            Some(Transport::Tls(Box::new(tls)))
+        }
+        Err(_) => {
+            // Plain HTTP to the TLS port, a scanner, a client that does not trust us.
+            Metrics::inc(&ctx.metrics.tls_handshakes_failed);
+            None
         }
     }
 }
@@ -267,7 +295,7 @@ impl Connection {
             self.armed = Some(deadline);
         }
         let unsent = self.ws.get_ref().unsent();
-        let sending = unsent > 0;
+        let sending = self.ws.get_ref().has_output();
         let reading = !self.peer_done && unsent <= self.read_pause_bytes();
         let take_actuations = self.has_room();
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);

@@ -22,13 +22,13 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::net::TcpStream;
 use std::pin::Pin;
 use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use smol::Async;
+
+use super::transport::Transport;
 
 /// One socket read at most; smaller reads are served from a read this large.
 const READ_AHEAD: usize = 16 * 1024;
@@ -43,7 +43,7 @@ thread_local! {
 }
 
 pub struct Socket {
-    io: Async<TcpStream>,
+    io: Transport,
     /// Queued output; `None` while there is none (most connections, most of the time).
     out: Option<Box<OutQueue>>,
     /// How far the socket has taken the connection's output stream, in bytes.
@@ -70,13 +70,18 @@ struct OutQueue {
 }
 
 impl Socket {
-    pub fn new(io: Async<TcpStream>) -> Socket {
+    pub fn new(io: Transport) -> Socket {
         Socket { io, out: None, written: 0, read_ahead: Vec::new(), read_at: 0, turn_bytes: 0, turn_reads: 0 }
     }
 
     /// Output queued and not yet taken by the socket.
     pub fn unsent(&self) -> usize {
         self.out.as_ref().map_or(0, |q| q.buf.len() - q.at)
+    }
+
+    /// Whether output waits: queued, or encrypted and not yet taken by the socket (TLS).
+    pub fn has_output(&self) -> bool {
+        self.out.is_some() || self.io.holds_output()
     }
 
     /// The end of everything queued so far, as a position in the output stream.
@@ -97,13 +102,19 @@ impl Socket {
     /// The peer's address, for a log line (asked of the socket: not worth keeping per
     /// connection).
     pub fn peer_addr(&self) -> Option<std::net::SocketAddr> {
-        self.io.get_ref().peer_addr().ok()
+        self.io.tcp().peer_addr().ok()
     }
 
     /// Writes queued output until the queue is empty or the socket is full. `Ready(Ok(n))`:
-    /// `n` bytes were taken (0 only when nothing was queued).
+    /// `n` bytes were taken (0 when nothing was queued: then TLS records that waited went out).
     pub fn poll_send(&mut self, cx: &mut Context<'_>) -> Poll<io::Result<usize>> {
-        let Some(q) = self.out.as_mut() else { return Poll::Ready(Ok(0)) };
+        let Some(q) = self.out.as_mut() else {
+            // Only TLS records may wait: sent by a flush.
+            if self.io.holds_output() {
+                ready!(Pin::new(&mut self.io).poll_flush(cx))?;
+            }
+            return Poll::Ready(Ok(0));
+        };
         let mut total = 0;
         while q.at < q.buf.len() {
             match Pin::new(&mut self.io).poll_write(cx, &q.buf[q.at..]) {
@@ -256,7 +267,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (Socket::new(Async::new(server).unwrap()), client)
+        (Socket::new(Transport::Plain(smol::Async::new(server).unwrap())), client)
     }
 
     fn send_all(socket: &mut Socket) {

@@ -33,6 +33,12 @@ pub struct Metrics {
     pub closed_send_queue_full: AtomicU64,
     /// Connections closed because their socket took no output for 30 s.
     pub closed_write_stalled: AtomicU64,
+    /// TLS handshakes that failed (clear text to the TLS port, a client that refused our
+    /// certificate, a broken peer).
+    pub tls_handshakes_failed: AtomicU64,
+    /// Certificate reloads (SIGHUP) by outcome.
+    pub tls_reloads_ok: AtomicU64,
+    pub tls_reloads_failed: AtomicU64,
     /// The connection caps and counts, once the server has them.
     limits: OnceLock<Arc<Limits>>,
 }
@@ -130,6 +136,18 @@ impl Metrics {
             "Connections closed by the server: for not taking their output, or to give a pending slot to a fairer claim.",
             "reason",
             &closed,
+        );
+        let _ = writeln!(
+            out,
+            "# HELP iot_ws_tls_handshake_failures_total TLS handshakes that failed (wss:// only).\n# TYPE iot_ws_tls_handshake_failures_total counter\niot_ws_tls_handshake_failures_total {}",
+            self.tls_handshakes_failed.load(Relaxed)
+        );
+        counter(
+            &mut out,
+            "iot_ws_tls_reloads_total",
+            "Certificate reloads on SIGHUP (wss:// only); a failed one keeps the pair in use.",
+            "outcome",
+            &[("ok", &self.tls_reloads_ok), ("failed", &self.tls_reloads_failed)],
         );
         let _ = writeln!(
             out,

@@ -1,0 +1,101 @@
+//! wss://: the listener's TLS settings and its certificate, which a reload swaps in place.
+//!
+//! The certificate chain and key are read at start (a bad pair is a configuration error, exit 2)
+//! and again on each reload (SIGHUP); a reload that fails keeps the pair in use and says why.
+//! rustls asks [`Certificate`] for the pair at every handshake, so new connections get the new
+//! pair while open ones keep the session they have.
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
+
+use futures_rustls::TlsAcceptor;
+use rustls::crypto::CryptoProvider;
+use rustls::server::{ClientHello, ResolvesServerCert};
+use rustls::sign::CertifiedKey;
+use rustls::ServerConfig;
+use rustls_pki_types::pem::PemObject;
+use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+
+/// Most bytes read from a certificate or key file: a chain of a few certificates is well under.
+const MAX_PEM_BYTES: u64 = 1 << 20;
+
+/// TLS output a connection may keep encrypted beyond what the socket took: one full record and
+/// change. The connection's own queue (`--send-queue-bytes`) holds the rest, where it is counted.
+pub const BUFFER_LIMIT: usize = 20 * 1024;
+
+/// The listener's certificate chain and key, as last loaded.
+pub struct Certificate {
+    cert_path: PathBuf,
+    key_path: PathBuf,
+    current: RwLock<Arc<CertifiedKey>>,
+}
+
+impl Certificate {
+    /// Reads the pair; the error is one line naming the file at fault.
+    pub fn load(cert_path: &Path, key_path: &Path) -> Result<Arc<Certificate>, String> {
+        let pair = read_pair(cert_path, key_path)?;
+        Ok(Arc::new(Certificate {
+            cert_path: cert_path.to_path_buf(),
+            key_path: key_path.to_path_buf(),
+            current: RwLock::new(Arc::new(pair)),
+        }))
+    }
+
+    /// Reads the files again; on any error the pair in use stays.
+    pub fn reload(&self) -> Result<(), String> {
+        let pair = read_pair(&self.cert_path, &self.key_path)?;
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(pair);
+        Ok(())
+    }
+}
+
+impl ResolvesServerCert for Certificate {
+    fn resolve(&self, _hello: ClientHello<'_>) -> Option<Arc<CertifiedKey>> {
+        Some(self.current.read().unwrap_or_else(PoisonError::into_inner).clone())
+    }
+}
+
+impl fmt::Debug for Certificate {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "Certificate({})", self.cert_path.display())
+    }
+}
+
+/// rustls's defaults (TLS 1.2 and 1.3, its safe cipher suites) on ring, serving `certificate`.
+pub fn acceptor(certificate: Arc<Certificate>) -> TlsAcceptor {
+    let config = ServerConfig::builder_with_provider(Arc::new(provider()))
+        .with_safe_default_protocol_versions()
+        .expect("ring provides every safe default protocol version")
+        .with_no_client_auth()
+        .with_cert_resolver(certificate);
+    TlsAcceptor::from(Arc::new(config))
+}
+
+fn provider() -> CryptoProvider {
+    rustls::crypto::ring::default_provider()
+}
+
+fn read_pair(cert_path: &Path, key_path: &Path) -> Result<CertifiedKey, String> {
+    let chain = read_pem("--tls-cert", cert_path)?;
+    let chain = CertificateDer::pem_slice_iter(&chain)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| format!("--tls-cert {}: not a PEM certificate chain ({e})", cert_path.display()))?;
+    if chain.is_empty() {
+        return Err(format!("--tls-cert {}: no CERTIFICATE in it", cert_path.display()));
+    }
+    let key = PrivateKeyDer::from_pem_slice(&read_pem("--tls-key", key_path)?)
+        .map_err(|e| format!("--tls-key {}: no PEM private key in it ({e})", key_path.display()))?;
+    CertifiedKey::from_der(chain, key, &provider()).map_err(|e| {
+        format!("--tls-cert {} and --tls-key {}: not a usable pair ({e})", cert_path.display(), key_path.display())
+    })
+}
+
+fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
+    use std::io::Read;
+    let mut pem = Vec::new();
+    std::fs::File::open(path)
+        .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut pem))
+        .map_err(|e| format!("{flag} {}: cannot read it ({e})", path.display()))?;
+    Ok(pem)
+}
