@@ -44,7 +44,7 @@ pub use node::Bridge;
 pub use pg::{Cluster, Db};
 pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
 pub use temp::TempDir;
-pub use tls::{https_raw, tls_wire, trusting, TlsWire};
+pub use tls::{https_raw, tls_over, tls_wire, trusting, TlsWire};
 pub use tokens::{alg_none, b64, hs256_with_public_key, now_secs, Keys};
 
 use std::time::{Duration, Instant};

@@ -41,7 +41,11 @@ pub fn trusting(ca_pem: &str) -> Arc<ClientConfig> {
 /// A TLS connection to `addr` checking the server's certificate for `name`; the handshake
 /// happens on first use.
 pub fn tls_wire(addr: SocketAddr, name: &str, ca_pem: &str) -> std::io::Result<TlsWire> {
-    let tcp = TcpStream::connect_timeout(&addr, WAIT)?;
+    tls_over(TcpStream::connect_timeout(&addr, WAIT)?, name, ca_pem)
+}
+
+/// TLS over a TCP connection already made (e.g. with a small receive buffer).
+pub fn tls_over(tcp: TcpStream, name: &str, ca_pem: &str) -> std::io::Result<TlsWire> {
     tcp.set_nodelay(true)?;
     tcp.set_read_timeout(Some(WAIT))?;
     tcp.set_write_timeout(Some(WAIT))?;
@@ -54,7 +58,12 @@ impl Client<TlsWire> {
     /// Connects over wss:// to `addr`, expecting a certificate for `name` from `ca_pem`, and
     /// completes the WebSocket handshake offering `echo-protocol`.
     pub fn connect_tls(addr: SocketAddr, name: &str, ca_pem: &str) -> Result<Self, tungstenite::Error> {
-        let wire = tls_wire(addr, name, ca_pem)?;
+        Client::handshake_tls(tls_wire(addr, name, ca_pem)?, name)
+    }
+
+    /// Completes the WebSocket handshake over `wire`, offering `echo-protocol`.
+    pub fn handshake_tls(wire: TlsWire, name: &str) -> Result<Self, tungstenite::Error> {
+        let addr = wire.get_ref().peer_addr()?;
         let mut request = format!("wss://{name}:{}/", addr.port()).into_client_request()?;
         request.headers_mut().insert("Sec-WebSocket-Protocol", "echo-protocol".parse().expect("header value"));
         let config = WebSocketConfig::default().max_message_size(None).max_frame_size(None);

@@ -261,6 +261,7 @@ mod tests {
     use super::*;
     use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
     use std::io::Read;
+    use std::sync::Arc;
 
     /// A server-side `Socket` and the blocking client end of the same loopback connection.
     fn pair() -> (Socket, std::net::TcpStream) {
@@ -355,6 +356,76 @@ mod tests {
         send_all(&mut socket);
         drop(socket);
         assert_eq!(reader.join().unwrap(), end);
+    }
+
+    /// Over TLS, a write that leaves records in rustls (the socket full) empties the queue, yet
+    /// output waits: it must still count, and leave once the socket takes it.
+    #[test]
+    fn tls_records_held_back_count_as_output_and_leave_when_the_socket_takes_them() {
+        use rustls::pki_types::pem::PemObject;
+        let testdata = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata/localhost");
+        let (cert, key) = (format!("{testdata}.crt"), format!("{testdata}.key"));
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = listener.local_addr().unwrap();
+        let (go, wait_for_go) = std::sync::mpsc::channel::<()>();
+        let ca = rustls::pki_types::CertificateDer::from_pem_file(&cert).unwrap();
+        let client = std::thread::spawn(move || {
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(ca).unwrap();
+            let config =
+                rustls::ClientConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                    .with_safe_default_protocol_versions()
+                    .unwrap()
+                    .with_root_certificates(roots)
+                    .with_no_client_auth();
+            let tcp = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).unwrap();
+            tcp.set_recv_buffer_size(4096).unwrap();
+            tcp.connect(&addr.into()).unwrap();
+            let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+            let connection = rustls::ClientConnection::new(Arc::new(config), name).unwrap();
+            let mut tls = rustls::StreamOwned::new(connection, std::net::TcpStream::from(tcp));
+            while tls.conn.is_handshaking() {
+                tls.conn.complete_io(&mut tls.sock).unwrap();
+            }
+            wait_for_go.recv().unwrap();
+            let mut got = Vec::new();
+            // The server drops the connection without close_notify: what came is what counts.
+            let _ = tls.read_to_end(&mut got);
+            got.len()
+        });
+        let (server, _) = listener.accept().unwrap();
+        socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
+        let acceptor = crate::tls::acceptor(crate::tls::Certificate::load(cert.as_ref(), key.as_ref()).unwrap());
+        let sent = smol::block_on(async {
+            let tls = acceptor.accept(smol::Async::new(server).unwrap()).await.unwrap();
+            let mut socket = Socket::new(Transport::Tls(Box::new(tls)));
+            let mut sent = 0;
+            // Frames until one is taken whole by rustls but not by the full socket.
+            loop {
+                socket.write_all(&[7u8; 1000]).await.unwrap();
+                sent += 1000;
+                let _ = future::poll_once(future::poll_fn(|cx| socket.poll_send(cx))).await;
+                let held = matches!(&socket.io, Transport::Tls(tls) if tls.get_ref().1.wants_write());
+                if socket.unsent() == 0 && held {
+                    break;
+                }
+                assert!(sent < 64 << 20, "the socket never filled up");
+            }
+            assert!(socket.has_output(), "records held by TLS are output still to send");
+            go.send(()).unwrap();
+            let deadline = Instant::now() + std::time::Duration::from_secs(10);
+            while socket.has_output() && Instant::now() < deadline {
+                let sending = future::poll_fn(|cx| socket.poll_send(cx));
+                let _ = future::or(async { Some(sending.await) }, async {
+                    smol::Timer::at(deadline).await;
+                    None
+                })
+                .await;
+            }
+            assert!(!socket.has_output(), "TLS records still held after the peer read");
+            sent
+        });
+        assert_eq!(client.join().unwrap(), sent);
     }
 
     #[test]
