@@ -180,3 +180,17 @@ fn secrets_come_from_the_flag_its_file_or_the_environment() {
     }
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn tls_takes_a_certificate_and_its_key_together_from_flags_or_environment() {
+    assert_eq!(load(&[], &[]).unwrap().tls, None);
+    let files = |cert: &str, key: &str| Some(TlsFiles { cert: cert.into(), key: key.into() });
+    let c = load(&["--tls-cert", "c.pem", "--tls-key", "k.pem"], &[]).unwrap();
+    assert_eq!(c.tls, files("c.pem", "k.pem"));
+    let c =
+        load(&["--tls-key", "flag.pem"], &[("IOT_WS_TLS_CERT", "env.pem"), ("IOT_WS_TLS_KEY", "envkey.pem")]).unwrap();
+    assert_eq!(c.tls, files("env.pem", "flag.pem"));
+    for alone in [&["--tls-cert", "c.pem"], &["--tls-key", "k.pem"]] {
+        assert_eq!(load(alone, &[]).unwrap_err().0, "--tls-cert and --tls-key go together");
+    }
+}

@@ -30,11 +30,11 @@ use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
 use crate::hub::{Address, Mail};
 use crate::ops::log::Peer;
 use crate::ops::metrics::Metrics;
+use crate::tls::Transport;
 use keepalive::KeepAlive;
 use limits::{OpenSlot, PendingSlot};
 use socket::Socket;
 use transit::Transit;
-use transport::Transport;
 
 mod closing;
 mod context;
@@ -44,7 +44,6 @@ pub mod limits;
 mod output;
 mod socket;
 mod transit;
-mod transport;
 
 pub use context::{ws_config, Ctx};
 
@@ -141,7 +140,7 @@ async fn open_stream(stream: Async<TcpStream>, ctx: &Ctx) -> Option<Transport> {
     match acceptor.accept(stream).await {
         Ok(mut tls) => {
             tls.get_mut().1.set_buffer_limit(Some(crate::tls::BUFFER_LIMIT));
-            Some(Transport::Tls(Box::new(tls)))
+            Some(Transport::Tls(Box::new(tls.into())))
         }
         Err(_) => {
             // Plain HTTP to the TLS port, a scanner, a client that does not trust us.

@@ -28,7 +28,7 @@ use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
-use super::transport::Transport;
+use crate::tls::Transport;
 
 /// One socket read at most; smaller reads are served from a read this large.
 const READ_AHEAD: usize = 16 * 1024;
@@ -398,7 +398,7 @@ mod tests {
         let acceptor = crate::tls::acceptor(crate::tls::Certificate::load(cert.as_ref(), key.as_ref()).unwrap());
         let sent = smol::block_on(async {
             let tls = acceptor.accept(smol::Async::new(server).unwrap()).await.unwrap();
-            let mut socket = Socket::new(Transport::Tls(Box::new(tls)));
+            let mut socket = Socket::new(Transport::Tls(Box::new(tls.into())));
             let mut sent = 0;
             // Frames until one is taken whole by rustls but not by the full socket.
             loop {

@@ -17,6 +17,10 @@ use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
+pub use transport::Transport;
+
+mod transport;
+
 /// Most bytes read from a certificate or key file: a chain of a few certificates is well under.
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
@@ -98,4 +102,74 @@ fn read_pem(flag: &str, path: &Path) -> Result<Vec<u8>, String> {
         .and_then(|file| file.take(MAX_PEM_BYTES).read_to_end(&mut pem))
         .map_err(|e| format!("{flag} {}: cannot read it ({e})", path.display()))?;
     Ok(pem)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn testdata(name: &str) -> PathBuf {
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("src/tls/testdata").join(name)
+    }
+
+    /// The leaf certificate in use.
+    fn leaf(certificate: &Certificate) -> Vec<u8> {
+        certificate.current.read().unwrap().cert[0].to_vec()
+    }
+
+    fn first_der(pem_file: &str) -> Vec<u8> {
+        CertificateDer::from_pem_file(testdata(pem_file)).unwrap().to_vec()
+    }
+
+    /// A directory of this test's own, with `localhost`'s pair in it as server.crt/server.key.
+    fn pair_in_temp_dir(test: &str) -> (PathBuf, PathBuf, PathBuf) {
+        let dir = std::env::temp_dir().join(format!("iot-ws-tls-{test}-{}", std::process::id()));
+        std::fs::create_dir_all(&dir).unwrap();
+        let (cert, key) = (dir.join("server.crt"), dir.join("server.key"));
+        std::fs::copy(testdata("localhost.crt"), &cert).unwrap();
+        std::fs::copy(testdata("localhost.key"), &key).unwrap();
+        (dir, cert, key)
+    }
+
+    #[test]
+    fn a_reload_reads_the_files_again_and_a_bad_pair_keeps_the_one_in_use() {
+        let (dir, cert, key) = pair_in_temp_dir("reload");
+        let certificate = Certificate::load(&cert, &key).unwrap();
+        assert_eq!(leaf(&certificate), first_der("localhost.crt"));
+        assert!(format!("{certificate:?}").contains("server.crt"));
+
+        std::fs::copy(testdata("other.crt"), &cert).unwrap();
+        std::fs::copy(testdata("other.key"), &key).unwrap();
+        certificate.reload().unwrap();
+        assert_eq!(leaf(&certificate), first_der("other.crt"));
+
+        std::fs::write(&key, "not a key").unwrap();
+        let why = certificate.reload().unwrap_err();
+        assert!(why.starts_with("--tls-key ") && why.contains("server.key"), "{why}");
+        assert_eq!(leaf(&certificate), first_der("other.crt"));
+        std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    #[test]
+    fn each_bad_file_is_named_with_its_flag() {
+        let (crt, key) = (testdata("localhost.crt"), testdata("localhost.key"));
+        let missing = testdata("missing.pem");
+        let error = |cert: &Path, key: &Path| Certificate::load(cert, key).unwrap_err();
+        assert!(error(&missing, &key).starts_with(&format!("--tls-cert {}: cannot read it", missing.display())));
+        assert!(error(&crt, &missing).starts_with(&format!("--tls-key {}: cannot read it", missing.display())));
+        assert!(error(&key, &key).starts_with(&format!("--tls-cert {}: no CERTIFICATE", key.display())));
+        assert!(error(&crt, &crt).starts_with(&format!("--tls-key {}: no PEM private key", crt.display())));
+        let mismatched = error(&crt, &testdata("other.key"));
+        assert!(mismatched.contains("not a usable pair"), "{mismatched}");
+    }
+
+    #[test]
+    fn a_pem_file_is_read_up_to_its_bound() {
+        let (dir, cert, _) = pair_in_temp_dir("bound");
+        let big = dir.join("big.pem");
+        std::fs::write(&big, vec![b'a'; MAX_PEM_BYTES as usize + 10]).unwrap();
+        assert_eq!(read_pem("--tls-cert", &big).unwrap().len(), MAX_PEM_BYTES as usize);
+        assert_eq!(read_pem("--tls-cert", &cert).unwrap(), std::fs::read(&cert).unwrap());
+        std::fs::remove_dir_all(dir).unwrap();
+    }
 }

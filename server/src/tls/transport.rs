@@ -1,4 +1,4 @@
-//! A connection's transport: clear TCP, or TLS over it (wss://).
+//! A WebSocket's transport, server or client end: clear TCP, or TLS over it (wss://).
 
 use std::io;
 use std::net::TcpStream;
@@ -6,7 +6,7 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use futures_rustls::server::TlsStream;
+use futures_rustls::TlsStream;
 use smol::Async;
 
 pub enum Transport {
