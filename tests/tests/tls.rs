@@ -9,10 +9,9 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use iot_ws_tests::client::{http_raw, tcp_with_recv_buffer};
-use iot_ws_tests::Ca;
 use iot_ws_tests::{
-    ack_delivered, actuation_ack, delivery, eventually, https_raw, run_to_exit, tls_over, Bridge, Client, Keys, Server,
-    ServerOpts, TempDir, WAIT,
+    ack_delivered, actuation_ack, delivery, eventually, https_raw, run_to_exit, tls_over, Bridge, Ca, CliProcess,
+    Client, Keys, Server, ServerOpts, TempDir, ACTUATOR, WAIT,
 };
 use serde_json::json;
 
@@ -218,4 +217,36 @@ fn a_device_reading_slowly_over_wss_gets_every_byte_once_it_reads() {
     for _ in &bodies {
         assert_eq!(dashboard.recv_json(WAIT), ack_delivered("slow-tls"));
     }
+}
+
+#[test]
+fn the_command_line_device_and_actuate_speak_wss_trusting_the_given_ca() {
+    let tls = TlsServer::start(ServerOpts::default());
+    let dir = TempDir::new("tls-cli");
+    let ca = dir.path().join("ca.pem");
+    std::fs::write(&ca, tls.ca_pem()).unwrap();
+    let ca = ca.display().to_string();
+    let url = format!("wss://localhost:{}/", tls.server.addr.port());
+    let token = Keys::shared().token("cli-tls");
+    let device_args = ["device", "--url", &url, "--ca", &ca, "--device-id", "cli-tls", "--token", &token];
+    let mut device = CliProcess::start(&device_args, &[]);
+    device.wait_for_stderr_count("registered", 1);
+
+    let content = r#"{"led":"on","s":"\u00e9"}"#;
+    let (user, password) = ACTUATOR;
+    let actuate = ["actuate", "--url", &url, "--ca", &ca, "--device-id", "cli-tls", "--content", content];
+    let credentials = ["--username", user, "--password", password];
+    let (status, stdout, stderr) = run_to_exit(&[&actuate[..], &credentials].concat(), &[], WAIT * 2);
+    assert_eq!(status.and_then(|s| s.code()), Some(0), "{stderr}");
+    assert!(stdout.contains("Delivered"), "{stdout}");
+    let delivered = device.wait_for_stdout_lines(1);
+    assert_eq!(delivered, [r#"{"type":"command","content":{"deviceId":"cli-tls","led":"on","s":"\u00e9"}}"#]);
+
+    // Without the CA (the system's do not know it), the certificate is refused.
+    let untrusting = ["actuate", "--url", &url, "--device-id", "cli-tls", "--content", content];
+    let (status, _, stderr) = run_to_exit(&[&untrusting[..], &credentials].concat(), &[], WAIT * 2);
+    assert_eq!(status.and_then(|s| s.code()), Some(1), "{stderr}");
+    assert!(stderr.contains("TLS") && stderr.contains("certificate"), "{stderr}");
+    device.signal(libc::SIGTERM);
+    assert_eq!(device.wait_exit(WAIT).and_then(|s| s.code()), Some(0));
 }

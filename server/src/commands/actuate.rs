@@ -37,6 +37,7 @@ fn usage(what: impl std::fmt::Display) -> ConfigError {
 impl ActuateOptions {
     fn load(mut flags: Flags, env: &Env) -> Result<ActuateOptions, ConfigError> {
         let url = flags.take("url").ok_or_else(|| usage("--url ws://HOST:PORT/ is required"))?;
+        let ca = flags.take("ca");
         let device = flags.take("device-id");
         let body = match (flags.take("content"), flags.take("body")) {
             (Some(_), Some(_)) => return Err(usage("give --content or --body, not both")),
@@ -78,7 +79,11 @@ impl ActuateOptions {
             Ok(_) => return Err(usage("not an actuation")),
             Err(e) => return Err(usage(format!("the server would refuse this actuation: {e}"))),
         }
-        Ok(ActuateOptions { url: ServerUrl::parse(&url)?, message, timeout: Duration::from_secs(timeout) })
+        Ok(ActuateOptions {
+            url: ServerUrl::parse(&url, ca.as_deref().map(std::path::Path::new))?,
+            message,
+            timeout: Duration::from_secs(timeout),
+        })
     }
 }
 

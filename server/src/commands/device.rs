@@ -42,13 +42,14 @@ impl DeviceOptions {
     fn load(mut flags: Flags, env: &Env) -> Result<DeviceOptions, ConfigError> {
         let usage = |what: &str| ConfigError(format!("device: {what} (see --help)"));
         let url = flags.take("url").ok_or_else(|| usage("--url ws://HOST:PORT/ is required"))?;
+        let ca = flags.take("ca");
         let device = flags.take("device-id").ok_or_else(|| usage("--device-id ID is required"))?;
         let token = flags
             .take_secret("token", env, "IOT_WS_DEVICE_TOKEN")?
             .ok_or_else(|| usage("--token T, --token-file F or IOT_WS_DEVICE_TOKEN is required"))?;
         let exec = flags.take("exec");
         flags.finish()?;
-        Ok(DeviceOptions { url: ServerUrl::parse(&url)?, device, token, exec })
+        Ok(DeviceOptions { url: ServerUrl::parse(&url, ca.as_deref().map(std::path::Path::new))?, device, token, exec })
     }
 }
 

@@ -1,11 +1,13 @@
-//! The client end of a WebSocket, for the `device` and `actuate` subcommands: a `ws://` URL
-//! checked once at startup, and a connection that offers `echo-protocol`, bounded in time.
+//! The client end of a WebSocket, for the `device` and `actuate` subcommands: a `ws://` or
+//! `wss://` URL checked once at startup (with the CAs a `wss://` one trusts), and a connection
+//! that offers `echo-protocol`, bounded in time.
 //!
 //! The upgrade request is written and its answer read here, over the same `Async<TcpStream>`
 //! the server uses, rather than with tungstenite's client handshake: that one brings `http`'s
 //! URI and request types, which cost the ARM gateway binaries more than their 2 MiB allow.
 
 use std::net::{SocketAddr, TcpStream, ToSocketAddrs};
+use std::path::Path;
 use std::time::Duration;
 
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
@@ -13,12 +15,15 @@ use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
 use ct_codecs::{Base64, Encoder};
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
+use futures_rustls::TlsConnector;
+use rustls_pki_types::ServerName;
 use smol::Async;
 
 use crate::config::ConfigError;
+use crate::tls::Transport;
 
 /// One client connection.
-pub type ClientWs = WebSocketStream<Async<TcpStream>>;
+pub type ClientWs = WebSocketStream<Transport>;
 
 /// How long a TCP connect plus the WebSocket handshake may take.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
@@ -30,8 +35,8 @@ const MAX_MESSAGE_BYTES: usize = 1 << 20;
 /// The longest response head read during the handshake.
 const MAX_HEAD_BYTES: usize = 16 << 10;
 
-/// A server address given as `ws://host[:port][/path]`.
-#[derive(Clone, Debug)]
+/// A server address given as `ws://host[:port][/path]` or `wss://...`.
+#[derive(Clone)]
 pub struct ServerUrl {
     text: String,
     /// As written, for the `Host` header.
@@ -39,16 +44,20 @@ pub struct ServerUrl {
     host: String,
     port: u16,
     path: String,
+    /// For `wss://`: the CAs the server's certificate must chain to.
+    tls: Option<TlsConnector>,
 }
 
 impl ServerUrl {
-    /// Checks `text` once, so that a typo is a usage error (status 2) before anything connects.
-    pub fn parse(text: &str) -> Result<ServerUrl, ConfigError> {
+    /// Checks `text` once, so that a typo is a usage error (status 2) before anything connects;
+    /// a `wss://` URL trusts the CAs in `ca` (PEM), else the system's.
+    pub fn parse(text: &str, ca: Option<&Path>) -> Result<ServerUrl, ConfigError> {
         let bad = |why: &str| ConfigError(format!("--url {text:?}: {why}"));
-        if text.starts_with("wss://") {
-            return Err(bad("wss:// is not supported; use ws:// (TLS belongs to a proxy in front of the server)"));
-        }
-        let rest = text.strip_prefix("ws://").ok_or_else(|| bad("expected ws://HOST:PORT/"))?;
+        let (rest, default_port) = match (text.strip_prefix("ws://"), text.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, 80),
+            (_, Some(rest)) => (rest, 443),
+            _ => return Err(bad("expected ws://HOST:PORT/ or wss://HOST:PORT/")),
+        };
         // Whatever goes into the request line and headers must not be able to end them.
         if rest.chars().any(|c| c.is_whitespace() || c.is_control()) {
             return Err(bad("spaces and control characters are not allowed"));
@@ -75,13 +84,18 @@ impl ServerUrl {
             return Err(bad("no host"));
         }
         let port = match port {
-            "" => 80,
+            "" => default_port,
             port => port.strip_prefix(':').and_then(|p| p.parse::<u16>().ok()).ok_or_else(|| bad("bad port"))?,
         };
         if port == 0 {
             return Err(bad("port 0 cannot be connected to"));
         }
-        Ok(ServerUrl { text: text.to_string(), authority: authority.into(), host: host.into(), port, path })
+        let tls = match (default_port, ca) {
+            (443, ca) => Some(crate::tls::connector("--ca", ca).map_err(ConfigError)?),
+            (_, Some(_)) => return Err(bad("--ca is for wss:// URLs")),
+            (_, None) => None,
+        };
+        Ok(ServerUrl { text: text.to_string(), authority: authority.into(), host: host.into(), port, path, tls })
     }
 
     pub fn as_str(&self) -> &str {
@@ -92,7 +106,14 @@ impl ServerUrl {
 /// Opens a WebSocket to `url` offering `echo-protocol`; fails after [`CONNECT_TIMEOUT`].
 pub async fn connect(url: &ServerUrl) -> Result<ClientWs, String> {
     let attempt = async {
-        let mut stream = tcp_connect(url).await?;
+        let mut stream = match &url.tls {
+            None => Transport::Plain(tcp_connect(url).await?),
+            Some(connector) => {
+                let name = ServerName::try_from(url.host.clone()).map_err(|e| format!("{}: {e}", url.host))?;
+                let tls = connector.connect(name, tcp_connect(url).await?).await;
+                Transport::Tls(Box::new(tls.map_err(|e| format!("TLS with {}: {e}", url.host))?.into()))
+            }
+        };
         let leftover = handshake(&mut stream, url).await?;
         let config = WebSocketConfig::default().max_message_size(Some(MAX_MESSAGE_BYTES));
         Ok(WebSocketStream::from_partially_read(stream, leftover, Role::Client, Some(config)).await)
@@ -123,7 +144,7 @@ async fn tcp_connect(url: &ServerUrl) -> Result<Async<TcpStream>, String> {
 }
 
 /// Sends the upgrade request and reads the answer; returns the bytes read past its head.
-async fn handshake(stream: &mut Async<TcpStream>, url: &ServerUrl) -> Result<Vec<u8>, String> {
+async fn handshake(stream: &mut Transport, url: &ServerUrl) -> Result<Vec<u8>, String> {
     let mut nonce = [0u8; 16];
     getrandom::getrandom(&mut nonce).map_err(|e| format!("no random source: {e}"))?;
     let key = Base64::encode_to_string(nonce).map_err(|e| e.to_string())?;
@@ -133,6 +154,7 @@ async fn handshake(stream: &mut Async<TcpStream>, url: &ServerUrl) -> Result<Vec
         url.path, url.authority
     );
     stream.write_all(request.as_bytes()).await.map_err(|e| e.to_string())?;
+    stream.flush().await.map_err(|e| e.to_string())?;
     let mut head = Vec::new();
     let mut buf = [0u8; 2048];
     loop {
@@ -182,18 +204,25 @@ mod tests {
 
     #[test]
     fn urls_are_checked_at_startup() {
-        let url = ServerUrl::parse("ws://127.0.0.1:5000").unwrap();
+        let url = ServerUrl::parse("ws://127.0.0.1:5000", None).unwrap();
         assert_eq!((url.host.as_str(), url.port, url.path.as_str()), ("127.0.0.1", 5000, "/"));
-        let url = ServerUrl::parse("ws://[::1]:7/x?y#z").unwrap();
+        assert!(url.tls.is_none());
+        let url = ServerUrl::parse("ws://[::1]:7/x?y#z", None).unwrap();
         assert_eq!(
             (url.host.as_str(), url.port, url.path.as_str(), url.authority.as_str()),
             ("::1", 7, "/x?y", "[::1]:7")
         );
-        let url = ServerUrl::parse("ws://gateway?a").unwrap();
+        let url = ServerUrl::parse("ws://gateway?a", None).unwrap();
         assert_eq!((url.port, url.path.as_str()), (80, "/?a"));
+        let ca = concat!(env!("CARGO_MANIFEST_DIR"), "/src/tls/testdata/localhost.crt");
+        let url = ServerUrl::parse("wss://gateway/x", Some(Path::new(ca))).unwrap();
+        assert_eq!((url.port, url.path.as_str(), url.tls.is_some()), (443, "/x", true));
+        let url = ServerUrl::parse("wss://gateway:8443", Some(Path::new(ca))).unwrap();
+        assert_eq!(url.port, 8443);
+        assert!(ServerUrl::parse("ws://gateway", Some(Path::new(ca))).is_err(), "--ca without TLS");
+        assert!(ServerUrl::parse("wss://gateway", Some(Path::new("/nonexistent"))).is_err());
         for bad in [
             "http://h:1/",
-            "wss://h:1/",
             "ws://",
             "ws://:5/",
             "127.0.0.1:5000",
@@ -204,7 +233,7 @@ mod tests {
             "ws://h/\r\nX: y",
             "ws://[::1/",
         ] {
-            assert!(ServerUrl::parse(bad).is_err(), "{bad}");
+            assert!(ServerUrl::parse(bad, None).is_err(), "{bad}");
         }
     }
 }

@@ -69,6 +69,8 @@ USAGE:
                                             credentials also from IOT_WS_ACTUATOR_USERNAME and
                                             IOT_WS_ACTUATOR_PASSWORD; exit 0 delivered, held or
                                             forwarded, 1 not connected or refused, 2 bad usage
+    device and actuate take wss://HOST:PORT/ too, checking the server's certificate against the
+    system's CAs, or only those in --ca PATH (PEM)
 
 OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATION are read too):
     --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)

@@ -137,11 +137,8 @@ async fn handshake(
 /// The connection's byte stream: TLS once its handshake is done, when the listener has TLS.
 async fn open_stream(stream: Async<TcpStream>, ctx: &Ctx) -> Option<Transport> {
     let Some(acceptor) = &ctx.tls else { return Some(Transport::Plain(stream)) };
-    match acceptor.accept(stream).await {
-        Ok(mut tls) => {
-            tls.get_mut().1.set_buffer_limit(Some(crate::tls::BUFFER_LIMIT));
-            Some(Transport::Tls(Box::new(tls.into())))
-        }
+    match crate::tls::accept(acceptor, stream).await {
+        Ok(transport) => Some(transport),
         Err(_) => {
             // Plain HTTP to the TLS port, a scanner, a client that does not trust us.
             Metrics::inc(&ctx.metrics.tls_handshakes_failed);

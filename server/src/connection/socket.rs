@@ -397,8 +397,8 @@ mod tests {
         socket2::SockRef::from(&server).set_send_buffer_size(4096).unwrap();
         let acceptor = crate::tls::acceptor(crate::tls::Certificate::load(cert.as_ref(), key.as_ref()).unwrap());
         let sent = smol::block_on(async {
-            let tls = acceptor.accept(smol::Async::new(server).unwrap()).await.unwrap();
-            let mut socket = Socket::new(Transport::Tls(Box::new(tls.into())));
+            let transport = crate::tls::accept(&acceptor, smol::Async::new(server).unwrap()).await.unwrap();
+            let mut socket = Socket::new(transport);
             let mut sent = 0;
             // Frames until one is taken whole by rustls but not by the full socket.
             loop {

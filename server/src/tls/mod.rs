@@ -1,4 +1,5 @@
-//! wss://: the listener's TLS settings and its certificate, which a reload swaps in place.
+//! wss://: the listener's TLS settings and its certificate, which a reload swaps in place; the
+//! transport both ends share; the client end's trust (client.rs).
 //!
 //! The certificate chain and key are read at start (a bad pair is a configuration error, exit 2)
 //! and again on each reload (SIGHUP); a reload that fails keeps the pair in use and says why.
@@ -6,6 +7,7 @@
 //! pair while open ones keep the session they have.
 
 use std::fmt;
+use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
@@ -16,9 +18,12 @@ use rustls::sign::CertifiedKey;
 use rustls::ServerConfig;
 use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
+use smol::Async;
 
+pub use client::connector;
 pub use transport::Transport;
 
+mod client;
 mod transport;
 
 /// Most bytes read from a certificate or key file: a chain of a few certificates is well under.
@@ -74,6 +79,14 @@ pub fn acceptor(certificate: Arc<Certificate>) -> TlsAcceptor {
         .with_no_client_auth()
         .with_cert_resolver(certificate);
     TlsAcceptor::from(Arc::new(config))
+}
+
+/// The server end of a TLS handshake on `stream`; what rustls may hold of the connection's
+/// output is bounded by [`BUFFER_LIMIT`].
+pub async fn accept(acceptor: &TlsAcceptor, stream: Async<TcpStream>) -> std::io::Result<Transport> {
+    let mut tls = acceptor.accept(stream).await?;
+    tls.get_mut().1.set_buffer_limit(Some(BUFFER_LIMIT));
+    Ok(Transport::Tls(Box::new(tls.into())))
 }
 
 fn provider() -> CryptoProvider {
