@@ -7,6 +7,7 @@
 //!   is a no-op when the binary is fresh, and it picks up the lead's latest server edits.
 //! - [`Server`]: one server process with captured stderr, killed on drop.
 //! - [`Cluster`]: a real PostgreSQL 15, initdb'd by the harness as the `postgres` user.
+//! - [`Ca`]: throwaway certificate authorities and the certificates they issue, for TLS tests.
 //! - [`Keys`]: fresh RSA key pairs and real (and hostile) device tokens.
 //! - [`actuation`], [`delivery`], [`ack_delivered`] and friends: what a dashboard sends, the
 //!   frame a device receives for it, the acks.
@@ -20,6 +21,7 @@
 mod actuation;
 pub mod async_client;
 mod bin;
+mod certs;
 mod cli;
 pub mod client;
 mod fleet;
@@ -32,6 +34,7 @@ mod tokens;
 pub use actuation::{ack_delivered, ack_forwarded, ack_not_connected, actuation, actuation_ack, delivery};
 pub use async_client::{connect_async, next_text, register_async, AsyncWs};
 pub use bin::server_bin;
+pub use certs::{Ca, Issued};
 pub use cli::CliProcess;
 pub use client::{frame, Client, Event, ACTUATOR};
 pub use fleet::{device_ids, instances, instances_on, register_each, run_bounded, Fleet};
