@@ -143,8 +143,9 @@ impl Found {
 /// not ours stay exactly as written. The query starts at the first `?` after the credentials,
 /// which end at the first `@`, where tokio-postgres looks for them.
 fn split_url(url: &str, found: &mut Found) -> Result<String, SslError> {
-    let after_credentials = url.find('@').map_or(0, |at| at + 1);
-    let Some(question) = url[after_credentials..].find('?').map(|q| after_credentials + q) else {
+    // From the `@` itself, which is no `?`.
+    let credentials_end = url.find('@').unwrap_or(0);
+    let Some(question) = url[credentials_end..].find('?').map(|q| credentials_end + q) else {
         return Ok(url.to_owned());
     };
     let mut kept = Vec::new();
