@@ -7,12 +7,18 @@
 //! each test getting a fresh database ([`Cluster::create_db`]); a test that stops PostgreSQL
 //! makes its own ([`Cluster::new`]). Statics are never dropped, so each cluster also starts a
 //! detached watchdog that stops it and removes its directory once the test process is gone.
+//!
+//! [`Cluster::with_tls`] starts one with `ssl = on` and a certificate from a test CA. It listens
+//! on 127.0.0.1 and 127.0.0.2 (both loopback), so that a test can reach it under an IP address
+//! its certificate names and under one it does not. Clear text is still accepted, so a client
+//! that fell back to it would be let in: tests look at `pg_stat_ssl` ([`Db::server_tls`]).
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Mutex, OnceLock};
 
+use crate::certs::Ca;
 use crate::temp::TempDir;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
@@ -23,6 +29,8 @@ pub struct Cluster {
     pub port: u16,
     /// Serialises start/stop.
     state: Mutex<bool>,
+    /// `postgres -c` settings besides the harness's own: TLS, listen addresses.
+    settings: String,
 }
 
 /// A database in a cluster.
@@ -41,6 +49,19 @@ impl Db {
     pub fn client(&self) -> postgres::Client {
         postgres::Client::connect(&self.url(), postgres::NoTls)
             .unwrap_or_else(|e| panic!("connect to {}: {e}", self.name))
+    }
+
+    /// The iot-ws-server connections to this database, and how many of them are over TLS.
+    pub fn server_tls(&self) -> (i64, i64) {
+        let row = self
+            .client()
+            .query_one(
+                "SELECT count(*), count(*) FILTER (WHERE s.ssl) FROM pg_stat_activity a JOIN pg_stat_ssl s USING (pid)
+                 WHERE a.application_name = 'iot-ws-server' AND a.datname = current_database()",
+                &[],
+            )
+            .expect("query pg_stat_ssl");
+        (row.get(0), row.get(1))
     }
 
     /// `connectingStatus` and `server` of the device's 'ws' binding row, if there is one.
@@ -100,6 +121,26 @@ impl Cluster {
 
     /// A new cluster of its own, initialised and started.
     pub fn new() -> Cluster {
+        Cluster::init_and_start(|_| "-c listen_addresses=127.0.0.1".into())
+    }
+
+    /// A new cluster that offers TLS with a certificate `ca` issues for `names`, on 127.0.0.1 and
+    /// 127.0.0.2.
+    pub fn with_tls(ca: &Ca, names: &[&str]) -> Cluster {
+        Cluster::init_and_start(|dir| {
+            // In the cluster's directory: PostgreSQL wants the key owned by its user, mode 0600.
+            let (cert, key, _) = ca.write(dir, "server", names);
+            format!(
+                "-c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
+                cert.display(),
+                key.display()
+            )
+        })
+    }
+
+    /// Makes a cluster in a new directory; `settings` gives its `-c` settings, given that
+    /// directory.
+    fn init_and_start(settings: impl FnOnce(&Path) -> String) -> Cluster {
         let dir = TempDir::new("pg").into_path();
         std::fs::create_dir_all(dir.join("sock")).expect("mkdir sock");
         run_ok(Command::new("chown").arg("-R").arg("postgres:postgres").arg(&dir));
@@ -114,12 +155,13 @@ impl Cluster {
             "--locale=C.UTF-8",
         ]));
         watchdog(&dir);
+        let settings = settings(&dir);
         for attempt in 0..20 {
             let port = candidate_port(attempt);
             if std::net::TcpListener::bind(("127.0.0.1", port)).is_err() {
                 continue;
             }
-            let cluster = Cluster { dir: dir.clone(), port, state: Mutex::new(false) };
+            let cluster = Cluster { dir: dir.clone(), port, state: Mutex::new(false), settings: settings.clone() };
             if cluster.try_start() {
                 return cluster;
             }
@@ -131,9 +173,10 @@ impl Cluster {
     fn try_start(&self) -> bool {
         let mut running = self.state.lock().unwrap();
         let options = format!(
-            "-p {} -k {} -c listen_addresses=127.0.0.1 -c fsync=off -c max_connections=200",
+            "-p {} -k {} {} -c fsync=off -c max_connections=200",
             self.port,
-            self.dir.join("sock").display()
+            self.dir.join("sock").display(),
+            self.settings
         );
         let status = as_postgres(&format!("{PG_BIN}/pg_ctl"))
             .arg("-D")

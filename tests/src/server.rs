@@ -34,6 +34,9 @@ const SERVER_ENV: &[&str] = &[
     "PORT",
     "VCAP_SERVICES",
     "VCAP_APPLICATION",
+    // Where rustls-native-certs looks for the system's CA certificates.
+    "SSL_CERT_FILE",
+    "SSL_CERT_DIR",
 ];
 
 /// How to start a server.
@@ -51,6 +54,8 @@ pub struct ServerOpts {
     /// Run the release build rather than this test build's profile (see
     /// [`release_server_bin`](crate::bin::release_server_bin)).
     pub release: bool,
+    /// Environment variables set for the server (after the ones it reads are cleared).
+    pub env: Vec<(String, String)>,
 }
 
 impl Default for ServerOpts {
@@ -63,6 +68,7 @@ impl Default for ServerOpts {
             listen: "127.0.0.1:0".into(),
             extra: Vec::new(),
             release: false,
+            env: Vec::new(),
         }
     }
 }
@@ -84,6 +90,12 @@ impl ServerOpts {
     /// Runs the release build.
     pub fn release(mut self) -> Self {
         self.release = true;
+        self
+    }
+
+    /// Sets an environment variable for the server, e.g. `DATABASE_URL`.
+    pub fn env(mut self, name: &str, value: &str) -> Self {
+        self.env.push((name.into(), value.into()));
         self
     }
 
@@ -257,6 +269,7 @@ impl Server {
         for var in SERVER_ENV {
             cmd.env_remove(var);
         }
+        cmd.envs(opts.env.iter().map(|(k, v)| (k, v)));
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn iot-ws-server");
         let pid = child.id();

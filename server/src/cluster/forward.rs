@@ -22,7 +22,7 @@ use iot_ws_core::router::Parcel;
 use postgres::Client;
 
 use crate::config::ConfigError;
-use crate::db::connection::Reconnecting;
+use crate::db::connection::{Database, Reconnecting};
 
 /// Most lookups waiting for the database; beyond it actuations are routed as if no other
 /// instance existed, rather than queueing without bound.
@@ -54,7 +54,7 @@ pub struct Forwarder<A> {
 }
 
 impl<A: Send + 'static> Forwarder<A> {
-    pub fn start(config: postgres::Config, server: String) -> Result<Forwarder<A>, ConfigError> {
+    pub fn start(config: Database, server: String) -> Result<Forwarder<A>, ConfigError> {
         let (lookups, taken) = queue(QUEUE_LIMIT, QUEUE_BYTES);
         let (verdicts_tx, verdicts) = async_channel::unbounded();
         let thread = Thread { db: Reconnecting::new(config, "forwarding"), server };

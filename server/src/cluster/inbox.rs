@@ -21,10 +21,10 @@ use std::time::{Duration, Instant};
 use async_channel::{Receiver, Sender};
 use iot_ws_core::{Body, DeviceId};
 use postgres::fallible_iterator::FallibleIterator;
-use postgres::{Client, NoTls};
+use postgres::Client;
 
 use crate::config::ConfigError;
-use crate::db::connection::Reconnecting;
+use crate::db::connection::{Database, Reconnecting};
 use crate::ops::metrics::Metrics;
 
 /// Rows taken from the queue at once: with bodies of up to 64 KiB, a few MiB in memory.
@@ -44,13 +44,13 @@ pub enum Inbound {
 /// same external address is a configuration error; an unreachable database is not (the
 /// thread keeps trying).
 pub fn start(
-    config: postgres::Config,
+    config: Database,
     server: String,
     hold_secs: u64,
     metrics: std::sync::Arc<Metrics>,
 ) -> Result<Receiver<Inbound>, ConfigError> {
     let mut db = Reconnecting::new(config.clone(), "inbox");
-    if let Ok(mut client) = config.connect(NoTls) {
+    if let Ok(mut client) = config.connect() {
         match claim(&mut client, &server) {
             Ok(true) => {
                 check_fits(&mut client, &server)?;

@@ -12,6 +12,7 @@ use std::sync::Arc;
 use async_channel::Receiver;
 
 use crate::config::ConfigError;
+use crate::db::connection::Database;
 use crate::ops::metrics::Metrics;
 use forward::Forwarder;
 use inbox::Inbound;
@@ -27,7 +28,7 @@ impl<A: Send + 'static> Cluster<A> {
     /// Claims this instance's address on the database (another live instance with it is a
     /// configuration error) and starts both threads.
     pub fn start(
-        db: &postgres::Config,
+        db: &Database,
         server: &str,
         hold_secs: u64,
         metrics: &Arc<Metrics>,

@@ -24,7 +24,7 @@ pub struct Config {
     pub listen: SocketAddr,
     pub public_key: PathBuf,
     /// A libpq-style connection string; `None` means the in-memory registry.
-    pub database_url: Option<String>,
+    pub database_url: Option<DatabaseUrl>,
     pub actuator: Option<Credentials>,
     /// Stored as `server` in the bindings, exactly as given; `None`: this host's name and the
     /// port actually bound (see [`Config::external_address`]).
@@ -76,6 +76,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)
     --public-key PATH             IOT_WS_PUBLIC_KEY         default keys/public.pem
     --database-url URL            DATABASE_URL              else VCAP mypostgres, else in memory
+                                  TLS: sslmode=disable|prefer|require|verify-ca|verify-full, sslrootcert=PATH
     --actuator-username U         IOT_WS_ACTUATOR_USERNAME  else VCAP websocket-ups, else refuse actuations
     --actuator-password P         IOT_WS_ACTUATOR_PASSWORD
     --external-address HOST:PORT  IOT_WS_EXTERNAL_ADDRESS   stored as `server` in the bindings
@@ -161,16 +162,37 @@ impl Flags {
     }
 }
 
+/// The database's connection string and where it came from, which its errors name: an operator
+/// who never gave `--database-url` is not told to fix it.
+#[derive(Clone, PartialEq, Eq)]
+pub struct DatabaseUrl {
+    pub url: String,
+    /// `--database-url`, `DATABASE_URL` or `VCAP_SERVICES mypostgres`.
+    pub origin: &'static str,
+}
+
+/// Without the string: it may hold a password.
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("DatabaseUrl").field("origin", &self.origin).finish_non_exhaustive()
+    }
+}
+
 /// Where settings come from besides flags; tests pass their own.
 pub type Env = dyn Fn(&str) -> Option<String>;
 
 impl Config {
     /// Reads the configuration for `serve` from flags and environment.
     pub fn load(mut flags: Flags, env: &Env) -> Result<Config, ConfigError> {
+        let database_url = match flags.take("database-url") {
+            Some(url) => Some(DatabaseUrl { url, origin: "--database-url" }),
+            None => {
+                env("DATABASE_URL").filter(|v| !v.is_empty()).map(|url| DatabaseUrl { url, origin: "DATABASE_URL" })
+            }
+        };
         let mut setting = |flag: &str, var: &str| flags.take(flag).or_else(|| env(var).filter(|v| !v.is_empty()));
         let listen = setting("listen", "IOT_WS_LISTEN");
         let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
-        let database_url = setting("database-url", "DATABASE_URL");
         let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
         let password = setting("actuator-password", "IOT_WS_ACTUATOR_PASSWORD");
         let external = setting("external-address", "IOT_WS_EXTERNAL_ADDRESS");
@@ -193,11 +215,15 @@ impl Config {
             (None, Some(port)) => parse_addr(&format!("0.0.0.0:{port}"), "PORT")?,
             (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
         };
-        let database_url = if demo { None } else { database_url.or(vcap.postgres_url()?) };
-        if let Some(url) = &database_url {
-            // Checked here so that a bad URL stops the server before anything is bound.
-            url.parse::<postgres::Config>()
-                .map_err(|_| bad("--database-url is not a PostgreSQL connection string or URL"))?;
+        let database_url = match database_url {
+            _ if demo => None,
+            Some(given) => Some(given),
+            None => vcap.postgres_url()?.map(|url| DatabaseUrl { url, origin: "VCAP_SERVICES mypostgres" }),
+        };
+        if let Some(db) = &database_url {
+            // Checked here (its sslrootcert read too) so that a bad one stops the server before
+            // anything is bound.
+            crate::db::connection::parse_config(&db.url, db.origin)?;
         }
         let actuator = match (username, password) {
             (Some(username), Some(password)) => Some(Credentials { username, password }),

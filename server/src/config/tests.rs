@@ -47,15 +47,17 @@ fn cloud_foundry_port_services_and_route_are_read() {
     let c = load(&[], &[("PORT", "8080"), ("VCAP_SERVICES", VCAP), ("VCAP_APPLICATION", app)]).unwrap();
     assert_eq!(c.listen, "0.0.0.0:8080".parse().unwrap());
     assert_eq!(c.external_address.as_deref(), Some("iot-ws.apps.example.com:80"));
-    let url = c.database_url.unwrap();
-    assert_eq!(url, r"host='db.example' dbname='iot' user='u' port='5433' password='p\'w'");
-    assert!(url.parse::<postgres::Config>().is_ok());
+    let db = c.database_url.unwrap();
+    assert_eq!(db.url, r"host='db.example' dbname='iot' user='u' port='5433' password='p\'w'");
+    assert_eq!(db.origin, "VCAP_SERVICES mypostgres");
+    assert!(db.url.parse::<postgres::Config>().is_ok());
 }
 
 #[test]
 fn vcap_uri_is_used_as_given() {
     let vcap = r#"{"p": [{"name": "mypostgres", "credentials": {"uri": "postgres://u:p@h:5432/d"}}]}"#;
-    assert_eq!(load(&[], &[("VCAP_SERVICES", vcap)]).unwrap().database_url.unwrap(), "postgres://u:p@h:5432/d");
+    let db = load(&[], &[("VCAP_SERVICES", vcap)]).unwrap().database_url.unwrap();
+    assert_eq!(db, DatabaseUrl { url: "postgres://u:p@h:5432/d".into(), origin: "VCAP_SERVICES mypostgres" });
 }
 
 #[test]
@@ -152,6 +154,76 @@ fn demo_ignores_the_database() {
 fn database_url_must_parse() {
     let err = load(&["--database-url", "postgres://[::1"], &[]).unwrap_err().0;
     assert!(err.contains("--database-url") && !err.contains('\n'), "{err}");
+}
+
+fn vcap_uri(uri: &str) -> String {
+    serde_json::json!({"p": [{"name": "mypostgres", "credentials": {"uri": uri}}]}).to_string()
+}
+
+#[test]
+fn the_database_url_comes_from_the_flag_then_the_environment_then_vcap_and_says_which() {
+    let vcap = vcap_uri("postgresql://v@h/d");
+    let vars = [("DATABASE_URL", "host=env"), ("VCAP_SERVICES", vcap.as_str())];
+    let from = |list: &[&str], vars: &[(&str, &str)]| load(list, vars).unwrap().database_url.unwrap();
+    assert_eq!(
+        from(&["--database-url", "host=flag"], &vars),
+        DatabaseUrl { url: "host=flag".into(), origin: "--database-url" }
+    );
+    assert_eq!(from(&[], &vars), DatabaseUrl { url: "host=env".into(), origin: "DATABASE_URL" });
+    assert_eq!(from(&[], &vars[1..]).origin, "VCAP_SERVICES mypostgres");
+    // An empty variable is no setting.
+    assert_eq!(from(&[], &[("DATABASE_URL", ""), ("VCAP_SERVICES", &vcap)]).origin, "VCAP_SERVICES mypostgres");
+    assert!(load(&[], &[("DATABASE_URL", "")]).unwrap().database_url.is_none());
+}
+
+#[test]
+fn a_bad_tls_setting_is_blamed_on_where_it_came_from() {
+    let dir = std::env::temp_dir().join(format!("iot-ws-sslrootcert-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let empty = dir.join("empty.pem");
+    std::fs::write(&empty, "").unwrap();
+    let empty = empty.display().to_string();
+    let bad_mode = "postgresql://u:secret@h/d?sslmode=verify-everything";
+    let missing = "postgresql://u:secret@h/d?sslmode=verify-full&sslrootcert=/nonexistent/ca.pem";
+    let no_certs = format!("host=h password=secret sslmode=require sslrootcert={empty}");
+    let client_cert = "host=h password=secret sslcert=/c.pem sslkey=/k.pem";
+    let cases: &[(&str, &str)] = &[
+        (bad_mode, "\"verify-everything\" is not one of disable, prefer, require, verify-ca, verify-full"),
+        (missing, "sslrootcert /nonexistent/ca.pem: cannot read it (No such file or directory"),
+        (&no_certs, "no CA certificate found"),
+        (client_cert, "client certificates (sslcert, sslkey) are not supported"),
+        ("host=h sslmode=prefer sslnegotiation=direct password=secret", "sslnegotiation=direct needs sslmode require"),
+        ("host=h sslnegotiation=direct password=secret", "sslnegotiation=direct needs sslmode require"),
+        ("host=h password=secret sslcrl=/x", "unknown option `sslcrl`"),
+    ];
+    for (url, expected) in cases {
+        let vcap = vcap_uri(url);
+        for (list, vars, origin) in [
+            (&["--database-url", *url][..], &[][..], "--database-url: "),
+            (&[][..], &[("DATABASE_URL", *url)][..], "DATABASE_URL: "),
+            (&[][..], &[("VCAP_SERVICES", vcap.as_str())][..], "VCAP_SERVICES mypostgres: "),
+        ] {
+            let err = load(list, vars).unwrap_err().0;
+            assert!(err.starts_with(origin) && err.contains(expected), "{origin}{url}: {err}");
+            assert!(!err.contains("secret") && !err.contains('\n'), "{err}");
+        }
+    }
+    assert!(load(&["--demo", "--database-url", bad_mode], &[]).is_ok(), "--demo ignores the database");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn good_tls_settings_pass_the_check() {
+    for url in [
+        "host=h sslmode=disable",
+        "host=h sslmode=prefer sslrootcert=/nonexistent/ca.pem",
+        "postgresql://u@h/d?sslmode=require&sslnegotiation=direct",
+    ] {
+        let db = load(&["--database-url", url], &[]).unwrap().database_url.unwrap();
+        assert_eq!(db.url, url, "kept as given");
+    }
+    let db = DatabaseUrl { url: "postgresql://u:secret@h/d".into(), origin: "DATABASE_URL" };
+    assert_eq!(format!("{db:?}"), r#"DatabaseUrl { origin: "DATABASE_URL", .. }"#, "no password in Debug");
 }
 
 #[test]

@@ -1,44 +1,77 @@
-//! One PostgreSQL connection that comes back by itself.
+//! One PostgreSQL connection that comes back by itself, and the [`Database`] it connects to.
 //!
 //! The `postgres` crate never reconnects: after a database restart every call fails with
 //! "connection closed". Each database thread of the server (bindings, forwarding out, inbox)
 //! owns one of these, which reconnects with back-off and runs the thread's own setup on every
-//! new connection.
+//! new connection. A connection that fails (TLS refused included) is logged once with its
+//! reason, then retried.
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
 
-use postgres::{Client, NoTls};
+use postgres::Client;
+use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ConfigError;
+use crate::db::sslmode::SslMode;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
 
-/// Parses the operator's connection string and fills in what every connection needs.
-pub fn parse_config(url: &str) -> Result<postgres::Config, ConfigError> {
-    let mut config = postgres::Config::from_str(url)
-        .map_err(|_| ConfigError("--database-url is not a PostgreSQL connection string or URL".into()))?;
+/// Where the database is and how to reach it: tokio-postgres's settings and the TLS that
+/// `sslmode` asks for.
+#[derive(Clone)]
+pub struct Database {
+    config: postgres::Config,
+    mode: SslMode,
+    tls: MakeRustlsConnect,
+}
+
+impl Database {
+    /// One new connection.
+    pub fn connect(&self) -> Result<Client, postgres::Error> {
+        self.config.connect(self.tls.clone())
+    }
+
+    /// Host, port, database and TLS mode, never the password.
+    pub fn describe(&self) -> String {
+        let config = &self.config;
+        let host = match config.get_hosts().first() {
+            Some(postgres::config::Host::Tcp(h)) => h.clone(),
+            Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
+            None => "localhost".into(),
+        };
+        let port = config.get_ports().first().copied().unwrap_or(5432);
+        let dbname = config.get_dbname().unwrap_or("(default)");
+        format!("{host}:{port}/{dbname} (sslmode {})", self.mode.name())
+    }
+}
+
+/// Parses the operator's connection string and fills in what every connection needs. `origin`
+/// is where the string came from (`--database-url`, `DATABASE_URL`, `VCAP_SERVICES mypostgres`):
+/// every error names it, and never the string, which may hold a password.
+pub fn parse_config(url: &str, origin: &str) -> Result<Database, ConfigError> {
+    let bad = |e: &dyn std::fmt::Display| ConfigError(format!("{origin}: {e}"));
+    let (rest, mode) = crate::db::sslmode::split(url).map_err(|e| bad(&e))?;
+    let mut config = postgres::Config::from_str(&rest)
+        .map_err(|e| bad(&format_args!("not a PostgreSQL connection string or URL ({})", error_text(&e))))?;
+    config.ssl_mode(mode.negotiation());
+    if config.get_ssl_negotiation() == postgres::config::SslNegotiation::Direct
+        && mode.negotiation() != postgres::config::SslMode::Require
+    {
+        // libpq's rule too: a direct TLS handshake leaves no clear text to fall back to.
+        return Err(bad(&"sslnegotiation=direct needs sslmode require, verify-ca or verify-full"));
+    }
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(2));
     }
     config.keepalives(true).application_name("iot-ws-server");
-    Ok(config)
-}
-
-/// Host, port and database, never the password.
-pub fn describe(config: &postgres::Config) -> String {
-    let host = match config.get_hosts().first() {
-        Some(postgres::config::Host::Tcp(h)) => h.clone(),
-        Some(postgres::config::Host::Unix(p)) => p.display().to_string(),
-        None => "localhost".into(),
-    };
-    let port = config.get_ports().first().copied().unwrap_or(5432);
-    format!("{host}:{port}/{}", config.get_dbname().unwrap_or("(default)"))
+    let tls = crate::db::tls::connector(&mode).map_err(|e| bad(&e))?;
+    Ok(Database { config, mode, tls })
 }
 
 pub struct Reconnecting {
-    config: postgres::Config,
+    db: Database,
     client: Option<Client>,
     retry_at: Instant,
     backoff: Duration,
@@ -48,15 +81,8 @@ pub struct Reconnecting {
 }
 
 impl Reconnecting {
-    pub fn new(config: postgres::Config, role: &'static str) -> Self {
-        Reconnecting {
-            config,
-            client: None,
-            retry_at: Instant::now(),
-            backoff: FIRST_BACKOFF,
-            reported_down: false,
-            role,
-        }
+    pub fn new(db: Database, role: &'static str) -> Self {
+        Reconnecting { db, client: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF, reported_down: false, role }
     }
 
     /// Starts from a connection made elsewhere (already set up).
@@ -93,7 +119,7 @@ impl Reconnecting {
             if Instant::now() < self.retry_at {
                 return None;
             }
-            match self.config.connect(NoTls).and_then(|mut c| setup(&mut c).map(|()| c)) {
+            match self.db.connect().and_then(|mut c| setup(&mut c).map(|()| c)) {
                 Ok(client) => {
                     if self.reported_down {
                         crate::ops::log::line(format!("database ({}): connected again", self.role));
@@ -125,12 +151,25 @@ impl Reconnecting {
     }
 }
 
-/// The SQLSTATE and message: the crate's own Display is just "db error".
+/// The SQLSTATE and message of a database error (the crate's own Display is just "db error");
+/// for any other, the error and its causes: the crate's Display leaves them out, and they are
+/// the reason ("error performing TLS handshake: invalid peer certificate: UnknownIssuer",
+/// "error connecting to server: Connection refused").
 pub fn error_text(e: &postgres::Error) -> String {
-    match (e.code(), e.as_db_error()) {
-        (Some(code), Some(db)) => format!("{}: {}", code.code(), db.message()),
-        _ => e.to_string(),
+    if let (Some(code), Some(db)) = (e.code(), e.as_db_error()) {
+        return format!("{}: {}", code.code(), db.message());
     }
+    let mut text = e.to_string();
+    let mut cause = std::error::Error::source(e);
+    while let Some(c) = cause {
+        // Some errors repeat their cause in their own text.
+        let part = c.to_string();
+        if !text.contains(&part) {
+            text = format!("{text}: {part}");
+        }
+        cause = c.source();
+    }
+    text
 }
 
 /// Run on every new connection, before any write: a statement never waits without bound, and

@@ -13,6 +13,7 @@ use std::time::Duration;
 use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
+use crate::db::connection::Database;
 use pg::PgStore;
 
 /// The binding store in use.
@@ -31,12 +32,9 @@ pub type StoreReply = async_channel::Receiver<Result<(), StoreFailed>>;
 impl Store {
     /// Bindings in the database, or in memory without one. `server` is this instance's
     /// external address, as its rows name it.
-    pub fn start(db: Option<&postgres::Config>, server: &str) -> Result<Store, ConfigError> {
+    pub fn start(db: Option<&Database>, server: &str) -> Result<Store, ConfigError> {
         let Some(db) = db else { return Ok(Store::Memory(MemoryStore::default())) };
-        Ok(Store::Postgres {
-            bindings: PgStore::start(db.clone(), server.to_owned())?,
-            shown: crate::db::connection::describe(db),
-        })
+        Ok(Store::Postgres { bindings: PgStore::start(db.clone(), server.to_owned())?, shown: db.describe() })
     }
 
     /// Records that `device` is connected to this instance. Returns at once; the result comes

@@ -21,7 +21,7 @@ use futures_lite::future;
 use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
-use crate::db::connection::Reconnecting;
+use crate::db::connection::{Database, Reconnecting};
 
 const MAX_BATCH: usize = 2_000;
 
@@ -41,7 +41,7 @@ pub struct PgStore {
 impl PgStore {
     /// Starts the database thread; connecting happens there, and an unreachable database is
     /// retried rather than fatal.
-    pub fn start(config: postgres::Config, server: String) -> Result<PgStore, ConfigError> {
+    pub fn start(config: Database, server: String) -> Result<PgStore, ConfigError> {
         let (ops, rx) = async_channel::unbounded();
         let worker = Worker {
             db: Reconnecting::new(config, "bindings"),

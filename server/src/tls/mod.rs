@@ -20,7 +20,7 @@ use rustls_pki_types::pem::PemObject;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use smol::Async;
 
-pub use client::connector;
+pub use client::{connector, roots};
 pub use transport::Transport;
 
 mod client;
