@@ -67,7 +67,7 @@ fn element(der: &[u8], tag: u8) -> Option<(&[u8], &[u8])> {
         }
         let (bytes, rest) = der.split_at(count);
         der = rest;
-        bytes.iter().fold(0usize, |n, &b| n << 8 | usize::from(b))
+        bytes.iter().fold(0usize, |n, &b| (n << 8) + usize::from(b))
     };
     (len <= der.len()).then(|| der.split_at(len))
 }

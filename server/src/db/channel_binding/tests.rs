@@ -60,7 +60,7 @@ fn the_hash_is_the_signatures_with_sha256_for_md5_and_sha1() {
 
 #[test]
 fn algorithms_that_name_no_hash_offer_no_binding() {
-    let none: [Vec<u8>; 7] = [
+    let none: [Vec<u8>; 11] = [
         rsa(10),                     // RSASSA-PSS: the hash is in its parameters
         rsa(1),                      // rsaEncryption, a key type and no signature
         vec![0x2b, 0x65, 0x70],      // Ed25519
@@ -68,6 +68,11 @@ fn algorithms_that_name_no_hash_offer_no_binding() {
         ecdsa(&[3]),                 // cut short
         [&RSA[1..], &[11]].concat(), // the arc cut short
         [&ECDSA[1..], &[3, 2]].concat(),
+        // The right last arcs under the other family's prefix.
+        ecdsa(&[12]),
+        ecdsa(&[13]),
+        [&RSA[..], &[3, 3]].concat(),
+        [&RSA[..], &[3, 4]].concat(),
     ];
     for oid in none {
         assert_eq!(end_point(&cert(&oid, 40)), None, "{oid:x?}");
