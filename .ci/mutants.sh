@@ -6,7 +6,8 @@
 # Guarded: the whole protocol core (iot-ws-core: messages, sessions, the router and its tables,
 # held actuations, refusals, token claims, the device client, the HTTP head) and the server's pure
 # parts with fast unit tests (configuration, token verification and its cache, the clock, the
-# TLS certificate and its reload, the TLS settings read out of a database URL).
+# TLS certificate and its reload, the TLS settings read out of a database URL, the channel
+# binding hash).
 # Configuration, and the few mutants excluded as equivalent with the reason for each:
 # .cargo/mutants.toml.
 #
@@ -48,7 +49,7 @@ run() {
 # task, PostgreSQL, forwarding) is driven by the end-to-end tests in tests/, too slow to rerun for
 # each of hundreds of mutants.
 SERVER_FILES=(server/src/config/mod.rs server/src/auth/mod.rs server/src/auth/token_cache.rs server/src/clock.rs
-  server/src/tls/mod.rs server/src/db/sslmode.rs)
+  server/src/tls/mod.rs server/src/db/sslmode.rs server/src/db/channel_binding.rs)
 
 # The world's property tests (core/tests/world_properties.rs, seconds each) are left out of the
 # runs for each mutant: the files they drive are mutated, but the router's and the session's own

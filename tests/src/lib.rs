@@ -41,7 +41,7 @@ pub use cli::CliProcess;
 pub use client::{frame, Client, Event, ACTUATOR};
 pub use fleet::{device_ids, instances, instances_on, register_each, run_bounded, Fleet};
 pub use node::Bridge;
-pub use pg::{Cluster, Db};
+pub use pg::{Cluster, Db, SCRAM_USER};
 pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
 pub use temp::TempDir;
 pub use tls::{https_raw, tls_over, tls_wire, trusting, TlsWire};

@@ -11,7 +11,9 @@
 //! [`Cluster::with_tls`] starts one with `ssl = on` and a certificate from a test CA. It listens
 //! on 127.0.0.1 and 127.0.0.2 (both loopback), so that a test can reach it under an IP address
 //! its certificate names and under one it does not. Clear text is still accepted, so a client
-//! that fell back to it would be let in: tests look at `pg_stat_ssl` ([`Db::server_tls`]).
+//! that fell back to it would be let in: tests look at `pg_stat_ssl` ([`Db::server_tls`]). Its
+//! role [`SCRAM_USER`] logs in with a password (SCRAM-SHA-256) and over TLS only; every other
+//! login is trusted, as in the harness's other clusters.
 
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -22,6 +24,9 @@ use crate::certs::Ca;
 use crate::temp::TempDir;
 
 const PG_BIN: &str = "/usr/lib/postgresql/15/bin";
+
+/// The role of a [`Cluster::with_tls`] that must log in with SCRAM over TLS, and its password.
+pub const SCRAM_USER: (&str, &str) = ("scram", "scram-pw");
 
 /// One PostgreSQL cluster; stopped and removed on drop.
 pub struct Cluster {
@@ -125,17 +130,30 @@ impl Cluster {
     }
 
     /// A new cluster that offers TLS with a certificate `ca` issues for `names`, on 127.0.0.1 and
-    /// 127.0.0.2.
+    /// 127.0.0.2, with the role [`SCRAM_USER`].
     pub fn with_tls(ca: &Ca, names: &[&str]) -> Cluster {
-        Cluster::init_and_start(|dir| {
+        let cluster = Cluster::init_and_start(|dir| {
             // In the cluster's directory: PostgreSQL wants the key owned by its user, mode 0600.
             let (cert, key, _) = ca.write(dir, "server", names);
+            // The first line that matches decides: SCRAM_USER's go before initdb's `trust`.
+            let hba = dir.join("data/pg_hba.conf");
+            let trusted = std::fs::read_to_string(&hba).expect("read pg_hba.conf");
+            let user = SCRAM_USER.0;
+            let scram = format!("hostssl all {user} 127.0.0.0/8 scram-sha-256\nhost all {user} all reject\n");
+            std::fs::write(&hba, scram + &trusted).expect("write pg_hba.conf");
             format!(
                 "-c listen_addresses=127.0.0.1,127.0.0.2 -c ssl=on -c ssl_cert_file={} -c ssl_key_file={}",
                 cert.display(),
                 key.display()
             )
-        })
+        });
+        let (user, password) = SCRAM_USER;
+        let admin = Db { name: "postgres".into(), port: cluster.port };
+        admin
+            .client()
+            .batch_execute(&format!("CREATE ROLE {user} LOGIN SUPERUSER PASSWORD '{password}'"))
+            .expect("create role");
+        cluster
     }
 
     /// Makes a cluster in a new directory; `settings` gives its `-c` settings, given that

@@ -9,7 +9,9 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
-use iot_ws_tests::{eventually, run_to_exit, Ca, Client, Cluster, Db, Keys, Server, ServerOpts, TempDir, WAIT};
+use iot_ws_tests::{
+    eventually, run_to_exit, Ca, Client, Cluster, Db, Keys, Server, ServerOpts, TempDir, SCRAM_USER, WAIT,
+};
 use serde_json::json;
 
 /// The TLS cluster shared by this file's tests. Its certificate names `localhost` and
@@ -87,6 +89,26 @@ fn verify_full_with_the_right_ca_and_host_name_works_by_dns_name_and_by_ip_addre
         let url = format!("{url}?sslmode=verify-full&sslrootcert={}", path(&tls().ca));
         let server = Server::start(ServerOpts::default().with_db(&url));
         assert_registers_over_tls(&server, &db, device);
+    }
+}
+
+/// SCRAM with channel binding: the server proves, inside the password exchange, which
+/// certificate it saw (the hash of the cluster's ECDSA P-256 certificate, SHA-256), so a man in the
+/// middle cannot relay the login; `channel_binding=require` fails unless it is offered and right.
+#[test]
+fn a_password_login_binds_itself_to_the_tls_channel() {
+    let (user, password) = SCRAM_USER;
+    let verified = format!("verify-full&sslrootcert={}", path(&tls().ca));
+    // require checks no certificate: the binding is what stops a man in the middle there.
+    for (mode, device) in [(verified.as_str(), "scram-full"), ("require", "scram-require")] {
+        let db = tls().cluster.create_db();
+        let url = format!(
+            "postgresql://{user}:{password}@localhost:{}/{}?sslmode={mode}&channel_binding=require",
+            db.port, db.name
+        );
+        let server = Server::start(ServerOpts::default().with_db(&url));
+        assert_registers_over_tls(&server, &db, device);
+        server.assert_never_logged(password);
     }
 }
 

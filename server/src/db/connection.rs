@@ -10,10 +10,10 @@ use std::str::FromStr;
 use std::time::{Duration, Instant};
 
 use postgres::Client;
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::config::ConfigError;
 use crate::db::sslmode::SslMode;
+use crate::db::tls_connect::MakeRustlsConnect;
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);

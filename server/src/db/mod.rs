@@ -2,7 +2,9 @@
 //! back by itself, every SQL statement the server runs, in one file, and TLS to the database
 //! (libpq's `sslmode` read by us, rustls doing it).
 
+pub mod channel_binding;
 pub mod connection;
 pub mod sql;
 pub mod sslmode;
 pub mod tls;
+pub mod tls_connect;

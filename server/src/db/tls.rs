@@ -13,9 +13,9 @@ use rustls::client::WebPkiServerVerifier;
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::pki_types::{CertificateDer, ServerName, UnixTime};
 use rustls::{ClientConfig, DigitallySignedStruct, RootCertStore, SignatureScheme};
-use tokio_postgres_rustls::MakeRustlsConnect;
 
 use crate::db::sslmode::{Roots, SslMode};
+use crate::db::tls_connect::MakeRustlsConnect;
 
 /// The TLS connector for `mode`; `Err` (a configuration error's text) when its roots cannot be
 /// loaded. Built for every mode, `disable` included: tokio-postgres then never uses it.
@@ -35,8 +35,8 @@ pub fn connector(mode: &SslMode) -> Result<MakeRustlsConnect, String> {
         .dangerous()
         .with_custom_certificate_verifier(verifier)
         .with_no_client_auth();
-    // As libpq 17 does: PostgreSQL 17 requires it for sslnegotiation=direct, older servers
-    // ignore it.
+    // As libpq 17 does: PostgreSQL 17 requires it for sslnegotiation=direct (not tested here:
+    // the tests' PostgreSQL is 15), older servers ignore it.
     config.alpn_protocols = vec![b"postgresql".to_vec()];
     Ok(MakeRustlsConnect::new(config))
 }
