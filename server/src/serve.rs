@@ -36,7 +36,12 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let local = listener.get_ref().local_addr()?;
     let external_address = config.external_address(local);
     let metrics = Arc::new(Metrics::default());
-    let db = config.database_url.as_ref().map(|d| crate::db::connection::parse_config(&d.url, d.origin)).transpose()?;
+    let db = config
+        .database_url
+        .as_ref()
+        .map(|d| crate::db::connection::parse_config(&d.url, d.origin))
+        .transpose()
+        .map_err(ConfigError)?;
     // The cluster first: it claims this instance's address on the database (see cluster/inbox.rs).
     let cluster = match &db {
         Some(db) => Some(Cluster::start(db, &external_address, config.hold_secs, &metrics)?),

@@ -223,7 +223,7 @@ impl Config {
         if let Some(db) = &database_url {
             // Checked here (its sslrootcert read too) so that a bad one stops the server before
             // anything is bound.
-            crate::db::connection::parse_config(&db.url, db.origin)?;
+            crate::db::connection::parse_config(&db.url, db.origin).map_err(ConfigError)?;
         }
         let actuator = match (username, password) {
             (Some(username), Some(password)) => Some(Credentials { username, password }),

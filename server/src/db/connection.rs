@@ -11,7 +11,6 @@ use std::time::{Duration, Instant};
 
 use postgres::Client;
 
-use crate::config::ConfigError;
 use crate::db::sslmode::SslMode;
 use crate::db::tls_connect::MakeRustlsConnect;
 
@@ -49,9 +48,10 @@ impl Database {
 
 /// Parses the operator's connection string and fills in what every connection needs. `origin`
 /// is where the string came from (`--database-url`, `DATABASE_URL`, `VCAP_SERVICES mypostgres`):
-/// every error names it, and never the string, which may hold a password.
-pub fn parse_config(url: &str, origin: &str) -> Result<Database, ConfigError> {
-    let bad = |e: &dyn std::fmt::Display| ConfigError(format!("{origin}: {e}"));
+/// every error names it, and never the string, which may hold a password. The error is a
+/// configuration error's text (the caller makes it one: `config` depends on `db`, not back).
+pub fn parse_config(url: &str, origin: &str) -> Result<Database, String> {
+    let bad = |e: &dyn std::fmt::Display| format!("{origin}: {e}");
     let (rest, mode) = crate::db::sslmode::split(url).map_err(|e| bad(&e))?;
     let mut config = postgres::Config::from_str(&rest)
         .map_err(|e| bad(&format_args!("not a PostgreSQL connection string or URL ({})", error_text(&e))))?;
