@@ -2,7 +2,8 @@
 # CI step for issue 5: the benchmark must never rot. Builds iot-ws-bench and the server (release),
 # starts a throwaway PostgreSQL cluster and the server on free loopback ports with a fresh key,
 # runs every part of the bench with small numbers, and checks that its JSON line parses and that
-# its counts are sane. Timings are printed, never asserted (2 shared cores: they are noise here).
+# its counts are sane; then the same, smaller, over wss:// against a TLS-only server. Timings are
+# printed, never asserted (2 shared cores: they are noise here).
 # Zero lost or duplicated actuations in the churn run is asserted: that is correctness.
 set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
@@ -16,8 +17,10 @@ target=${CARGO_TARGET_DIR:-$PWD/target}/release
 work=$(mktemp -d /tmp/iot-ws-bench-ci.XXXXXX)
 chmod 755 "$work"
 server_pid=
+tls_pid=
 cleanup() {
   if [ -n "$server_pid" ]; then kill "$server_pid" 2>/dev/null || true; fi
+  if [ -n "$tls_pid" ]; then kill "$tls_pid" 2>/dev/null || true; fi
   if [ -f "$work/pg/data/postmaster.pid" ]; then
     runuser -u postgres -- "$PG_BIN/pg_ctl" -D "$work/pg/data" -m immediate stop >/dev/null 2>&1 || true
   fi
@@ -49,13 +52,18 @@ ulimit -n "$(ulimit -Hn)"
 "$target/iot-ws-server" --listen 127.0.0.1:0 --public-key "$work/keys/public.pem" \
   --actuator-username bench --actuator-password bench --database-url "$db" 2>"$work/server.log" &
 server_pid=$!
-addr=
-for _ in $(seq 1 100); do
-  addr=$(sed -n 's/^listening on //p' "$work/server.log")
-  [ -n "$addr" ] && break
-  sleep 0.1
-done
-[ -n "$addr" ] || { echo ".ci/bench.sh: the server did not listen" >&2; cat "$work/server.log" >&2; exit 1; }
+# The address a server logged it listens on (it was started with port 0).
+listening() {
+  local log=$1 addr=
+  for _ in $(seq 1 100); do
+    addr=$(sed -n 's/^listening on //p' "$log")
+    [ -n "$addr" ] && break
+    sleep 0.1
+  done
+  [ -n "$addr" ] || { echo ".ci/bench.sh: the server did not listen" >&2; cat "$log" >&2; exit 1; }
+  echo "$addr"
+}
+addr=$(listening "$work/server.log")
 
 "$target/iot-ws-bench" all --server "ws://$addr" --server-pid "$server_pid" \
   --private-key "$work/keys/private.pem" --database-url "$db" --server-bin "$target/iot-ws-server" \
@@ -83,6 +91,42 @@ grep '^{' "$work/bench.out" | DEVICES=$DEVICES node -e '
   if (fail.length) { console.error(".ci/bench.sh: " + fail.join("; ")); process.exit(1); }
   console.log(".ci/bench.sh: JSON line parsed, counts sane");
 '
+
+# wss:// (issue 12): a second server, TLS-only with a throwaway CA's pair and no database, and a
+# small run of every part over TLS (registrations, idle, actuations, churn). Counts asserted,
+# timings printed.
+TLS_DEVICES=50
+tls_start=$SECONDS
+bash bench/tls-pair.sh "$work/tls" >/dev/null
+"$target/iot-ws-server" --listen 127.0.0.1:0 --public-key "$work/keys/public.pem" \
+  --actuator-username bench --actuator-password bench \
+  --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem" 2>"$work/tls-server.log" &
+tls_pid=$!
+tls_addr=$(listening "$work/tls-server.log")
+timeout 60 "$target/iot-ws-bench" all --server "wss://$tls_addr" --ca "$work/tls/ca.pem" --server-pid "$tls_pid" \
+  --private-key "$work/keys/private.pem" --devices "$TLS_DEVICES" --idle-devices "$TLS_DEVICES" \
+  --actuations 1000 --paced-rate 200 --paced-secs 1 --pings 50 --churn-secs 1 --churn-rate 200 \
+  | tee "$work/tls.out"
+[ "$(grep -c '^{' "$work/tls.out")" = 1 ] || { echo ".ci/bench.sh: wss: want exactly one JSON line" >&2; exit 1; }
+grep '^{' "$work/tls.out" | DEVICES=$TLS_DEVICES node -e '
+  const r = JSON.parse(require("fs").readFileSync(0, "utf8"));
+  const n = Number(process.env.DEVICES);
+  const fail = [];
+  const want = (ok, what) => { if (!ok) fail.push(what); };
+  want(r.registrations.fresh.ok === n && r.registrations.fresh.failed === 0, "every fresh registration succeeds");
+  want(r.registrations.reconnect.ok === n && r.registrations.reconnect.failed === 0, "every reconnect succeeds");
+  want(r.idle[0].devices === n && r.idle[0].rss_kib > 0, "idle RSS is read");
+  const full = r.actuations.full_speed, paced = r.actuations.paced;
+  want(full.received === full.sent && paced.received === paced.sent, "every actuation is delivered");
+  want(r.churn.lost === 0 && r.churn.duplicated === 0 && r.churn.reconnects === n, "churn: every device back, nothing lost");
+  want(r.ping_rtt.n === 50, "pings answered");
+  if (fail.length) { console.error(".ci/bench.sh: wss: " + fail.join("; ")); process.exit(1); }
+  console.log(".ci/bench.sh: wss: JSON line parsed, counts sane");
+'
+kill "$tls_pid"
+wait "$tls_pid" 2>/dev/null || true
+tls_pid=
+echo ".ci/bench.sh: the wss:// run took $((SECONDS - tls_start)) s"
 
 # Attack mode (issue 9), last because it may leave the server hurt: every attack for 1 s. The
 # probes' figures under attack are printed, never asserted; asserted: the tool ends in time, the

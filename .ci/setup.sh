@@ -12,6 +12,7 @@ apt_packages=(
   binaryen                           # wasm-opt, for the WASM size figure
   gcc-aarch64-linux-gnu gcc-arm-linux-gnueabihf libc6-dev-arm64-cross libc6-dev-armhf-cross
   qemu-user-static file              # ARM smoke tests
+  openssl                            # throwaway TLS CAs and pairs (bench/tls-pair.sh): wss:// smoke and bench
   shellcheck                         # deploy script checks
   nodejs npm                         # WebSocket-Node clients (used only if node is missing)
 )

@@ -4,7 +4,7 @@
 #   cross/build.sh [TRIPLE...]     default: aarch64-unknown-linux-musl armv7-unknown-linux-gnueabihf
 #
 # On a fresh Debian 12 machine (as root) it first installs what is missing: the Debian cross
-# linkers with their C libraries, qemu-user-static and file (for cross/smoke.sh), and the rustup
+# linkers with their C libraries, qemu-user-static, file and openssl (for cross/smoke.sh), and the rustup
 # targets. Linker settings live in .cargo/config.toml.
 # Output: target/<triple>/$PROFILE/iot-ws-server (under $CARGO_TARGET_DIR if set)
 #
@@ -35,7 +35,7 @@ packages_for() {
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 
 install_packages() {
-  local wanted=(file) missing=() pkg target
+  local wanted=(file openssl) missing=() pkg target
   for target in "${targets[@]}"; do
     read -r -a pkgs <<<"$(packages_for "$target")"
     wanted+=("${pkgs[@]}")

@@ -19,7 +19,9 @@ modes:
              (needs --private-key; --server-pid for RSS; never part of all)
 
 flags (defaults in brackets):
-  --server ws://127.0.0.1:5000     the server under test
+  --server ws://127.0.0.1:5000     the server under test (wss://IP:PORT with --ca; not for attack)
+  --ca PATH                        wss://: the PEM CA that signed the server's certificate
+  --tls-name NAME [localhost]      wss://: the name its certificate must be for
   --server-pid PID                 read its CPU time and RSS from /proc (needed by idle)
   --private-key PATH               signs device tokens (the server's key pair)
   --devices N [1000]               fleet size for register, actuate and churn

@@ -387,7 +387,7 @@ mod tests {
 
     #[test]
     fn heads_and_statuses() {
-        let target = Target::parse("ws://127.0.0.1:5077", 5000).unwrap();
+        let target = Target::parse("ws://127.0.0.1:5077", 5000, None).unwrap();
         let head = upgrade_head(&target);
         assert!(head.starts_with("GET / HTTP/1.1\r\n") && head.ends_with("echo-protocol\r\n\r\n"));
         let half = half_head(&target);

@@ -18,6 +18,7 @@ mod sender;
 mod startup;
 mod stats;
 mod storm;
+mod tls;
 mod tokens;
 
 use std::process::ExitCode;
@@ -52,7 +53,13 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
         return Err(format!("unknown mode {:?}; see --help", a.mode));
     }
     let limit = proc::raise_file_limit();
-    let target = net::Target::parse(&a.string_or("server", "ws://127.0.0.1:5000"), a.number("per-ip", 5000)? as usize)?;
+    let tls = a.string("ca").map(|ca| tls::Tls::new(&ca, &a.string_or("tls-name", "localhost"))).transpose()?;
+    let target =
+        net::Target::parse(&a.string_or("server", "ws://127.0.0.1:5000"), a.number("per-ip", 5000)? as usize, tls)?;
+    if a.mode == "attack" && target.tls.is_some() {
+        // Its raw attackers write WebSocket frames straight to TCP.
+        return Err("attack speaks ws:// only".into());
+    }
     let server = a
         .string("server-pid")
         .map(|p| p.parse().map(|pid| proc::ServerProc { pid }).map_err(|_| format!("--server-pid {p:?}")))

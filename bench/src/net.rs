@@ -1,4 +1,5 @@
-//! Client sockets: spread over 127.0.0.x source addresses, WebSocket with small buffers.
+//! Client sockets: spread over 127.0.0.x source addresses, WebSocket with small buffers, over
+//! clear TCP (ws://) or TLS (wss://, see tls.rs).
 //!
 //! One source address has about 28k ephemeral ports towards one server address, and closed
 //! sockets linger in TIME_WAIT; so device `i` connects from 127.0.0.(1 + i / per_ip).
@@ -15,7 +16,9 @@ use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use smol::Async;
 use socket2::{Domain, Protocol, Socket, Type};
 
-pub type Ws = WebSocketStream<Async<TcpStream>>;
+use crate::tls::{Stream, Tls};
+
+pub type Ws = WebSocketStream<Stream>;
 
 /// Where and how to connect.
 #[derive(Clone, Debug)]
@@ -24,21 +27,43 @@ pub struct Target {
     pub url: String,
     /// Devices per source address.
     pub per_ip: usize,
+    /// Set for wss://.
+    pub tls: Option<Tls>,
 }
 
 /// Longest a connect plus handshake may take before it counts as failed.
 pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(15);
 
 impl Target {
-    pub fn parse(url: &str, per_ip: usize) -> Result<Target, String> {
-        let rest = url.strip_prefix("ws://").ok_or_else(|| format!("--server {url:?}: only ws:// URLs"))?;
+    /// `tls` is required for a wss:// URL and refused for ws://.
+    pub fn parse(url: &str, per_ip: usize, tls: Option<Tls>) -> Result<Target, String> {
+        let (rest, secure) = match (url.strip_prefix("ws://"), url.strip_prefix("wss://")) {
+            (Some(rest), _) => (rest, false),
+            (_, Some(rest)) => (rest, true),
+            _ => return Err(format!("--server {url:?}: only ws:// and wss:// URLs")),
+        };
+        match (secure, tls.is_some()) {
+            (true, false) => return Err(format!("--server {url:?}: wss:// needs --ca PATH")),
+            (false, true) => return Err(format!("--server {url:?}: --ca is for wss:// only")),
+            _ => {}
+        }
         let hostport = rest.split('/').next().unwrap_or(rest);
         let addr: SocketAddr =
             hostport.parse().map_err(|_| format!("--server {url:?}: want ws://IP:PORT (loopback only)"))?;
         if !addr.ip().is_loopback() {
             return Err(format!("--server {url:?}: the bench only runs against loopback"));
         }
-        Ok(Target { addr, url: url.to_string(), per_ip: per_ip.max(1) })
+        Ok(Target { addr, url: url.to_string(), per_ip: per_ip.max(1), tls })
+    }
+
+    /// A connection to the server from client `i`'s source address: TCP, and the TLS handshake
+    /// for wss://.
+    async fn stream(&self, i: usize) -> io::Result<Stream> {
+        let tcp = tcp_connect(self.source(i), self.addr).await?;
+        match &self.tls {
+            None => Ok(Stream::Plain(tcp)),
+            Some(tls) => tls.connect(tcp).await,
+        }
     }
 
     /// The source address for client number `i`.
@@ -55,7 +80,7 @@ impl Target {
     /// A WebSocket offering `echo-protocol`, from client `i`'s source address.
     pub async fn connect(&self, i: usize) -> io::Result<Ws> {
         let attempt = async {
-            let stream = tcp_connect(self.source(i), self.addr).await?;
+            let stream = self.stream(i).await?;
             let mut request = self.url.as_str().into_client_request().map_err(io::Error::other)?;
             request.headers_mut().insert("Sec-WebSocket-Protocol", HeaderValue::from_static("echo-protocol"));
             let (ws, _) = async_tungstenite::client_async_with_config(request, stream, Some(ws_config()))
@@ -72,11 +97,25 @@ impl Target {
 
     /// `GET path`, the whole response as text (for `/metrics`).
     pub async fn http_get(&self, path: &str) -> io::Result<String> {
-        let mut stream = Async::<TcpStream>::connect(self.addr).await?;
+        let tcp = Async::<TcpStream>::connect(self.addr).await?;
+        let mut stream = match &self.tls {
+            None => Stream::Plain(tcp),
+            Some(tls) => tls.connect(tcp).await?,
+        };
         stream.write_all(format!("GET {path} HTTP/1.1\r\nHost: bench\r\nConnection: close\r\n\r\n").as_bytes()).await?;
-        let mut text = String::new();
-        stream.read_to_string(&mut text).await?;
-        Ok(text)
+        stream.flush().await?;
+        let mut answer = Vec::new();
+        let mut chunk = [0u8; 4096];
+        loop {
+            match stream.read(&mut chunk).await {
+                Ok(0) => break,
+                Ok(n) => answer.extend_from_slice(&chunk[..n]),
+                // A TLS peer closing without close_notify after a whole answer.
+                Err(e) if e.kind() == io::ErrorKind::UnexpectedEof && !answer.is_empty() => break,
+                Err(e) => return Err(e),
+            }
+        }
+        String::from_utf8(answer).map_err(io::Error::other)
     }
 
     /// The value of an unlabelled metric such as `iot_ws_connections`.
@@ -135,4 +174,19 @@ pub async fn connect_async(socket: Socket, to: SocketAddr) -> io::Result<Async<T
         return Err(e);
     }
     Ok(stream)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ws_needs_no_ca_and_wss_needs_one() {
+        let plain = Target::parse("ws://127.0.0.1:5000", 5000, None).unwrap();
+        assert!(plain.tls.is_none());
+        let err = Target::parse("wss://127.0.0.1:5000", 5000, None).unwrap_err();
+        assert!(err.contains("wss:// needs --ca"), "{err}");
+        let err = Target::parse("http://127.0.0.1:5000", 5000, None).unwrap_err();
+        assert!(err.contains("only ws:// and wss://"), "{err}");
+    }
 }

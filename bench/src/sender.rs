@@ -6,9 +6,10 @@ use std::sync::Arc;
 use async_tungstenite::tungstenite::Message;
 use async_tungstenite::{WebSocketReceiver, WebSocketSender};
 use futures_lite::StreamExt;
-use smol::{Async, Executor};
+use smol::Executor;
 
 use crate::net::Target;
+use crate::tls::Stream;
 
 /// Ack replies by content.
 #[derive(Default)]
@@ -70,7 +71,7 @@ impl Actuator {
 
 /// One actuation connection.
 pub struct Dashboard {
-    tx: WebSocketSender<Async<std::net::TcpStream>>,
+    tx: WebSocketSender<Stream>,
     prefix: String,
     pub acks: Arc<Acks>,
 }
@@ -105,7 +106,7 @@ impl Dashboard {
     }
 }
 
-async fn read_acks(mut rx: WebSocketReceiver<Async<std::net::TcpStream>>, acks: Arc<Acks>) {
+async fn read_acks(mut rx: WebSocketReceiver<Stream>, acks: Arc<Acks>) {
     while let Some(Ok(message)) = rx.next().await {
         if let Message::Text(text) = message {
             acks.count(&text);

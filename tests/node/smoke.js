@@ -7,16 +7,19 @@
 //   4. the device pings                                       -> {"code":202,"content":"PONG"}
 //
 // node smoke.js --url ws://127.0.0.1:PORT --device-id ID --token JWT --username U --password P
-//               [--protocol echo-protocol] [--timeout-secs 15] [--large-bytes 20000]
+//               [--protocol echo-protocol] [--timeout-secs 15] [--large-bytes 20000] [--ca PATH]
+// --ca: for a wss:// URL, the PEM CA certificate to trust instead of the system's.
 // Exit status: 0 passed, 1 a check failed, 2 bad usage, 3 timed out.
 
 const crypto = require('crypto');
+const fs = require('fs');
 const { isDeepStrictEqual } = require('util');
 const { openConnection } = require('./ws');
 
 const USAGE =
   'usage: node smoke.js --url ws://HOST:PORT --device-id ID --token JWT --username U --password P\n' +
-  '                     [--protocol NAME] [--timeout-secs N] [--large-bytes N (0 = skip)]';
+  '                     [--protocol NAME] [--timeout-secs N] [--large-bytes N (0 = skip)]\n' +
+  '                     [--ca PATH (wss://: the PEM CA to trust)]';
 
 function parseArgs(argv) {
   const opts = { protocol: 'echo-protocol', 'timeout-secs': '15', 'large-bytes': '20000' };
@@ -27,6 +30,15 @@ function parseArgs(argv) {
   }
   for (const required of ['url', 'device-id', 'token', 'username', 'password']) {
     if (!opts[required]) usageError(`missing --${required}`);
+  }
+  if (opts.ca !== undefined) {
+    if (!opts.url.startsWith('wss://')) usageError('--ca is for wss:// URLs');
+    try {
+      opts.caPem = fs.readFileSync(opts.ca, 'utf8');
+    } catch (err) {
+      usageError(`--ca ${opts.ca}: ${err.message}`);
+    }
+    if (!opts.caPem.includes('-----BEGIN CERTIFICATE-----')) usageError(`--ca ${opts.ca}: no PEM certificate in it`);
   }
   return opts;
 }
@@ -86,7 +98,7 @@ async function open(name, opts) {
   step = `opening the ${name} connection`;
   let connection;
   try {
-    connection = await openConnection(opts.url, opts.protocol);
+    connection = await openConnection(opts.url, opts.protocol, opts.caPem);
   } catch (err) {
     throw new Failure(`${name} connection failed: ${err.message}`);
   }

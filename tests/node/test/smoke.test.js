@@ -5,16 +5,32 @@
 
 const test = require('node:test');
 const assert = require('node:assert/strict');
+const fs = require('node:fs');
 const http = require('node:http');
+const https = require('node:https');
+const os = require('node:os');
 const path = require('node:path');
-const { spawn } = require('node:child_process');
+const { spawn, execFileSync } = require('node:child_process');
 const { server: WebSocketServer } = require('websocket');
 
 const SMOKE = path.join(__dirname, '..', 'smoke.js');
+const TLS_PAIR = path.join(__dirname, '..', '..', '..', 'bench', 'tls-pair.sh');
 
-/** `behaviour`: 'good', 'bad-token' (401 on registration) or 'silent' (never answers). */
-async function startFake(behaviour) {
-  const httpServer = http.createServer();
+/** A throwaway CA and a certificate for localhost it signed (bench/tls-pair.sh, openssl). */
+function throwawayPair(t) {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'smoke-tls-'));
+  t.after(() => fs.rmSync(dir, { recursive: true, force: true }));
+  execFileSync('bash', [TLS_PAIR, dir]);
+  const read = (name) => fs.readFileSync(path.join(dir, name), 'utf8');
+  return { caPath: path.join(dir, 'ca.pem'), cert: read('cert.pem'), key: read('key.pem') };
+}
+
+/**
+ * `behaviour`: 'good', 'bad-token' (401 on registration) or 'silent' (never answers); with
+ * `tls` ({ cert, key }), the fake serves wss:// for localhost.
+ */
+async function startFake(behaviour, tls) {
+  const httpServer = tls ? https.createServer({ cert: tls.cert, key: tls.key }) : http.createServer();
   const wsServer = new WebSocketServer({ httpServer });
   const devices = new Map();
   wsServer.on('request', (request) => {
@@ -40,7 +56,7 @@ async function startFake(behaviour) {
   });
   await new Promise((resolve) => httpServer.listen(0, '127.0.0.1', resolve));
   return {
-    url: `ws://127.0.0.1:${httpServer.address().port}`,
+    url: tls ? `wss://localhost:${httpServer.address().port}` : `ws://127.0.0.1:${httpServer.address().port}`,
     stop: () => {
       wsServer.shutDown();
       httpServer.close();
@@ -84,6 +100,27 @@ test('fails with status 3 when the server never answers', async (t) => {
   const { code, stderr } = await runSmoke(argsFor(fake.url, ['--timeout-secs', '1']));
   assert.equal(code, 3, stderr);
   assert.match(stderr, /timed out after 1 s while waiting for the device registration/);
+});
+
+test('--ca: passes over wss:// trusting the given CA, fails without it', async (t) => {
+  const pair = throwawayPair(t);
+  const fake = await startFake('good', pair);
+  t.after(fake.stop);
+  const trusted = await runSmoke(argsFor(fake.url, ['--ca', pair.caPath]));
+  assert.equal(trusted.code, 0, trusted.stderr);
+  assert.match(trusted.stderr, /PASSED/);
+  const untrusted = await runSmoke(argsFor(fake.url, ['--timeout-secs', '5']));
+  assert.equal(untrusted.code, 1, untrusted.stderr);
+  assert.match(untrusted.stderr, /device connection failed: .*certificate/);
+});
+
+test('--ca: status 2 for a missing file or a ws:// URL', async () => {
+  const missing = await runSmoke(argsFor('wss://localhost:1', ['--ca', '/nonexistent/ca.pem']));
+  assert.equal(missing.code, 2);
+  assert.match(missing.stderr, /--ca \/nonexistent\/ca.pem: ENOENT/);
+  const clear = await runSmoke(argsFor('ws://127.0.0.1:1', ['--ca', __filename]));
+  assert.equal(clear.code, 2);
+  assert.match(clear.stderr, /--ca is for wss:\/\/ URLs/);
 });
 
 test('fails with status 2 on a missing argument', async () => {
