@@ -2,7 +2,8 @@
 # CI step for issue 4: the ARM gateway binaries, built and smoke-tested under qemu.
 #   1. tests/node: npm ci (if needed) and the self-tests of the WebSocket-Node bridge and smoke client;
 #   2. cross/build.sh: installs what is missing, builds both static ARM binaries (gateway profile);
-#   3. cross/smoke.sh: runs each under qemu-user as a real server and checks it with smoke.js.
+#   3. cross/smoke.sh: runs each under qemu-user as a real server and checks it with smoke.js,
+#      over ws:// and over wss:// (a throwaway CA, bench/tls-pair.sh).
 # Runs as root on a fresh Debian 12 clone; about 3 minutes cold on 2 cores.
 set -euo pipefail
 
