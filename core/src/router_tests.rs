@@ -577,22 +577,3 @@ fn past_its_bound_a_line_of_lookups_lets_refusals_go_at_once() {
     }
     assert_eq!(not_looked_up(&mut h, "a", 0, Some(7)), [ack(7, "a", RouteOutcome::NotConnected)]);
 }
-
-#[test]
-fn a_turn_taken_frees_its_own_bytes_only() {
-    let three_bodies = 3 * body(1).as_str().len();
-    let config = RouterConfig { hold_max_bytes: three_bodies, hold_per_device: 10, ..config(true) };
-    let mut h = cluster_with_a_lookup_out(config);
-    assert_eq!(not_looked_up(&mut h, "a", 1, None), []);
-    // The host asks about the second: it stays out, and holds back what follows it.
-    assert_eq!(h.route("a", 2, None), [Command::LookUp(parcel("a", 2, None))]);
-    assert_eq!(not_looked_up(&mut h, "a", 3, None), []);
-    assert_eq!(not_looked_up(&mut h, "a", 4, None), []);
-    let turns = h.fact(Fact::Verdict { parcel: parcel("a", 0, None), forwarded_to: None });
-    assert_eq!(turns, [deliver(1, "a", 0, None, false), deliver(1, "a", 1, None, false)]);
-    // Two still wait: room for one more, not two.
-    assert_eq!(not_looked_up(&mut h, "a", 5, None), []);
-    assert_eq!(h.r.counts().hold_full, 0);
-    assert_eq!(not_looked_up(&mut h, "a", 6, None), []);
-    assert_eq!(h.r.counts().hold_full, 1);
-}
