@@ -37,8 +37,7 @@
 //!   looked up, its later ones are looked up too, even if it attached here meanwhile, so a
 //!   device's actuations (and their acks) never overtake each other. One the host could not
 //!   ask about ([`Fact::NotLookedUp`]) is routed here in its turn, once those before it are
-//!   decided; what waits so is bounded as the hold is (count per device, byte total), and one
-//!   beyond that is refused, its ack keeping its place (up to [`ENDING_ACKS`] per device).
+//!   decided.
 //! - **Moved away**: a device that registered with another instance is no longer this instance's:
 //!   its session here is superseded without clearing the binding (the row is the other
 //!   instance's), and what was held here follows it there.
@@ -235,8 +234,6 @@ pub struct Router<A> {
     unpolled_lookups: VecDeque<u64>,
     /// The device and number of the `LookUp` command polled last.
     polled_lookup: Option<(DeviceId, u64)>,
-    /// Body bytes waiting in `in_lookup`, over all devices.
-    lookup_bytes: usize,
     /// Sessions that could not take an actuation, with what waits for their detach, in order.
     ending: BTreeMap<SessionId, Vec<Waiting<A>>>,
     /// Body bytes waiting in `ending`, over all sessions.
@@ -259,7 +256,6 @@ impl<A> Router<A> {
             next_lookup: 0,
             unpolled_lookups: VecDeque::new(),
             polled_lookup: None,
-            lookup_bytes: 0,
             ending: BTreeMap::new(),
             ending_bytes: 0,
             hold_per_device: config.hold_per_device,
@@ -427,43 +423,13 @@ impl<A> Router<A> {
         let slot = polled.and_then(|number| {
             self.in_lookup.get_mut(&device)?.iter_mut().find(|(n, turn)| *n == number && matches!(turn, Turn::Out))
         });
-        let Some(number) = slot.map(|(number, _)| *number) else {
+        let Some((_, slot)) = slot else {
             // Not a lookup the router is waiting for: routed here as it is.
             self.route_here(parcel);
             return;
         };
-        self.wait_for_turn(number, parcel);
+        *slot = Turn::Route(parcel);
         self.take_turns(&device);
-    }
-
-    /// Puts an actuation the host could not ask about in its lookup's place, within the hold's
-    /// own bounds (it could not be held beyond them); beyond them it is refused now, its ack
-    /// keeping the place while the line has room.
-    fn wait_for_turn(&mut self, number: u64, parcel: Parcel<A>) {
-        let size = parcel.body.as_str().len();
-        let room = self.lookup_bytes + size <= self.hold_max_bytes;
-        let Some(line) = self.in_lookup.get_mut(&parcel.device) else { return };
-        let Some(at) = line.iter().position(|(n, _)| *n == number) else { return };
-        let parcels = line.iter().filter(|(_, turn)| matches!(turn, Turn::Route(_))).count();
-        if room && parcels < self.hold_per_device {
-            self.lookup_bytes += size;
-            line[at].1 = Turn::Route(parcel);
-            return;
-        }
-        self.counts.hold_full += 1;
-        match parcel.ack {
-            Some(to) if line.len() <= ENDING_ACKS => line[at].1 = Turn::Refuse(to),
-            ack => {
-                line.remove(at);
-                if let Some(to) = ack {
-                    self.commands.push_back(Command::Ack {
-                        to,
-                        device: parcel.device,
-                        outcome: RouteOutcome::NotConnected,
-                    });
-                }
-            }
-        }
     }
 
     /// Decides, in order, what waits at the front of the device's line of lookups; stops at
@@ -478,10 +444,7 @@ impl<A> Router<A> {
                     self.in_lookup.remove(device);
                     return;
                 }
-                Some((_, Turn::Route(parcel))) => {
-                    self.lookup_bytes -= parcel.body.as_str().len();
-                    self.route_here(parcel);
-                }
+                Some((_, Turn::Route(parcel))) => self.route_here(parcel),
                 Some((_, Turn::Refuse(to))) => self.commands.push_back(Command::Ack {
                     to,
                     device: device.clone(),
