@@ -325,6 +325,7 @@ impl<'a> World<'a> {
             Request::Route(parcel) => Fact::Route(parcel),
             Request::MovedAway(device) => {
                 self.newest.remove(&device);
+                self.model.held_out_of_line_behind_lookups(&device);
                 Fact::MovedAway(device)
             }
         };

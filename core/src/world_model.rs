@@ -109,6 +109,18 @@ impl Model {
         }
     }
 
+    /// `device` registered with another instance while later actuations of it were being
+    /// looked up: what was held for it here follows it through a lookup of its own, asked after
+    /// theirs, so it may reach the device after them (the README's second order exception).
+    pub fn held_out_of_line_behind_lookups(&mut self, device: &DeviceId) {
+        if !self.tracked.iter().any(|t| t.fate == Fate::Lookup && t.device == *device) {
+            return;
+        }
+        for t in self.tracked.iter_mut().filter(|t| t.fate == Fate::Held && t.device == *device) {
+            t.out_of_line = true;
+        }
+    }
+
     /// A superseded session gave `id` back (see [`Tracked::out_of_line`]).
     pub fn out_of_line(&mut self, id: usize) {
         if let Some(t) = self.tracked.get_mut(id) {
