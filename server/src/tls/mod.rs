@@ -30,8 +30,10 @@ mod transport;
 const MAX_PEM_BYTES: u64 = 1 << 20;
 
 /// TLS output a connection may keep encrypted beyond what the socket took: one full record and
-/// change. The connection's own queue (`--send-queue-bytes`) holds the rest, where it is counted.
-pub const BUFFER_LIMIT: usize = 20 * 1024;
+/// change (20 KiB). The connection's own queue (`--send-queue-bytes`) holds the rest, where it is
+/// counted. Any positive bound works, at the cost of more writes when smaller; 0 would make
+/// futures-rustls spin, which the socket's TLS unit test would hang on.
+pub const BUFFER_LIMIT: usize = 20_480;
 
 /// The listener's certificate chain and key, as last loaded.
 pub struct Certificate {
