@@ -111,7 +111,7 @@ pub async fn connect(url: &ServerUrl) -> Result<ClientWs, String> {
             Some(connector) => {
                 let name = ServerName::try_from(url.host.clone()).map_err(|e| format!("{}: {e}", url.host))?;
                 let tls = connector.connect(name, tcp_connect(url).await?).await;
-                Transport::Tls(Box::new(tls.map_err(|e| format!("TLS with {}: {e}", url.host))?.into()))
+                Transport::TlsClient(Box::new(tls.map_err(|e| format!("TLS with {}: {e}", url.host))?))
             }
         };
         let leftover = handshake(&mut stream, url).await?;

@@ -28,7 +28,7 @@ pub struct Ctx {
     pub shutdown: Receiver<()>,
     pub clock: Clock,
     /// The listener's TLS (wss://), when it has a certificate.
-    pub tls: Option<futures_rustls::TlsAcceptor>,
+    pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,
 }
 
 /// Buffers sized for the protocol's small messages, not tungstenite's 128 KiB default: an idle

@@ -11,7 +11,6 @@ use std::net::TcpStream;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, PoisonError, RwLock};
 
-use futures_rustls::TlsAcceptor;
 use rustls::crypto::CryptoProvider;
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
@@ -24,16 +23,11 @@ pub use client::{connector, roots};
 pub use transport::Transport;
 
 mod client;
+mod server_stream;
 mod transport;
 
 /// Most bytes read from a certificate or key file: a chain of a few certificates is well under.
 const MAX_PEM_BYTES: u64 = 1 << 20;
-
-/// TLS output a connection may keep encrypted beyond what the socket took: one full record and
-/// change (20 KiB). The connection's own queue (`--send-queue-bytes`) holds the rest, where it is
-/// counted. Any positive bound works, at the cost of more writes when smaller; 0 would make
-/// futures-rustls spin, which the socket's TLS unit test would hang on.
-pub const BUFFER_LIMIT: usize = 20_480;
 
 /// The listener's certificate chain and key, as last loaded.
 pub struct Certificate {
@@ -74,21 +68,18 @@ impl fmt::Debug for Certificate {
 }
 
 /// rustls's defaults (TLS 1.2 and 1.3, its safe cipher suites) on ring, serving `certificate`.
-pub fn acceptor(certificate: Arc<Certificate>) -> TlsAcceptor {
+pub fn acceptor(certificate: Arc<Certificate>) -> Arc<ServerConfig> {
     let config = ServerConfig::builder_with_provider(Arc::new(provider()))
         .with_safe_default_protocol_versions()
         .expect("ring provides every safe default protocol version")
         .with_no_client_auth()
         .with_cert_resolver(certificate);
-    TlsAcceptor::from(Arc::new(config))
+    Arc::new(config)
 }
 
-/// The server end of a TLS handshake on `stream`; what rustls may hold of the connection's
-/// output is bounded by [`BUFFER_LIMIT`].
-pub async fn accept(acceptor: &TlsAcceptor, stream: Async<TcpStream>) -> std::io::Result<Transport> {
-    let mut tls = acceptor.accept(stream).await?;
-    tls.get_mut().1.set_buffer_limit(Some(BUFFER_LIMIT));
-    Ok(Transport::Tls(Box::new(tls.into())))
+/// The server end of a TLS handshake on `stream`.
+pub async fn accept(config: &Arc<ServerConfig>, stream: Async<TcpStream>) -> std::io::Result<Transport> {
+    Ok(Transport::Tls(Box::new(server_stream::accept(config.clone(), stream).await?)))
 }
 
 fn provider() -> CryptoProvider {

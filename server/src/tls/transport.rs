@@ -6,30 +6,37 @@ use std::pin::Pin;
 use std::task::{Context, Poll};
 
 use futures_lite::{AsyncRead, AsyncWrite};
-use futures_rustls::TlsStream;
+use futures_rustls::client::TlsStream;
 use smol::Async;
 
+use super::server_stream::ServerStream;
+
+/// Boxed TLS: rustls's state is large, and clear connections should not carry room for it.
 pub enum Transport {
     Plain(Async<TcpStream>),
-    /// Boxed: rustls's state is large, and clear connections should not carry room for it.
-    Tls(Box<TlsStream<Async<TcpStream>>>),
+    /// The server's end of wss://.
+    Tls(Box<ServerStream>),
+    /// The client's end (`device`, `actuate`), where a connection's bytes matter less.
+    TlsClient(Box<TlsStream<Async<TcpStream>>>),
 }
 
 impl Transport {
     pub fn tcp(&self) -> &TcpStream {
         match self {
             Transport::Plain(io) => io.get_ref(),
-            Transport::Tls(tls) => tls.get_ref().0.get_ref(),
+            Transport::Tls(tls) => tls.tcp(),
+            Transport::TlsClient(tls) => tls.get_ref().0.get_ref(),
         }
     }
 
     /// Whether TLS holds records that the socket has not taken yet. A write reports its bytes
     /// taken once they are encrypted, as the kernel does once they are in its buffer; but unlike
-    /// the kernel, rustls sends what it holds only when flushed.
+    /// the kernel, TLS sends what it holds only when written to or flushed again.
     pub fn holds_output(&self) -> bool {
         match self {
             Transport::Plain(_) => false,
-            Transport::Tls(tls) => tls.get_ref().1.wants_write(),
+            Transport::Tls(tls) => tls.holds_output(),
+            Transport::TlsClient(tls) => tls.get_ref().1.wants_write(),
         }
     }
 }
@@ -39,6 +46,7 @@ impl AsyncRead for Transport {
         match self.get_mut() {
             Transport::Plain(io) => Pin::new(io).poll_read(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            Transport::TlsClient(tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
         }
     }
 }
@@ -48,6 +56,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(io) => Pin::new(io).poll_write(cx, buf),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            Transport::TlsClient(tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
         }
     }
 
@@ -55,6 +64,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(io) => Pin::new(io).poll_flush(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            Transport::TlsClient(tls) => Pin::new(tls.as_mut()).poll_flush(cx),
         }
     }
 
@@ -62,6 +72,7 @@ impl AsyncWrite for Transport {
         match self.get_mut() {
             Transport::Plain(io) => Pin::new(io).poll_close(cx),
             Transport::Tls(tls) => Pin::new(tls.as_mut()).poll_close(cx),
+            Transport::TlsClient(tls) => Pin::new(tls.as_mut()).poll_close(cx),
         }
     }
 }
