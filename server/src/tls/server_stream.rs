@@ -104,9 +104,8 @@ impl ServerStream {
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
             let kept = self.incoming.len();
-            if scratch.len() < kept + READ_SIZE {
-                scratch.resize(kept + READ_SIZE, 0);
-            }
+            let size = scratch.len().max(kept + READ_SIZE);
+            scratch.resize(size, 0);
             scratch[..kept].copy_from_slice(&self.incoming);
             let n = ready!(Pin::new(&mut self.tcp).poll_read(cx, &mut scratch[kept..kept + READ_SIZE]))?;
             if n == 0 {
@@ -117,11 +116,11 @@ impl ServerStream {
             }
             let len = kept + n;
             let done = drive(&mut self.conn, &mut scratch[..len], &mut self.held, &[])?.done;
-            if len - done > MAX_INCOMING {
-                return Poll::Ready(Err(invalid("a handshake message too large")));
-            }
             self.incoming.clear();
             self.incoming.extend_from_slice(&scratch[done..len]);
+            if self.incoming.len() > MAX_INCOMING {
+                return Poll::Ready(Err(invalid("a handshake message too large")));
+            }
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
             }
@@ -276,12 +275,10 @@ impl AsyncWrite for ServerStream {
         self.get_mut().poll_send_held(cx)
     }
 
-    /// Sends what is held and closes the socket's sending side. No close_notify: a WebSocket's
-    /// own close frame says whether its stream ended whole.
+    /// Sends what is held, as closing a clear socket does (its end comes when it is dropped).
+    /// No close_notify: a WebSocket's own close frame says whether its stream ended whole.
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        let this = self.get_mut();
-        ready!(this.poll_send_held(cx))?;
-        Pin::new(&mut this.tcp).poll_close(cx)
+        self.get_mut().poll_send_held(cx)
     }
 }
 
@@ -398,6 +395,18 @@ mod tests {
     }
 
     #[test]
+    fn a_whole_record_of_the_largest_size_is_read_by_one_poll() {
+        let (mut server, mut client) = pair();
+        let sent = pattern(16_384);
+        client.write_all(&sent).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(50));
+        let mut buf = vec![0; 32_768];
+        let read = future::block_on(future::poll_once(server.read(&mut buf)));
+        assert_eq!(read.map(Result::unwrap), Some(16_384));
+        assert_eq!(buf[..16_384], sent);
+    }
+
+    #[test]
     fn a_read_smaller_than_a_record_gets_the_rest_next_time() {
         let (mut server, mut client) = pair();
         client.write_all(b"0123456789").unwrap();
@@ -418,7 +427,9 @@ mod tests {
         let big = pattern(1 << 20);
         let waker = future::block_on(future::poll_fn(|cx| Poll::Ready(cx.waker().clone())));
         let mut cx = Context::from_waker(&waker);
-        let mut taken = 0;
+        let first = Pin::new(&mut server).poll_write(&mut cx, &big);
+        assert!(matches!(first, Poll::Ready(Ok(16_384))), "one whole record first: {first:?}");
+        let mut taken = 16_384;
         // The client reads nothing yet: the socket fills up, and then writes wait.
         loop {
             match Pin::new(&mut server).poll_write(&mut cx, &big[taken..]) {
@@ -480,6 +491,28 @@ mod tests {
     }
 
     #[test]
+    fn a_close_sends_what_waits() {
+        let (mut server, mut client) = pair();
+        socket2::SockRef::from(server.tcp()).set_send_buffer_size(4096).unwrap();
+        let waker = future::block_on(future::poll_fn(|cx| Poll::Ready(cx.waker().clone())));
+        let mut cx = Context::from_waker(&waker);
+        let big = pattern(1 << 20);
+        let mut taken = 0;
+        while let Poll::Ready(n) = Pin::new(&mut server).poll_write(&mut cx, &big[taken..]) {
+            taken += n.unwrap();
+        }
+        assert!(server.holds_output());
+        let reader = std::thread::spawn(move || {
+            let mut got = vec![0; taken];
+            client.read_exact(&mut got).unwrap();
+            got
+        });
+        smol::block_on(server.close()).unwrap();
+        assert!(!server.holds_output());
+        assert_eq!(reader.join().unwrap(), big[..taken]);
+    }
+
+    #[test]
     fn clear_text_or_a_client_gone_fails_the_handshake() {
         let (server, mut client) = tcp_pair();
         client.write_all(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n").unwrap();
@@ -493,20 +526,20 @@ mod tests {
     }
 
     #[test]
-    fn a_handshake_message_dribbled_in_tiny_records_is_refused_at_the_bound() {
+    fn a_handshake_message_dribbled_in_tiny_records_is_refused_past_the_bound() {
         let (server, mut client) = tcp_pair();
-        let dribbler = std::thread::spawn(move || {
-            // A ClientHello of 65,280 bytes announced, then sent one byte per record: six bytes
-            // of record for each byte of message.
-            let mut flight = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0xff, 0x00];
-            for _ in 0..30_000 {
-                flight.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x01, 0xab]);
-            }
-            let _ = client.write_all(&flight);
-            client
-        });
-        let error = smol::block_on(accept(server_config(), server)).err().unwrap();
+        // A ClientHello of 65,280 bytes announced, then sent one byte per record: six bytes of
+        // record for each byte of message, all of which rustls keeps until the message is whole.
+        let mut flight = vec![0x16, 0x03, 0x01, 0x00, 0x04, 0x01, 0x00, 0xff, 0x00];
+        while flight.len() <= MAX_INCOMING {
+            flight.extend_from_slice(&[0x16, 0x03, 0x01, 0x00, 0x01, 0xab]);
+        }
+        let mut handshake = Box::pin(accept(server_config(), server));
+        client.write_all(&flight[..MAX_INCOMING]).unwrap();
+        std::thread::sleep(std::time::Duration::from_millis(100));
+        assert!(future::block_on(future::poll_once(&mut handshake)).is_none(), "up to the bound, it waits");
+        client.write_all(&flight[MAX_INCOMING..MAX_INCOMING + 1]).unwrap();
+        let error = smol::block_on(handshake).err().unwrap();
         assert_eq!(error.to_string(), "a handshake message too large");
-        drop(dribbler.join().unwrap());
     }
 }
