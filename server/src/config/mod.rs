@@ -93,7 +93,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
     --tls-cert PATH               IOT_WS_TLS_CERT           PEM chain, leaf first: the port is wss:// only
     --tls-key PATH                IOT_WS_TLS_KEY            its PEM private key; both reloaded on SIGHUP
-    --instance-lock-wait SECS     IOT_WS_INSTANCE_LOCK_WAIT default 90: for a dead instance's address
+    --instance-lock-wait SECS     IOT_WS_INSTANCE_LOCK_WAIT default 90
     --help
 ";
 
