@@ -31,6 +31,7 @@ const SERVER_ENV: &[&str] = &[
     "IOT_WS_MAX_PENDING_PER_ADDRESS",
     "IOT_WS_SEND_QUEUE_BYTES",
     "IOT_WS_HOLD_MAX_BYTES",
+    "IOT_WS_INSTANCE_LOCK_WAIT",
     "PORT",
     "VCAP_SERVICES",
     "VCAP_APPLICATION",
@@ -215,6 +216,13 @@ impl Server {
     pub fn start(opts: ServerOpts) -> Server {
         let args = opts.args();
         Server::spawn(opts, &args)
+    }
+
+    /// Like [`start`](Server::start), waiting up to `startup` for `listening on` (an instance that
+    /// waits for its address's lock says it only once it has it).
+    pub fn start_within(opts: ServerOpts, startup: Duration) -> Server {
+        let args = opts.args();
+        Server::spawn_waiting(opts, &args, startup)
     }
 
     /// Starts `iot-ws-server ARGS` (the caller gives every flag) and waits for `listening on`.

@@ -379,6 +379,9 @@ fn refused(db: &Db, external: &str) -> String {
         ACTUATOR.0,
         "--actuator-password",
         ACTUATOR.1,
+        // At once: waiting for a held address is tests/power_cut.rs's.
+        "--instance-lock-wait",
+        "0",
     ];
     let (status, _out, err) = run_to_exit(&args, &[], WAIT);
     let status = status.unwrap_or_else(|| panic!("--external-address {external:?}: still running after {WAIT:?}"));

@@ -12,10 +12,16 @@
 //! a connection of it still open here is stale (half-open, most likely) and is closed as
 //! superseded, and anything held here for it is sent after it.
 //!
+//! A starting instance that finds its address's lock held waits for it, up to
+//! `--instance-lock-wait` ([`LOCK_WAIT_SECS`]): after a crash or a power cut the dead instance's
+//! session holds it until PostgreSQL notices the silence (30 s, see `db/sql.rs`), and the restarted
+//! instance is the same one under the same address.
+//!
 //! It also looks after queues that nobody will take: actuations for an instance that died are
 //! moved to wherever their device is bound now, and dropped (and counted) once they are older
 //! than the hold time.
 
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
@@ -32,6 +38,9 @@ const TAKE_AT_ONCE: i64 = 64;
 /// How often queues are checked without a NOTIFY, and stranded actuations looked after.
 const POLL: Duration = Duration::from_secs(1);
 
+/// `--instance-lock-wait`, in seconds: set by `main` from the configuration before serving.
+pub static LOCK_WAIT_SECS: AtomicU64 = AtomicU64::new(0);
+
 /// What other instances tell this one.
 pub enum Inbound {
     /// An actuation forwarded here.
@@ -40,9 +49,9 @@ pub enum Inbound {
     Moved(DeviceId),
 }
 
-/// Connects, takes the instance's lock and starts the thread. Another live instance with the
-/// same external address is a configuration error; an unreachable database is not (the
-/// thread keeps trying).
+/// Connects, takes the instance's lock and starts the thread. The lock still held by another
+/// session after [`LOCK_WAIT_SECS`] is a configuration error (another live instance with the
+/// same external address); an unreachable database is not (the thread keeps trying).
 pub fn start(
     config: Database,
     server: String,
@@ -51,13 +60,31 @@ pub fn start(
 ) -> Result<Receiver<Inbound>, ConfigError> {
     let mut db = Reconnecting::new(config.clone(), "inbox");
     if let Ok(mut client) = config.connect() {
-        match claim(&mut client, &server) {
-            Ok(true) => {
-                check_fits(&mut client, &server)?;
-                db = db.with_client(client);
+        let wait = LOCK_WAIT_SECS.load(Ordering::Relaxed);
+        let give_up = Instant::now() + Duration::from_secs(wait);
+        let mut waiting = false;
+        loop {
+            match claim(&mut client, &server) {
+                Ok(true) => {
+                    check_fits(&mut client, &server)?;
+                    db = db.with_client(client);
+                    break;
+                }
+                Ok(false) if Instant::now() < give_up => {
+                    if !waiting {
+                        crate::ops::log::line(format!(
+                            "database (inbox): external address {server:?} is taken on this database; waiting up to {wait} s for it (a dead instance's goes within 30 s)"
+                        ));
+                        waiting = true;
+                    }
+                    std::thread::sleep(POLL);
+                }
+                Ok(false) => return Err(another_instance(&server)),
+                Err(e) => {
+                    crate::ops::log::line(format!("database (inbox): {}", crate::db::connection::error_text(&e)));
+                    break;
+                }
             }
-            Ok(false) => return Err(another_instance(&server)),
-            Err(e) => crate::ops::log::line(format!("database (inbox): {}", crate::db::connection::error_text(&e))),
         }
     }
     // Bounded: the thread waits for the hub rather than piling actuations up in memory.

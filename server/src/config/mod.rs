@@ -39,6 +39,9 @@ pub struct Config {
     pub hold_max_bytes: usize,
     /// The listener's certificate chain and key (PEM): wss:// only when set.
     pub tls: Option<TlsFiles>,
+    /// How long a starting instance waits for its address's lock on the database (held by a
+    /// dead instance whose session PostgreSQL has not dropped yet) before it gives up.
+    pub instance_lock_wait_secs: u64,
     pub demo: bool,
 }
 
@@ -90,6 +93,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
     --tls-cert PATH               IOT_WS_TLS_CERT           PEM chain, leaf first: the port is wss:// only
     --tls-key PATH                IOT_WS_TLS_KEY            its PEM private key; both reloaded on SIGHUP
+    --instance-lock-wait SECS     IOT_WS_INSTANCE_LOCK_WAIT default 90
     --help
 ";
 
@@ -206,6 +210,7 @@ impl Config {
         let hold_max_bytes = setting("hold-max-bytes", "IOT_WS_HOLD_MAX_BYTES");
         let tls_cert = setting("tls-cert", "IOT_WS_TLS_CERT");
         let tls_key = setting("tls-key", "IOT_WS_TLS_KEY");
+        let lock_wait = setting("instance-lock-wait", "IOT_WS_INSTANCE_LOCK_WAIT");
         let demo = flags.has("demo");
         flags.finish()?;
 
@@ -259,6 +264,7 @@ impl Config {
             send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
             hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
             tls,
+            instance_lock_wait_secs: number(lock_wait, "--instance-lock-wait", 90, 0..=86_400)?,
             demo,
         })
     }

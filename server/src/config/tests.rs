@@ -95,6 +95,7 @@ fn every_number_has_its_default_and_its_bounds() {
     let c = load(&[], &[]).unwrap();
     assert_eq!((c.max_pending, c.max_pending_per_address), (1_024, 512));
     assert_eq!((c.send_queue_bytes, c.hold_max_bytes), (1 << 20, 16 << 20));
+    assert_eq!(c.instance_lock_wait_secs, 90);
     let mib = 1u64 << 20;
     let bounds: &[(&str, u64, u64)] = &[
         ("--max-message-bytes", 64, 64 * mib),
@@ -105,6 +106,7 @@ fn every_number_has_its_default_and_its_bounds() {
         ("--max-pending-per-address", 1, 10_000_000),
         ("--send-queue-bytes", 1_024, 1_024 * mib),
         ("--hold-max-bytes", 0, 1_024 * 1_024 * mib),
+        ("--instance-lock-wait", 0, 86_400),
     ];
     for &(flag, min, max) in bounds {
         for n in [min, max] {
@@ -116,6 +118,13 @@ fn every_number_has_its_default_and_its_bounds() {
             assert!(err.contains(&format!("from {min} to {max}")), "{flag} {text}: {err}");
         }
     }
+}
+
+#[test]
+fn instance_lock_wait_comes_from_the_flag_then_the_environment() {
+    let env = [("IOT_WS_INSTANCE_LOCK_WAIT", "5")];
+    assert_eq!(load(&[], &env).unwrap().instance_lock_wait_secs, 5);
+    assert_eq!(load(&["--instance-lock-wait", "0"], &env).unwrap().instance_lock_wait_secs, 0);
 }
 
 #[test]

@@ -65,7 +65,15 @@ pub fn parse_config(url: &str, origin: &str) -> Result<Database, String> {
     if config.get_connect_timeout().is_none() {
         config.connect_timeout(Duration::from_secs(2));
     }
-    config.keepalives(true).application_name("iot-ws-server");
+    // Our end notices a dead database as PostgreSQL's end notices us (db/sql.rs
+    // SESSION_SETTINGS): a statement or a LISTEN never waits on a silent peer for hours.
+    config
+        .keepalives(true)
+        .keepalives_idle(Duration::from_secs(10))
+        .keepalives_interval(Duration::from_secs(5))
+        .keepalives_retries(4)
+        .tcp_user_timeout(Duration::from_secs(30))
+        .application_name("iot-ws-server");
     let tls = crate::db::tls::connector(&mode).map_err(|e| bad(&e))?;
     Ok(Database { config, mode, tls })
 }

@@ -1,8 +1,14 @@
 //! Every SQL statement the server runs, in one place: the bindings table (created when missing
 //! and used as it is when the platform made it), the instances' locks, and the forwarding queue.
 
-/// Settings of every connection: no statement waits on a lock for more than 5 s.
-pub const SESSION_SETTINGS: &str = "SET statement_timeout = 5000";
+/// Settings of every connection: no statement waits on a lock for more than 5 s, and
+/// PostgreSQL's own end of the connection notices a client that died without closing it (a power
+/// cut, a cable pulled) within 30 s, not the kernel's default of over 2 h: a probe after 10 s of
+/// silence, then every 5 s, 4 unanswered ones end it; data it sent unacknowledged for 30 s ends
+/// it too. The session, and with it the instance's lock (see [`LOCK_INSTANCE`]), goes then. Any
+/// user may set these for its own session; they override the connection string's `options`.
+pub const SESSION_SETTINGS: &str = "SET statement_timeout=5000;SET tcp_keepalives_idle=10;\
+SET tcp_keepalives_interval=5;SET tcp_keepalives_count=4;SET tcp_user_timeout=30000";
 
 /// Creates schema, enum type and table unless they exist. The advisory lock keeps instances that
 /// start together from racing on the creation.
