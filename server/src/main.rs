@@ -53,7 +53,5 @@ fn run_server(args: &[String]) -> anyhow::Result<()> {
     } else {
         auth::TokenVerifier::from_file(&config.public_key).map_err(|e| ConfigError(e.to_string()))?
     };
-    // serve.rs hands the cluster no more than it did; the inbox reads this when it starts.
-    cluster::inbox::LOCK_WAIT_SECS.store(config.instance_lock_wait_secs, std::sync::atomic::Ordering::Relaxed);
     serve::serve(config, verifier)
 }

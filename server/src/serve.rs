@@ -44,7 +44,9 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         .map_err(ConfigError)?;
     // The cluster first: it claims this instance's address on the database (see cluster/inbox.rs).
     let cluster = match &db {
-        Some(db) => Some(Cluster::start(db, &external_address, config.hold_secs, &metrics)?),
+        Some(db) => {
+            Some(Cluster::start(db, &external_address, config.hold_secs, config.instance_lock_wait_secs, &metrics)?)
+        }
         None => None,
     };
     let store = Arc::new(Store::start(db.as_ref(), &external_address)?);

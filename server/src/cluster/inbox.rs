@@ -13,7 +13,7 @@
 //! superseded, and anything held here for it is sent after it.
 //!
 //! A starting instance that finds its address's lock held waits for it, up to
-//! `--instance-lock-wait` ([`LOCK_WAIT_SECS`]): after a crash or a power cut the dead instance's
+//! `--instance-lock-wait`: after a crash or a power cut the dead instance's
 //! session holds it until PostgreSQL notices the silence (30 s, see `db/sql.rs`), and the restarted
 //! instance is the same one under the same address.
 //!
@@ -21,7 +21,6 @@
 //! moved to wherever their device is bound now, and dropped (and counted) once they are older
 //! than the hold time.
 
-use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
@@ -38,9 +37,6 @@ const TAKE_AT_ONCE: i64 = 64;
 /// How often queues are checked without a NOTIFY, and stranded actuations looked after.
 const POLL: Duration = Duration::from_secs(1);
 
-/// `--instance-lock-wait`, in seconds: set by `main` from the configuration before serving.
-pub static LOCK_WAIT_SECS: AtomicU64 = AtomicU64::new(0);
-
 /// What other instances tell this one.
 pub enum Inbound {
     /// An actuation forwarded here.
@@ -50,18 +46,18 @@ pub enum Inbound {
 }
 
 /// Connects, takes the instance's lock and starts the thread. The lock still held by another
-/// session after [`LOCK_WAIT_SECS`] is a configuration error (another live instance with the
+/// session after `lock_wait_secs` is a configuration error (another live instance with the
 /// same external address); an unreachable database is not (the thread keeps trying).
 pub fn start(
     config: Database,
     server: String,
     hold_secs: u64,
+    lock_wait_secs: u64,
     metrics: std::sync::Arc<Metrics>,
 ) -> Result<Receiver<Inbound>, ConfigError> {
     let mut db = Reconnecting::new(config.clone(), "inbox");
     if let Ok(mut client) = config.connect() {
-        let wait = LOCK_WAIT_SECS.load(Ordering::Relaxed);
-        let give_up = Instant::now() + Duration::from_secs(wait);
+        let give_up = Instant::now() + Duration::from_secs(lock_wait_secs);
         let mut waiting = false;
         loop {
             match claim(&mut client, &server) {
@@ -73,7 +69,7 @@ pub fn start(
                 Ok(false) if Instant::now() < give_up => {
                     if !waiting {
                         crate::ops::log::line(format!(
-                            "database (inbox): external address {server:?} is taken on this database; waiting up to {wait} s for it (a dead instance's goes within 30 s)"
+                            "database (inbox): external address {server:?} is taken; waiting up to {lock_wait_secs} s for it"
                         ));
                         waiting = true;
                     }

@@ -25,15 +25,17 @@ pub struct Cluster<A> {
 }
 
 impl<A: Send + 'static> Cluster<A> {
-    /// Claims this instance's address on the database (another live instance with it is a
-    /// configuration error) and starts both threads.
+    /// Claims this instance's address on the database, waiting up to `lock_wait_secs` for a dead
+    /// instance's session to go (another live instance with it is a configuration error), and
+    /// starts both threads.
     pub fn start(
         db: &Database,
         server: &str,
         hold_secs: u64,
+        lock_wait_secs: u64,
         metrics: &Arc<Metrics>,
     ) -> Result<Cluster<A>, ConfigError> {
-        let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, metrics.clone())?;
+        let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, lock_wait_secs, metrics.clone())?;
         Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned())?, inbox })
     }
 }

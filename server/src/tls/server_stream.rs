@@ -18,8 +18,8 @@ use std::sync::Arc;
 use std::task::{ready, Context, Poll};
 
 use futures_lite::{future, AsyncRead, AsyncWrite};
-use rustls::server::UnbufferedServerConnection;
-use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, UnbufferedStatus};
+use rustls::server::{ServerConnectionData, UnbufferedServerConnection};
+use rustls::unbuffered::{ConnectionState, EncodeError, EncryptError, ReadTraffic, UnbufferedStatus};
 use rustls::ServerConfig;
 use smol::Async;
 
@@ -119,7 +119,8 @@ impl ServerStream {
             self.incoming.clear();
             self.incoming.extend_from_slice(&scratch[done..len]);
             if self.incoming.len() > MAX_INCOMING {
-                return Poll::Ready(Err(invalid("a handshake message too large")));
+                // A handshake message dribbled in tiny records, all of which rustls keeps.
+                return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
             }
             if self.incoming.is_empty() {
                 self.incoming = Vec::new();
@@ -151,11 +152,7 @@ fn drive(
         let UnbufferedStatus { mut discard, state } = conn.process_tls_records(&mut incoming[driven.done..]);
         let more = match state.map_err(invalid)? {
             ConnectionState::ReadTraffic(mut traffic) => {
-                while let Some(record) = traffic.next_record() {
-                    let record = record.map_err(invalid)?;
-                    discard += record.discard;
-                    held.plain.extend_from_slice(record.payload);
-                }
+                discard += decrypted(&mut traffic, &mut held.plain).map_err(invalid)?;
                 true
             }
             ConnectionState::EncodeTlsData(mut encode) => {
@@ -182,11 +179,8 @@ fn drive(
                 held.peer_closed = true;
                 true
             }
-            ConnectionState::Closed => {
-                held.peer_closed = true;
-                false
-            }
-            // Waits for bytes (or has nothing to encrypt); early data is never accepted.
+            // Waits for bytes (or has nothing to encrypt). Never `Closed`: the server sends no
+            // close_notify. Never early data: it is not accepted.
             _ => false,
         };
         driven.done += discard;
@@ -196,27 +190,42 @@ fn drive(
     }
 }
 
-/// Appends what `write` puts in `out`, given the room it asks for (`Err(Some(size))`).
+/// Appends the records decrypted to `plain`; returns how many more bytes of ciphertext to
+/// discard.
+fn decrypted(
+    traffic: &mut ReadTraffic<'_, '_, ServerConnectionData>,
+    plain: &mut Vec<u8>,
+) -> Result<usize, rustls::Error> {
+    let mut discard = 0;
+    while let Some(record) = traffic.next_record() {
+        let record = record?;
+        discard += record.discard;
+        plain.extend_from_slice(record.payload);
+    }
+    Ok(discard)
+}
+
+/// Appends what `write` puts in `out`: asked with no room, it says how much it needs
+/// (`Err(Some(size))`), and is given that.
 fn append(out: &mut Vec<u8>, mut write: impl FnMut(&mut [u8]) -> Result<usize, Option<usize>>) -> io::Result<()> {
     let start = out.len();
     let mut room = 0;
-    loop {
+    for _ in 0..2 {
         out.resize(start + room, 0);
         match write(&mut out[start..]) {
             Ok(n) => {
                 out.truncate(start + n);
                 return Ok(());
             }
-            Err(Some(required)) if required > room => room = required,
-            Err(_) => {
-                out.truncate(start);
-                return Err(invalid("a TLS record could not be written"));
-            }
+            Err(Some(required)) => room = required,
+            Err(None) => break,
         }
     }
+    out.truncate(start);
+    Err(io::ErrorKind::InvalidData.into())
 }
 
-fn invalid(e: impl Into<Box<dyn std::error::Error + Send + Sync>>) -> io::Error {
+fn invalid(e: rustls::Error) -> io::Error {
     io::Error::new(io::ErrorKind::InvalidData, e)
 }
 
@@ -262,7 +271,8 @@ impl AsyncWrite for ServerStream {
             this.incoming = Vec::new();
         }
         if !driven.encrypted {
-            return Poll::Ready(Err(invalid("TLS cannot send application data")));
+            // Only before the handshake ends, which `accept` waits for.
+            return Poll::Ready(Err(io::ErrorKind::InvalidData.into()));
         }
         // Sent now as far as the socket takes it; the rest by the next write or flush.
         if let Poll::Ready(Err(e)) = this.poll_send_held(cx) {
@@ -539,7 +549,9 @@ mod tests {
         std::thread::sleep(std::time::Duration::from_millis(100));
         assert!(future::block_on(future::poll_once(&mut handshake)).is_none(), "up to the bound, it waits");
         client.write_all(&flight[MAX_INCOMING..MAX_INCOMING + 1]).unwrap();
+        // Were the byte past the bound let in, the end of the flight would be the error.
+        client.shutdown(std::net::Shutdown::Write).unwrap();
         let error = smol::block_on(handshake).err().unwrap();
-        assert_eq!(error.to_string(), "a handshake message too large");
+        assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{error}");
     }
 }
