@@ -29,8 +29,12 @@ fn main() -> ExitCode {
             print!("{USAGE}");
             return ExitCode::SUCCESS;
         }
+        #[cfg(feature = "keys")]
         Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::keygen),
+        #[cfg(feature = "keys")]
         Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::token),
+        #[cfg(not(feature = "keys"))]
+        Some(command @ ("keygen" | "token")) => Err(without_keys(command).into()),
         Some("device") => commands::device::run(&args[1..]),
         Some("actuate") => commands::actuate::run(&args[1..]),
         _ => run_server(&args),
@@ -49,9 +53,28 @@ fn run_server(args: &[String]) -> anyhow::Result<()> {
     let env = |name: &str| std::env::var(name).ok();
     let mut config = Config::load(Flags::parse(args, &["demo"])?, &env)?;
     let verifier = if config.demo {
-        commands::demo::prepare(&mut config)?
+        demo(&mut config)?
     } else {
         auth::TokenVerifier::from_file(&config.public_key).map_err(|e| ConfigError(e.to_string()))?
     };
     serve::serve(config, verifier)
+}
+
+#[cfg(feature = "keys")]
+fn demo(config: &mut Config) -> anyhow::Result<auth::TokenVerifier> {
+    commands::demo::prepare(config)
+}
+
+#[cfg(not(feature = "keys"))]
+fn demo(_: &mut Config) -> anyhow::Result<auth::TokenVerifier> {
+    Err(without_keys("--demo").into())
+}
+
+/// The gateway builds leave out making keys and tokens (the `keys` feature: RSA key generation
+/// and JWT signing, 124 KB of the armv7 binary): a gateway verifies tokens, the platform mints them.
+#[cfg(not(feature = "keys"))]
+fn without_keys(what: &str) -> ConfigError {
+    ConfigError(format!(
+        "{what}: not in this build (no `keys` feature); make keys with openssl genpkey, tokens where they are minted"
+    ))
 }

@@ -4,7 +4,9 @@
 
 pub mod actuate;
 mod actuation_sink;
+#[cfg(feature = "keys")]
 pub mod demo;
 pub mod device;
+#[cfg(feature = "keys")]
 pub mod keys;
 mod ws_client;
