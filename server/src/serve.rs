@@ -19,6 +19,7 @@ use crate::connection::{ws_config, Ctx};
 use crate::hub::queue::hub_queue;
 use crate::hub::{HubLimits, HubRequest, HubTask};
 use crate::ops::metrics::Metrics;
+use crate::ops::notify;
 use crate::store::Store;
 use crate::tls::Certificate;
 
@@ -97,12 +98,24 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     // From here on the serving thread never writes stderr itself (see ops/log.rs).
     crate::ops::log::start()?;
     let hub_done = ex.spawn(hub_task.run(hub_rx));
+    if let Some(every) = notify::watchdog_interval() {
+        // From this thread: its turning is what the watchdog is to see.
+        ex.spawn(async move {
+            loop {
+                notify::send("WATCHDOG=1");
+                smol::Timer::after(every).await;
+            }
+        })
+        .detach();
+    }
     smol::block_on(ex.run(async {
+        notify::send("READY=1");
         let accept = accept_loop(&listener, &ex, &ctx, &limits);
         future::or(accept, async {
             let _ = signals.recv().await;
         })
         .await;
+        notify::send("STOPPING=1");
         crate::ops::log::line("stopping: closing connections");
         drop(listener);
         drop(shutdown_tx);
