@@ -6,7 +6,8 @@
 #
 # It builds the static x86_64 binary (x86_64-unknown-linux-musl, release profile), stages it with
 # keys/public.pem in a push directory and runs `cf push` with manifest.yml: binary_buildpack,
-# services mypostgres and websocket-ups, health check on /health. The server reads PORT,
+# services mypostgres and websocket-ups, health check on /health (liveness; /ready would have CF
+# restart the app during a database outage). The server reads PORT,
 # VCAP_SERVICES and VCAP_APPLICATION itself.
 #
 # Environment:

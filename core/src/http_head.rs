@@ -1,7 +1,7 @@
 //! The HTTP request head that opens every connection, and what it asks of the server.
 //!
 //! The head is decided before any WebSocket exists so that plain requests can be answered
-//! (`/health`, `/metrics`, 404) and an upgrade without `echo-protocol` refused with a 400. Its
+//! (`/health`, `/ready`, `/metrics`, 404) and an upgrade without `echo-protocol` refused with a 400. Its
 //! bytes come from anyone who can reach the port, so this hand-written reading has its own fuzz
 //! target (`fuzz/fuzz_targets/http_head.rs`): no input makes it panic.
 //!
@@ -52,8 +52,11 @@ pub enum Request {
 /// A plain HTTP answer; the host writes the status and body.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Answer {
-    /// `GET /health`, query ignored: 200, the process serves.
+    /// `GET /health`, query ignored: 200, the process serves (liveness).
     Health,
+    /// `GET /ready`, query ignored: 200 if the host can do its work (its bindings store is
+    /// reachable), else 503 with the reason; the host decides which.
+    Ready,
     /// `GET /metrics`, query ignored: 200 with the metrics text.
     Metrics,
     /// Any other request that is not a WebSocket upgrade: 404.
@@ -108,6 +111,7 @@ fn route(method: Option<&str>, path: Option<&str>) -> Answer {
     let path = path.map(|p| p.split_once('?').map_or(p, |(p, _)| p));
     match (method, path) {
         (Some("GET"), Some("/health")) => Answer::Health,
+        (Some("GET"), Some("/ready")) => Answer::Ready,
         (Some("GET"), Some("/metrics")) => Answer::Metrics,
         _ => Answer::NotFound,
     }
@@ -206,6 +210,10 @@ mod tests {
             ("health", get("GET /health HTTP/1.1"), plain(Answer::Health)),
             ("health, query ignored", get("GET /health?probe=1 HTTP/1.1"), plain(Answer::Health)),
             ("health over HTTP/1.0, no headers", b"GET /health HTTP/1.0\r\n\r\n".to_vec(), plain(Answer::Health)),
+            ("ready", get("GET /ready HTTP/1.1"), plain(Answer::Ready)),
+            ("ready, query ignored", get("GET /ready?probe=1 HTTP/1.1"), plain(Answer::Ready)),
+            ("ready with a slash", get("GET /ready/ HTTP/1.1"), plain(Answer::NotFound)),
+            ("HEAD ready", get("HEAD /ready HTTP/1.1"), plain(Answer::NotFound)),
             ("metrics, query ignored", get("GET /metrics?x=1 HTTP/1.1"), plain(Answer::Metrics)),
             ("root", get("GET / HTTP/1.1"), plain(Answer::NotFound)),
             ("health with a slash", get("GET /health/ HTTP/1.1"), plain(Answer::NotFound)),

@@ -50,7 +50,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         }
         None => None,
     };
-    let store = Arc::new(Store::start(db.as_ref(), &external_address)?);
+    let store = Arc::new(Store::start(db.as_ref(), &external_address, &metrics)?);
     let clock = Clock::start();
     let (hub_tx, hub_rx) = hub_queue();
     let limits = Limits::new(config.max_connections, config.max_pending, config.max_pending_per_address);

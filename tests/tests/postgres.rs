@@ -1,4 +1,5 @@
-//! The platform's own bindings table, PostgreSQL going away and coming back, and SIGTERM.
+//! The platform's own bindings table, PostgreSQL going away and coming back (and `/ready` with
+//! it), and SIGTERM.
 
 use std::time::Duration;
 
@@ -72,6 +73,8 @@ fn the_platforms_own_table_is_used_as_is_and_every_column_is_filled() {
     assert_eq!(reply["code"], 500, "{reply}");
     stranger.expect_close(1011);
     assert_eq!(db.binding("stranger"), None);
+    let (ready, why) = iot_ws_tests::client::http_get(server.addr, "/ready");
+    assert_eq!(ready, 200, "one row refused is not a database refusing writes: {why}");
 
     // ...and the server keeps serving.
     let mut second = Client::registered(server.addr, "known-2", &Keys::shared().token("known-2"));
@@ -226,4 +229,88 @@ fn an_external_address_longer_than_the_platforms_server_column_is_refused_at_sta
     );
     let _known = Client::registered(server.addr, "known-1", &Keys::shared().token("known-1"));
     assert_eq!(db.binding("known-1"), Some((true, "gw-17.example.o:5000".into())));
+}
+
+/// `GET /ready`'s status and body.
+fn ready(server: &Server) -> (u16, String) {
+    iot_ws_tests::client::http_get(server.addr, "/ready")
+}
+
+/// Waits (bounded) until `/ready` answers `status` and every role's `iot_ws_database_up` is
+/// `up`; returns the last body.
+fn wait_ready(server: &Server, status: u16, up: f64) -> String {
+    let gauges = ["bindings", "inbox", "forwarding"].map(|role| format!("iot_ws_database_up{{role=\"{role}\"}}"));
+    let mut last = (0, String::new());
+    let reached = eventually(Duration::from_secs(30), || {
+        last = ready(server);
+        let followed = gauges.iter().all(|g| server.metric(g) == Some(up));
+        (last.0 == status && followed).then_some(())
+    });
+    assert!(
+        reached.is_some(),
+        "/ready never {status} with gauges at {up}; last {last:?}\n{}\nserver stderr:\n{}",
+        server.metrics(),
+        server.stderr()
+    );
+    last.1
+}
+
+/// Sets or resets `default_transaction_read_only` for the whole cluster, open sessions included
+/// (as a primary turned standby refuses writes), through the test's own connection.
+fn read_only(db: &Db, on: bool) {
+    let set = if on {
+        "ALTER SYSTEM SET default_transaction_read_only = on"
+    } else {
+        "ALTER SYSTEM RESET default_transaction_read_only"
+    };
+    let mut client = db.client();
+    client.batch_execute(set).expect("alter system");
+    client.batch_execute("SELECT pg_reload_conf()").expect("reload");
+}
+
+#[test]
+fn ready_follows_the_database_refusing_writes_going_away_and_coming_back() {
+    // A cluster of its own: this test makes it read-only and stops it.
+    let cluster = Cluster::new();
+    let db = cluster.create_db();
+    // Trust login ignores the password; it is there to show it never appears.
+    let secret = "ready-secret-pw";
+    let server = Server::start(ServerOpts::default().with_db(&format!("{} password={secret}", db.url())));
+    assert_eq!(wait_ready(&server, 200, 1.0), "ok\n");
+    assert_eq!(iot_ws_tests::client::http_get(server.addr, "/health"), (200, "ok\n".into()));
+
+    // The database refuses every write: a registration gets 500, and /ready says why.
+    read_only(&db, true);
+    let refused = eventually(WAIT, || {
+        let mut c = Client::connect(server.addr);
+        (c.register("read-only", &Keys::shared().token("read-only"))["code"] == 500).then_some(())
+    });
+    assert!(refused.is_some(), "registrations still accepted on a read-only database");
+    let why = wait_ready(&server, 503, 0.0);
+    assert!(why.starts_with("database (bindings): ") && why.contains("25006"), "{why:?}");
+    assert_eq!(why.lines().count(), 1, "{why:?}");
+    assert_eq!(iot_ws_tests::client::http_get(server.addr, "/health").0, 200, "liveness is not readiness");
+
+    read_only(&db, false);
+    assert_eq!(wait_ready(&server, 200, 1.0), "ok\n");
+    let _back = register_eventually(&server, "writable-again", WAIT);
+
+    // The database goes away, then comes back.
+    cluster.stop();
+    let why = wait_ready(&server, 503, 0.0);
+    assert!(why.starts_with("database (bindings): "), "{why:?}");
+    assert_eq!(why.lines().count(), 1, "{why:?}");
+    assert!(!why.contains(&db.name) && !why.contains(secret), "{why:?}");
+    cluster.start();
+    assert_eq!(wait_ready(&server, 200, 1.0), "ok\n");
+    let _after = register_eventually(&server, "after-outage", Duration::from_secs(30));
+    assert!(!server.metrics().contains(secret));
+    server.assert_never_logged(secret);
+}
+
+#[test]
+fn without_a_database_ready_is_200_and_there_is_no_database_gauge() {
+    let server = Server::start(ServerOpts::default());
+    assert_eq!(ready(&server), (200, "ok\n".into()));
+    assert!(!server.metrics().contains("iot_ws_database_up"), "{}", server.metrics());
 }

@@ -22,7 +22,8 @@ use iot_ws_core::router::Parcel;
 use postgres::Client;
 
 use crate::config::ConfigError;
-use crate::db::connection::{Database, Reconnecting};
+use crate::db::connection::{Database, Reconnecting, PROBE};
+use crate::ops::metrics::Metrics;
 
 /// Most lookups waiting for the database; beyond it actuations are routed as if no other
 /// instance existed, rather than queueing without bound.
@@ -54,10 +55,10 @@ pub struct Forwarder<A> {
 }
 
 impl<A: Send + 'static> Forwarder<A> {
-    pub fn start(config: Database, server: String) -> Result<Forwarder<A>, ConfigError> {
+    pub fn start(config: Database, server: String, metrics: &Metrics) -> Result<Forwarder<A>, ConfigError> {
         let (lookups, taken) = queue(QUEUE_LIMIT, QUEUE_BYTES);
         let (verdicts_tx, verdicts) = async_channel::unbounded();
-        let thread = Thread { db: Reconnecting::new(config, "forwarding"), server };
+        let thread = Thread { db: Reconnecting::new(config, "forwarding", metrics), server };
         std::thread::Builder::new()
             .name("forward-db".into())
             .spawn(move || thread.run(taken, verdicts_tx))
@@ -115,9 +116,15 @@ impl<A> Queue<A> {
 }
 
 impl<A> Taken<A> {
-    /// The next lookup, waiting for one; `None` once the hub is gone.
-    fn recv(&self) -> Option<Parcel<A>> {
-        smol::block_on(self.lookups.recv()).ok().map(|l| self.took(l))
+    /// The next lookup, waiting up to `wait` for one (`Some(None)` if none came); `None` once
+    /// the hub is gone.
+    fn recv(&self, wait: std::time::Duration) -> Option<Option<Parcel<A>>> {
+        let timeout = async {
+            smol::Timer::after(wait).await;
+            Ok(None)
+        };
+        let lookup = smol::block_on(futures_lite::future::or(async { self.lookups.recv().await.map(Some) }, timeout));
+        lookup.ok().map(|l| l.map(|l| self.took(l)))
     }
 
     /// The next lookup if one waits.
@@ -159,20 +166,6 @@ impl<'a> Rows<'a> {
     }
 }
 
-/// Whether PostgreSQL refused a statement because of the values in it (a type, a constraint, a
-/// limit, a trigger), rather than because the database or the connection is unwell: then the
-/// other rows of a batch can be written without the culprit.
-fn about_the_data(e: &postgres::Error) -> bool {
-    e.code().is_some_and(|code| data_sqlstate(code.code()))
-}
-
-/// SQLSTATE classes 22 data exception, 23 integrity constraint violation, 54 program limit
-/// exceeded (a row too large for an index), P0 PL/pgSQL raise, 2F/38/39 routine (trigger)
-/// exceptions.
-fn data_sqlstate(code: &str) -> bool {
-    matches!(code.get(..2), Some("22" | "23" | "54" | "P0" | "2F" | "38" | "39"))
-}
-
 struct Thread {
     db: Reconnecting,
     server: String,
@@ -180,7 +173,14 @@ struct Thread {
 
 impl Thread {
     fn run<A>(mut self, lookups: Taken<A>, verdicts: Sender<Verdict<A>>) {
-        while let Some(first) = lookups.recv() {
+        // At start and when idle: the forwarding write with no rows, so the database's state is
+        // known and stays current.
+        let _ = self.write(&Rows::default());
+        while let Some(first) = lookups.recv(PROBE) {
+            let Some(first) = first else {
+                let _ = self.write(&Rows::default());
+                continue;
+            };
             let mut batch = vec![first];
             while batch.len() < MAX_BATCH {
                 match lookups.try_recv() {
@@ -209,16 +209,10 @@ impl Thread {
         for &n in &chosen {
             rows.push(&batch[n], targets[n].as_deref().unwrap_or_default());
         }
-        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
-        let written = write_all(client, &rows);
-        let refused = match written {
-            Ok(()) => return Ok(targets),
-            Err(e) if about_the_data(&e) && self.db.current().is_some() => self.write_each(&rows)?,
-            Err(e) => {
-                self.db.failed("forward actuations", &e);
-                return Err(());
-            }
-        };
+        if self.write(&rows)? {
+            return Ok(targets);
+        }
+        let refused = self.write_each(&rows)?;
         if let Some((first, e)) = refused.first() {
             // The values themselves may be anyone's: neither body nor id is logged.
             crate::ops::log::line(format!(
@@ -235,6 +229,23 @@ impl Thread {
         Ok(targets)
     }
 
+    /// Writes all the rows ([`write_all`]); false if PostgreSQL refused what a row holds. Err:
+    /// nothing was written, the database is unwell.
+    fn write(&mut self, rows: &Rows<'_>) -> Result<bool, ()> {
+        let client = self.db.client(crate::db::connection::setup).ok_or(())?;
+        match write_all(client, rows) {
+            Ok(()) => {
+                self.db.worked();
+                Ok(true)
+            }
+            Err(e) if crate::db::connection::about_the_data(&e) => Ok(false),
+            Err(e) => {
+                self.db.failed("forward actuations", &e);
+                Err(())
+            }
+        }
+    }
+
     /// Where each lookup's device is connected, if that is another live instance and the
     /// actuation may hop again.
     fn targets<A>(&mut self, batch: &[Parcel<A>]) -> Result<Vec<Option<String>>, ()> {
@@ -245,7 +256,10 @@ impl Thread {
         devices.sort_unstable();
         devices.dedup();
         let rows = match client.query(crate::db::sql::LOOKUP_BINDINGS, &[&devices]) {
-            Ok(rows) => rows,
+            Ok(rows) => {
+                self.db.worked();
+                rows
+            }
             Err(e) => {
                 self.db.failed("look bindings up", &e);
                 return Err(());
@@ -378,31 +392,5 @@ mod tests {
         let fits = (0..QUEUE_LIMIT).take_while(|n| q.push(lookup(&format!("{n:04}"), 65_532)).is_ok()).count();
         assert_eq!(fits, 64, "4 MiB / (64 KiB - 4 + 4 bytes of id)");
         assert!(q.bytes.load(Ordering::Relaxed) <= QUEUE_BYTES);
-    }
-
-    #[test]
-    fn data_errors_are_told_from_the_others_by_sqlstate_class() {
-        let cases = [
-            ("22021", true, "invalid byte sequence (a NUL in text)"),
-            ("22001", true, "value too long"),
-            ("23514", true, "check constraint"),
-            ("23505", true, "unique violation"),
-            ("54000", true, "index row too large"),
-            ("P0001", true, "RAISE EXCEPTION in a trigger"),
-            ("39P01", true, "trigger protocol violated"),
-            ("40001", false, "serialization failure"),
-            ("40P01", false, "deadlock"),
-            ("57014", false, "statement timeout"),
-            ("57P01", false, "admin shutdown"),
-            ("25006", false, "read-only transaction (a standby)"),
-            ("42P01", false, "undefined table"),
-            ("42501", false, "permission denied"),
-            ("53100", false, "disk full"),
-            ("08006", false, "connection failure"),
-            ("", false, "no code"),
-        ];
-        for (code, data, what) in cases {
-            assert_eq!(data_sqlstate(code), data, "{code} {what}");
-        }
     }
 }

@@ -55,7 +55,7 @@ pub fn start(
     lock_wait_secs: u64,
     metrics: std::sync::Arc<Metrics>,
 ) -> Result<Receiver<Inbound>, ConfigError> {
-    let mut db = Reconnecting::new(config.clone(), "inbox");
+    let mut db = Reconnecting::new(config.clone(), "inbox", &metrics);
     if let Ok(mut client) = config.connect() {
         let give_up = Instant::now() + Duration::from_secs(lock_wait_secs);
         let mut waiting = false;
@@ -181,10 +181,12 @@ impl Thread {
         if lock_taken {
             // Another process took the address while this one's connection was down: its
             // queue is that process's now. Say so once and keep trying.
+            let why = format!("database (inbox): {}", another_instance(&self.server).0);
             if !self.reported_taken {
-                crate::ops::log::line(format!("database (inbox): {}", another_instance(&self.server).0));
+                crate::ops::log::line(&why);
                 self.reported_taken = true;
             }
+            self.db.down(why);
             self.db.drop_client();
             return false;
         }
@@ -197,7 +199,11 @@ impl Thread {
         loop {
             let Some(client) = self.db.current() else { return Ok(()) };
             let mut rows = match client.query(crate::db::sql::TAKE_FORWARDED, &[&self.server, &TAKE_AT_ONCE]) {
-                Ok(rows) => rows,
+                Ok(rows) => {
+                    // At least every second (POLL): this thread's probe.
+                    self.db.worked();
+                    rows
+                }
                 Err(e) => {
                     self.db.failed("take forwarded actuations", &e);
                     return Ok(());

@@ -36,6 +36,6 @@ impl<A: Send + 'static> Cluster<A> {
         metrics: &Arc<Metrics>,
     ) -> Result<Cluster<A>, ConfigError> {
         let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, lock_wait_secs, metrics.clone())?;
-        Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned())?, inbox })
+        Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned(), metrics)?, inbox })
     }
 }

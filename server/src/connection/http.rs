@@ -1,7 +1,7 @@
 //! The HTTP part of a connection: the request head, plain answers, and the WebSocket upgrade.
 //!
 //! The head is read here rather than inside tungstenite so that plain requests can be answered
-//! (`/health`, `/metrics`, 404) and an upgrade without `echo-protocol` refused with a 4xx before
+//! (`/health`, `/ready`, `/metrics`, 404) and an upgrade without `echo-protocol` refused with a 4xx before
 //! any WebSocket exists. What a head asks for is decided by the core's
 //! [`iot_ws_core::http_head`] (fuzzed there); this module does the I/O and the SHA-1 of the
 //! accept key, which the core leaves to its host.
@@ -12,6 +12,8 @@ use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use iot_ws_core::http_head::{self, head_complete, MAX_HEAD_BYTES};
 pub use iot_ws_core::http_head::{Answer, SUBPROTOCOL};
+
+use crate::ops::metrics::Metrics;
 
 /// What the request head asks for: the core's [`http_head::Request`] with the accept key derived.
 #[derive(Debug, PartialEq, Eq)]
@@ -67,14 +69,15 @@ pub fn switching_protocols(accept_key: &str) -> String {
 }
 
 /// Writes a plain answer and leaves the connection to be closed.
-pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(
-    stream: &mut S,
-    answer: &Answer,
-    metrics: impl FnOnce() -> String,
-) {
+pub async fn respond<S: futures_lite::AsyncWrite + Unpin>(stream: &mut S, answer: &Answer, metrics: &Metrics) {
     let (status, content_type, body) = match answer {
         Answer::Health => ("200 OK", "text/plain", "ok\n".to_string()),
-        Answer::Metrics => ("200 OK", "text/plain; version=0.0.4", metrics()),
+        Answer::Ready => match metrics.ready() {
+            Ok(()) => ("200 OK", "text/plain", "ok\n".to_string()),
+            // One line, whatever the database's message held.
+            Err(why) => ("503 Service Unavailable", "text/plain", why.replace(char::is_control, " ") + "\n"),
+        },
+        Answer::Metrics => ("200 OK", "text/plain; version=0.0.4", metrics.render()),
         Answer::NotFound => ("404 Not Found", "text/plain", "not found\n".to_string()),
         Answer::BadUpgrade(why) => ("400 Bad Request", "text/plain", format!("{why}\n")),
         Answer::BadRequest => ("400 Bad Request", "text/plain", "bad request\n".to_string()),
@@ -114,6 +117,22 @@ mod tests {
                             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: k\r\n\r\n";
         assert!(matches!(classify(no_protocol), Request::Plain(Answer::BadUpgrade(_))));
         assert_eq!(classify(b"GET /health HTTP/1.1\r\n"), Request::Plain(Answer::BadRequest));
+    }
+
+    #[test]
+    fn ready_is_200_or_503_with_the_reason_on_one_line() {
+        let answer = |metrics: &Metrics| {
+            let mut out = Vec::new();
+            smol::block_on(respond(&mut out, &Answer::Ready, metrics));
+            String::from_utf8(out).unwrap()
+        };
+        let metrics = Metrics::default();
+        assert!(answer(&metrics).starts_with("HTTP/1.1 200 OK\r\n"));
+        assert!(answer(&metrics).ends_with("\r\n\r\nok\n"));
+        metrics.database("bindings").set(Err("database (bindings): unavailable (no\nroute)".into()));
+        let text = answer(&metrics);
+        assert!(text.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{text}");
+        assert!(text.ends_with("\r\n\r\ndatabase (bindings): unavailable (no route)\n"), "{text}");
     }
 
     #[test]

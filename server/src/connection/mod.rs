@@ -119,7 +119,7 @@ async fn handshake(
     drop(head);
     match request {
         http::Request::Plain(answer) => {
-            within(deadline, http::respond(&mut stream, &answer, || ctx.metrics.render())).await;
+            within(deadline, http::respond(&mut stream, &answer, &ctx.metrics)).await;
             None
         }
         http::Request::Upgrade { accept_key, leftover } => {

@@ -5,6 +5,10 @@
 //! owns one of these, which reconnects with back-off and runs the thread's own setup on every
 //! new connection. A connection that fails (TLS refused included) is logged once with its
 //! reason, then retried.
+//!
+//! Each keeps its role's [`DbState`] (`/ready`, `iot_ws_database_up`): up once connected and
+//! after each step that worked, down with the logged reason when connecting or a statement fails,
+//! unless PostgreSQL refused only the values of one statement (a bad row is not a bad database).
 
 use std::str::FromStr;
 use std::time::{Duration, Instant};
@@ -13,9 +17,13 @@ use postgres::Client;
 
 use crate::db::sslmode::SslMode;
 use crate::db::tls_connect::MakeRustlsConnect;
+use crate::ops::metrics::{DbState, Metrics};
 
 const FIRST_BACKOFF: Duration = Duration::from_millis(100);
 const MAX_BACKOFF: Duration = Duration::from_secs(5);
+/// How long a database thread stays idle before it checks its connection with its own kind of
+/// statement (a write of no rows): how stale `/ready` and `iot_ws_database_up` may be.
+pub const PROBE: Duration = Duration::from_secs(5);
 
 /// Where the database is and how to reach it: tokio-postgres's settings and the TLS that
 /// `sslmode` asks for.
@@ -86,11 +94,31 @@ pub struct Reconnecting {
     reported_down: bool,
     /// Whose connection this is, for the log.
     role: &'static str,
+    state: std::sync::Arc<DbState>,
 }
 
 impl Reconnecting {
-    pub fn new(db: Database, role: &'static str) -> Self {
-        Reconnecting { db, client: None, retry_at: Instant::now(), backoff: FIRST_BACKOFF, reported_down: false, role }
+    pub fn new(db: Database, role: &'static str, metrics: &Metrics) -> Self {
+        let state = metrics.database(role);
+        Reconnecting {
+            db,
+            client: None,
+            retry_at: Instant::now(),
+            backoff: FIRST_BACKOFF,
+            reported_down: false,
+            role,
+            state,
+        }
+    }
+
+    /// Says the last step on the database worked.
+    pub fn worked(&self) {
+        self.state.set(Ok(()));
+    }
+
+    /// Says the connection cannot serve its role, and why.
+    pub fn down(&self, why: String) {
+        self.state.set(Err(why));
     }
 
     /// Starts from a connection made elsewhere (already set up).
@@ -135,11 +163,14 @@ impl Reconnecting {
                     self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
                     self.client = Some(client);
+                    self.worked();
                 }
                 Err(e) => {
+                    let why = format!("database ({}): unavailable ({})", self.role, error_text(&e));
                     if !self.reported_down {
-                        crate::ops::log::line(format!("database ({}): unavailable ({})", self.role, error_text(&e)));
+                        crate::ops::log::line(&why);
                     }
+                    self.down(why);
                     self.reported_down = true;
                     self.retry_at = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
@@ -152,7 +183,11 @@ impl Reconnecting {
 
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
     pub fn failed(&mut self, what: &str, e: &postgres::Error) {
-        crate::ops::log::line(format!("database ({}): cannot {what}: {}", self.role, error_text(e)));
+        let why = format!("database ({}): cannot {what}: {}", self.role, error_text(e));
+        crate::ops::log::line(&why);
+        if !about_the_data(e) {
+            self.down(why);
+        }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
         }
@@ -180,9 +215,54 @@ pub fn error_text(e: &postgres::Error) -> String {
     text
 }
 
+/// Whether PostgreSQL refused a statement because of the values in it (a type, a constraint, a
+/// limit, a trigger), rather than because the database or the connection is unwell: then other
+/// rows can still be written.
+pub fn about_the_data(e: &postgres::Error) -> bool {
+    e.code().is_some_and(|code| data_sqlstate(code.code()))
+}
+
+/// SQLSTATE classes 22 data exception, 23 integrity constraint violation, 54 program limit
+/// exceeded (a row too large for an index), P0 PL/pgSQL raise, 2F/38/39 routine (trigger)
+/// exceptions.
+fn data_sqlstate(code: &str) -> bool {
+    matches!(code.get(..2), Some("22" | "23" | "54" | "P0" | "2F" | "38" | "39"))
+}
+
 /// Run on every new connection, before any write: a statement never waits without bound, and
 /// the bindings table exists.
 pub fn setup(client: &mut postgres::Client) -> Result<(), postgres::Error> {
     client.batch_execute(crate::db::sql::SESSION_SETTINGS)?;
     client.batch_execute(crate::db::sql::ENSURE_TABLE)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn data_errors_are_told_from_the_others_by_sqlstate_class() {
+        let cases = [
+            ("22021", true, "invalid byte sequence (a NUL in text)"),
+            ("22001", true, "value too long"),
+            ("23514", true, "check constraint"),
+            ("23505", true, "unique violation"),
+            ("54000", true, "index row too large"),
+            ("P0001", true, "RAISE EXCEPTION in a trigger"),
+            ("39P01", true, "trigger protocol violated"),
+            ("40001", false, "serialization failure"),
+            ("40P01", false, "deadlock"),
+            ("57014", false, "statement timeout"),
+            ("57P01", false, "admin shutdown"),
+            ("25006", false, "read-only transaction (a standby)"),
+            ("42P01", false, "undefined table"),
+            ("42501", false, "permission denied"),
+            ("53100", false, "disk full"),
+            ("08006", false, "connection failure"),
+            ("", false, "no code"),
+        ];
+        for (code, data, what) in cases {
+            assert_eq!(data_sqlstate(code), data, "{code} {what}");
+        }
+    }
 }

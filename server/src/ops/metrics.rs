@@ -2,7 +2,7 @@
 
 use std::fmt::Write;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
-use std::sync::{Arc, OnceLock};
+use std::sync::{Arc, Mutex, OnceLock, PoisonError};
 
 use crate::connection::limits::Limits;
 
@@ -41,6 +41,26 @@ pub struct Metrics {
     pub tls_reloads_failed: AtomicU64,
     /// The connection caps and counts, once the server has them.
     limits: OnceLock<Arc<Limits>>,
+    /// Each database connection's state, by role; empty without a database.
+    databases: Mutex<Vec<Arc<DbState>>>,
+}
+
+/// Whether one database connection works, as `/ready` and `iot_ws_database_up` show it: `Ok` when
+/// its last step (connecting, a statement, the idle probe) worked, else why not, as logged (a
+/// cause, never the URL or the password).
+pub struct DbState {
+    role: &'static str,
+    state: Mutex<Result<(), String>>,
+}
+
+impl DbState {
+    pub fn set(&self, state: Result<(), String>) {
+        *self.state.lock().unwrap_or_else(PoisonError::into_inner) = state;
+    }
+
+    fn get(&self) -> Result<(), String> {
+        self.state.lock().unwrap_or_else(PoisonError::into_inner).clone()
+    }
 }
 
 impl Metrics {
@@ -50,6 +70,20 @@ impl Metrics {
 
     pub fn set_limits(&self, limits: Arc<Limits>) {
         let _ = self.limits.set(limits);
+    }
+
+    /// The state of the database connection of `role`, down until it connects.
+    pub fn database(&self, role: &'static str) -> Arc<DbState> {
+        let db = Arc::new(DbState { role, state: Mutex::new(Err(format!("database ({role}): connecting"))) });
+        self.databases.lock().unwrap_or_else(PoisonError::into_inner).push(db.clone());
+        db
+    }
+
+    /// `/ready`: whether the bindings store can record registrations (always, in memory), or why
+    /// not.
+    pub fn ready(&self) -> Result<(), String> {
+        let dbs = self.databases.lock().unwrap_or_else(PoisonError::into_inner);
+        dbs.iter().find(|d| d.role == "bindings").map_or(Ok(()), |d| d.get())
     }
 
     /// The whole exposition, as served.
@@ -149,6 +183,18 @@ impl Metrics {
             "outcome",
             &[("ok", &self.tls_reloads_ok), ("failed", &self.tls_reloads_failed)],
         );
+        let dbs = self.databases.lock().unwrap_or_else(PoisonError::into_inner);
+        if !dbs.is_empty() {
+            let _ = writeln!(
+                out,
+                "# HELP iot_ws_database_up Whether each database connection works (/ready: bindings).\n\
+                 # TYPE iot_ws_database_up gauge"
+            );
+        }
+        for db in dbs.iter() {
+            let _ = writeln!(out, "iot_ws_database_up{{role=\"{}\"}} {}", db.role, u8::from(db.get().is_ok()));
+        }
+        drop(dbs);
         let _ = writeln!(
             out,
             "# HELP iot_ws_log_lines_dropped_total Log lines dropped because nothing was reading the log.
@@ -157,5 +203,31 @@ iot_ws_log_lines_dropped_total {}",
             crate::ops::log::dropped()
         );
         out
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ready_follows_the_bindings_connection_and_each_role_has_a_gauge() {
+        let metrics = Metrics::default();
+        assert_eq!(metrics.ready(), Ok(()), "no database: the in-memory registry is always ready");
+        assert!(!metrics.render().contains("iot_ws_database_up"));
+        let inbox = metrics.database("inbox");
+        let bindings = metrics.database("bindings");
+        assert_eq!(metrics.ready(), Err("database (bindings): connecting".into()));
+        bindings.set(Ok(()));
+        inbox.set(Err("database (inbox): down".into()));
+        assert_eq!(metrics.ready(), Ok(()), "only the bindings decide");
+        let text = metrics.render();
+        assert!(text.contains("# TYPE iot_ws_database_up gauge\niot_ws_database_up{role=\"inbox\"} 0\n"), "{text}");
+        assert!(text.contains("\niot_ws_database_up{role=\"bindings\"} 1\n"), "{text}");
+        bindings.set(Err("database (bindings): cannot record connected devices: 25006: read-only".into()));
+        assert_eq!(
+            metrics.ready(),
+            Err("database (bindings): cannot record connected devices: 25006: read-only".into())
+        );
     }
 }

@@ -14,6 +14,7 @@ use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
 use crate::db::connection::Database;
+use crate::ops::metrics::Metrics;
 use pg::PgStore;
 
 /// The binding store in use.
@@ -31,10 +32,11 @@ pub type StoreReply = async_channel::Receiver<Result<(), StoreFailed>>;
 
 impl Store {
     /// Bindings in the database, or in memory without one. `server` is this instance's
-    /// external address, as its rows name it.
-    pub fn start(db: Option<&Database>, server: &str) -> Result<Store, ConfigError> {
+    /// external address, as its rows name it; `metrics` shows the database's state.
+    pub fn start(db: Option<&Database>, server: &str, metrics: &Metrics) -> Result<Store, ConfigError> {
         let Some(db) = db else { return Ok(Store::Memory(MemoryStore::default())) };
-        Ok(Store::Postgres { bindings: PgStore::start(db.clone(), server.to_owned())?, shown: db.describe() })
+        let bindings = PgStore::start(db.clone(), server.to_owned(), metrics)?;
+        Ok(Store::Postgres { bindings, shown: db.describe() })
     }
 
     /// Records that `device` is connected to this instance. Returns at once; the result comes

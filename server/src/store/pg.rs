@@ -21,7 +21,8 @@ use futures_lite::future;
 use iot_ws_core::{DeviceId, StoreFailed};
 
 use crate::config::ConfigError;
-use crate::db::connection::{Database, Reconnecting};
+use crate::db::connection::{Database, Reconnecting, PROBE};
+use crate::ops::metrics::Metrics;
 
 const MAX_BATCH: usize = 2_000;
 
@@ -41,10 +42,10 @@ pub struct PgStore {
 impl PgStore {
     /// Starts the database thread; connecting happens there, and an unreachable database is
     /// retried rather than fatal.
-    pub fn start(config: Database, server: String) -> Result<PgStore, ConfigError> {
+    pub fn start(config: Database, server: String, metrics: &Metrics) -> Result<PgStore, ConfigError> {
         let (ops, rx) = async_channel::unbounded();
         let worker = Worker {
-            db: Reconnecting::new(config, "bindings"),
+            db: Reconnecting::new(config, "bindings", metrics),
             server,
             binding_type: String::new(),
             connected: HashMap::new(),
@@ -97,15 +98,20 @@ impl Worker {
     fn run(mut self, ops: Receiver<Op>) {
         self.ready();
         loop {
-            // While the database is away, wake up to retry even if no work comes.
-            let wait = if self.db.is_up() { Duration::from_secs(3600) } else { self.db.retry_in() };
+            // While the database is away, wake up to retry even if no work comes; while it is up,
+            // to probe it.
+            let wait = if self.db.is_up() { PROBE } else { self.db.retry_in() };
             let first = smol::block_on(future::or(async { Some(ops.recv().await) }, async {
                 smol::Timer::after(wait.max(Duration::from_millis(10))).await;
                 None
             }));
             match first {
                 None => {
-                    self.ready();
+                    // The probe is a registration of no devices: the same statements and rights
+                    // as a real one, so a database that refuses writes is not taken for up.
+                    if self.ready() {
+                        let _ = self.upsert_many(&[]);
+                    }
                 }
                 Some(Err(_)) => return,
                 Some(Ok(op)) => {
@@ -202,6 +208,9 @@ impl Worker {
             tx.commit()?;
             Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
         });
+        if written.is_ok() {
+            self.db.worked();
+        }
         written.map_err(|e| self.db.failed("record connected devices", &e))
     }
 
@@ -221,7 +230,10 @@ impl Worker {
     fn execute(&mut self, what: &str, sql: &str, params: &[&(dyn postgres::types::ToSql + Sync)]) -> Result<(), ()> {
         let client = self.db.client(crate::db::connection::setup).ok_or(())?;
         match client.execute(sql, params) {
-            Ok(_) => Ok(()),
+            Ok(_) => {
+                self.db.worked();
+                Ok(())
+            }
             Err(e) => {
                 self.db.failed(what, &e);
                 Err(())
