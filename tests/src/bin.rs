@@ -62,10 +62,23 @@ fn build_profile(profile: &str, target_dir: &std::path::Path, profile_dir: &std:
         ])
         .arg("--target-dir")
         .arg(target_dir)
+        .env_clear()
+        .envs(std::env::vars_os().filter(|(name, _)| !set_for_this_test(name)))
         .output()
         .expect("run cargo build -p iot-ws-server");
     assert!(out.status.success(), "cargo build -p iot-ws-server failed:\n{}", String::from_utf8_lossy(&out.stderr));
     let bin = profile_dir.join("iot-ws-server");
     assert!(bin.exists(), "{} missing after cargo build", bin.display());
     bin
+}
+
+/// Whether cargo set `name` for this test crate (its directory, its package's name and version):
+/// ring's build script reruns whenever those differ from the last build's, so a nested build
+/// that kept them rebuilt ring and relinked the server (~20 s) on every test run, and the next
+/// plain `cargo build` did it again.
+fn set_for_this_test(name: &std::ffi::OsStr) -> bool {
+    let name = name.to_string_lossy();
+    name.starts_with("CARGO_PKG_")
+        || name.starts_with("CARGO_MANIFEST_")
+        || ["CARGO_CRATE_NAME", "CARGO_PRIMARY_PACKAGE", "CARGO_TARGET_TMPDIR"].contains(&name.as_ref())
 }
