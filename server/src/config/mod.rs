@@ -194,7 +194,10 @@ impl Config {
                 env("DATABASE_URL").filter(|v| !v.is_empty()).map(|url| DatabaseUrl { url, origin: "DATABASE_URL" })
             }
         };
-        let mut setting = |flag: &str, var: &str| flags.take(flag).or_else(|| env(var).filter(|v| !v.is_empty()));
+        let mut setting = |flag: &str, var: &str| match flags.take(flag) {
+            Some(text) => Some(Setting { text, origin: format!("--{flag}") }),
+            None => env(var).filter(|v| !v.is_empty()).map(|text| Setting { text, origin: var.to_string() }),
+        };
         let listen = setting("listen", "IOT_WS_LISTEN");
         let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
         let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
@@ -216,7 +219,7 @@ impl Config {
 
         let vcap = VcapServices::parse(env("VCAP_SERVICES"))?;
         let listen = match (listen, env("PORT")) {
-            (Some(addr), _) => parse_addr(&addr, "--listen")?,
+            (Some(addr), _) => parse_addr(&addr.text, &addr.origin)?,
             (None, Some(port)) => parse_addr(&format!("0.0.0.0:{port}"), "PORT")?,
             (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
         };
@@ -231,40 +234,38 @@ impl Config {
             crate::db::connection::parse_config(&db.url, db.origin).map_err(ConfigError)?;
         }
         let actuator = match (username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (Some(username), Some(password)) => Some(Credentials { username: username.text, password: password.text }),
             (None, None) => vcap.actuator(),
             _ => return Err(bad("--actuator-username and --actuator-password go together")),
         };
         let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.text.into(), key: key.text.into() }),
             (None, None) => None,
             _ => return Err(bad("--tls-cert and --tls-key go together")),
         };
-        let external_address = match external {
+        let external = match external {
             Some(address) => Some(address),
-            None => cloud_foundry_route(env)?,
+            None => cloud_foundry_route(env)?.map(|text| Setting { text, origin: "VCAP_APPLICATION".into() }),
         };
-        if let Some(address) = &external_address {
-            check_external_address(address)?;
+        if let Some(address) = &external {
+            check_external_address(&address.text, &address.origin)?;
         }
         Ok(Config {
             listen,
-            public_key: PathBuf::from(public_key.unwrap_or_else(|| "keys/public.pem".into())),
+            public_key: PathBuf::from(public_key.map_or_else(|| "keys/public.pem".into(), |key| key.text)),
             database_url,
             actuator,
-            external_address,
-            max_message_bytes: number(max_message, "--max-message-bytes", 65_536, 64..=64 << 20)? as usize,
-            register_timeout_secs: number(register_timeout, "--register-timeout-secs", 10, 1..=86_400)?,
-            hold_secs: number(hold, "--hold-actuations-secs", 30, 0..=3_600)?,
-            max_connections: number(max_connections, "--max-connections", default_max_connections(), 1..=10_000_000)?
-                as usize,
-            max_pending: number(max_pending, "--max-pending", 1_024, 1..=10_000_000)? as usize,
-            max_pending_per_address: number(max_pending_per_address, "--max-pending-per-address", 512, 1..=10_000_000)?
-                as usize,
-            send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
-            hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
+            external_address: external.map(|address| address.text),
+            max_message_bytes: number(max_message, 65_536, 64..=64 << 20)? as usize,
+            register_timeout_secs: number(register_timeout, 10, 1..=86_400)?,
+            hold_secs: number(hold, 30, 0..=3_600)?,
+            max_connections: number(max_connections, default_max_connections(), 1..=10_000_000)? as usize,
+            max_pending: number(max_pending, 1_024, 1..=10_000_000)? as usize,
+            max_pending_per_address: number(max_pending_per_address, 512, 1..=10_000_000)? as usize,
+            send_queue_bytes: number(send_queue, 1 << 20, 1_024..=1 << 30)? as usize,
+            hold_max_bytes: number(hold_max_bytes, 16 << 20, 0..=1 << 40)? as usize,
             tls,
-            instance_lock_wait_secs: number(lock_wait, "--instance-lock-wait", 90, 0..=86_400)?,
+            instance_lock_wait_secs: number(lock_wait, 90, 0..=86_400)?,
             demo,
         })
     }
@@ -293,29 +294,31 @@ fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| bad(format!("{what}: {text:?} is not an address to listen on (HOST:PORT)")))
 }
 
-fn number(
-    text: Option<String>,
-    what: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(text) = text else { return Ok(default) };
+/// A setting's text and where it came from (`--listen`, `IOT_WS_LISTEN`): its errors name that,
+/// so that an operator who set a variable is not told to fix a flag.
+struct Setting {
+    text: String,
+    origin: String,
+}
+
+fn number(setting: Option<Setting>, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    let Some(Setting { text, origin }) = setting else { return Ok(default) };
     match text.parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(bad(format!("{what}: {text:?} is not a whole number from {} to {}", range.start(), range.end()))),
+        _ => Err(bad(format!("{origin}: {text:?} is not a whole number from {} to {}", range.start(), range.end()))),
     }
 }
 
 /// The dashboard splits `server` on ':' into a host and a port to connect back.
-fn check_external_address(address: &str) -> Result<(), ConfigError> {
+fn check_external_address(address: &str, origin: &str) -> Result<(), ConfigError> {
     let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
     });
     if !valid {
-        return Err(bad(format!("--external-address: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
+        return Err(bad(format!("{origin}: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
     }
     if address.starts_with("0.0.0.0:") {
-        return Err(bad("--external-address: 0.0.0.0 cannot be connected to; give this instance's own address"));
+        return Err(bad(format!("{origin}: 0.0.0.0 cannot be connected to; give this instance's own address")));
     }
     Ok(())
 }

@@ -275,3 +275,35 @@ fn tls_takes_a_certificate_and_its_key_together_from_flags_or_environment() {
         assert_eq!(load(alone, &[]).unwrap_err().0, "--tls-cert and --tls-key go together");
     }
 }
+
+#[test]
+fn an_invalid_variable_is_named_not_the_flag_it_stands_for() {
+    let cases: &[(&str, &str)] = &[
+        ("IOT_WS_LISTEN", "foo"),
+        ("IOT_WS_EXTERNAL_ADDRESS", "no-port"),
+        ("IOT_WS_MAX_MESSAGE_BYTES", "lots"),
+        ("IOT_WS_REGISTER_TIMEOUT_SECS", "0"),
+        ("IOT_WS_HOLD_ACTUATIONS_SECS", "3601"),
+        ("IOT_WS_MAX_CONNECTIONS", "0"),
+        ("IOT_WS_MAX_PENDING", "x"),
+        ("IOT_WS_MAX_PENDING_PER_ADDRESS", "x"),
+        ("IOT_WS_SEND_QUEUE_BYTES", "1"),
+        ("IOT_WS_HOLD_MAX_BYTES", "x"),
+        ("IOT_WS_INSTANCE_LOCK_WAIT", "-5"),
+    ];
+    for &(var, value) in cases {
+        let err = load(&[], &[(var, value)]).unwrap_err().0;
+        assert!(err.starts_with(&format!("{var}: {value:?} ")), "{var}={value}: {err}");
+        assert!(!err.contains("--") && !err.contains('\n'), "{var}={value}: {err}");
+    }
+    let err = load(&[], &[("IOT_WS_EXTERNAL_ADDRESS", "0.0.0.0:5000")]).unwrap_err().0;
+    assert!(err.starts_with("IOT_WS_EXTERNAL_ADDRESS: 0.0.0.0 "), "{err}");
+    let app = r#"{"uris": ["a:b"]}"#;
+    let err = load(&[], &[("VCAP_APPLICATION", app)]).unwrap_err().0;
+    assert!(err.starts_with(r#"VCAP_APPLICATION: "a:b:80" "#), "{err}");
+    // A flag given beside the variable is what is used, so it is what an error names.
+    let err = load(&["--listen", "bar"], &[("IOT_WS_LISTEN", "127.0.0.1:1")]).unwrap_err().0;
+    assert!(err.starts_with(r#"--listen: "bar" "#), "{err}");
+    let err = load(&["--max-pending", "0"], &[("IOT_WS_MAX_PENDING", "x")]).unwrap_err().0;
+    assert!(err.starts_with(r#"--max-pending: "0" "#), "{err}");
+}
