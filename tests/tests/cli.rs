@@ -186,7 +186,9 @@ fn check_fails_with_the_usual_line_and_exits_2() {
     let (cert, _, _) = Ca::new("check").write(dir.path(), "a", &["localhost"]);
     let (_, other_key, _) = Ca::new("check").write(dir.path(), "b", &["localhost"]);
     let (cert, other_key) = (cert.to_str().unwrap(), other_key.to_str().unwrap());
-    let cases: &[(&str, Vec<&str>, Vec<(&str, &str)>, &str)] = &[
+    /// (case, arguments, environment, what the line says)
+    type Case<'a> = (&'a str, Vec<&'a str>, Vec<(&'a str, &'a str)>, &'a str);
+    let cases: &[Case] = &[
         ("missing key", vec!["--check", "--public-key", "/nonexistent/public.pem"], vec![], "/nonexistent/public.pem"),
         ("bad variable", vec!["--check", "--public-key", key], vec![("IOT_WS_LISTEN", "foo")], "IOT_WS_LISTEN"),
         (
