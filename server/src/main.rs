@@ -15,32 +15,23 @@ mod tls;
 
 use std::process::ExitCode;
 
-use config::{Config, ConfigError, Flags, USAGE};
+use config::{Command, Config, ConfigError, Flags, Invocation};
 
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
-    let result = match args.first().map(String::as_str) {
-        Some("--help" | "-h" | "help") => {
-            print!("{USAGE}");
+    let (command, args) = match config::invocation(&args) {
+        Invocation::Help(command) => {
+            print!("{}", command.usage());
             return ExitCode::SUCCESS;
         }
-        // `iot-ws-server device --help` is how people look a subcommand up.
-        Some("device" | "actuate") if args[1..].iter().any(|a| a == "--help" || a == "-h") => {
-            print!("{USAGE}");
+        Invocation::Version => {
+            println!("iot-ws-server {}", env!("CARGO_PKG_VERSION"));
             return ExitCode::SUCCESS;
         }
-        #[cfg(feature = "keys")]
-        Some("keygen") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::keygen),
-        #[cfg(feature = "keys")]
-        Some("token") => Flags::parse(&args[1..], &[]).map_err(Into::into).and_then(commands::keys::token),
-        #[cfg(not(feature = "keys"))]
-        Some(command @ ("keygen" | "token")) => Err(without_keys(command).into()),
-        Some("device") => commands::device::run(&args[1..]),
-        Some("actuate") => commands::actuate::run(&args[1..]),
-        _ => run_server(&args),
+        Invocation::Run(command, args) => (command, args),
     };
-    match result {
-        Ok(()) => ExitCode::SUCCESS,
+    match run(command, args) {
+        Ok(status) => status,
         Err(e) => {
             eprintln!("iot-ws-server: {e}");
             // Anything wrong before serving is the operator's to fix: status 2.
@@ -49,15 +40,54 @@ fn main() -> ExitCode {
     }
 }
 
-fn run_server(args: &[String]) -> anyhow::Result<()> {
+fn run(command: Command, args: &[String]) -> anyhow::Result<ExitCode> {
+    match command {
+        Command::Serve => return run_server(args),
+        #[cfg(feature = "keys")]
+        Command::Keygen => commands::keys::keygen(Flags::parse(args, &[])?)?,
+        #[cfg(feature = "keys")]
+        Command::Token => commands::keys::token(Flags::parse(args, &[])?)?,
+        #[cfg(not(feature = "keys"))]
+        Command::Keygen => return Err(without_keys("keygen").into()),
+        #[cfg(not(feature = "keys"))]
+        Command::Token => return Err(without_keys("token").into()),
+        Command::CheckToken => return commands::checktoken::run(args),
+        Command::Device => commands::device::run(args)?,
+        Command::Actuate => commands::actuate::run(args)?,
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn run_server(args: &[String]) -> anyhow::Result<ExitCode> {
     let env = |name: &str| std::env::var(name).ok();
-    let mut config = Config::load(Flags::parse(args, &["demo"])?, &env)?;
+    let flags = Flags::parse(args, &["demo", "check"])?;
+    let check = flags.has("check");
+    let mut config = Config::load(flags, &env)?;
+    if check {
+        check_files(&config)?;
+        println!("configuration ok");
+        return Ok(ExitCode::SUCCESS);
+    }
     let verifier = if config.demo {
         demo(&mut config)?
     } else {
         auth::TokenVerifier::from_file(&config.public_key).map_err(|e| ConfigError(e.to_string()))?
     };
-    serve::serve(config, verifier)
+    serve::serve(config, verifier)?;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// `--check`: what serving would read before it binds, beyond what `Config::load` checked (the
+/// settings, the database URL and its `sslrootcert`): the public key (not with `--demo`, which
+/// makes its own) and the TLS pair. It neither binds the port nor connects to the database.
+fn check_files(config: &Config) -> Result<(), ConfigError> {
+    if !config.demo {
+        auth::TokenVerifier::from_file(&config.public_key).map_err(|e| ConfigError(e.to_string()))?;
+    }
+    if let Some(files) = &config.tls {
+        tls::Certificate::load(&files.cert, &files.key).map_err(ConfigError)?;
+    }
+    Ok(())
 }
 
 #[cfg(feature = "keys")]

@@ -9,6 +9,8 @@ use std::path::PathBuf;
 use iot_ws_core::Credentials;
 use serde_json::Value;
 
+mod usage;
+
 /// A setting that cannot be used; `main` prints it on one line and exits 2.
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
@@ -52,65 +54,95 @@ pub struct TlsFiles {
     pub key: PathBuf,
 }
 
-pub const USAGE: &str = "\
-iot-ws-server: WebSocket actuation server for IoT devices (subprotocol echo-protocol)
+/// A command of the binary; the server itself is one.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Command {
+    Serve,
+    Keygen,
+    Token,
+    CheckToken,
+    Device,
+    Actuate,
+}
 
-USAGE:
-    iot-ws-server [OPTIONS]                 serve
-    iot-ws-server --demo                    serve with a throw-away key and print a demo token
-    iot-ws-server keygen [--dir DIR]        write DIR/private.pem and DIR/public.pem (default keys/)
-    iot-ws-server token --private-key PATH --device-id ID [--ttl SECS]
-                                            print a device token signed with PATH
-    iot-ws-server device --url ws://HOST:PORT/ --device-id ID (--token T | --token-file F) [--exec CMD]
-                                            be a device: each actuation on stdout as one JSON line
-                                            (or on CMD's stdin), status on stderr; reconnects with
-                                            back-off; token also from IOT_WS_DEVICE_TOKEN; exit 0
-                                            on SIGINT/SIGTERM, 1 when the token is refused
-    iot-ws-server actuate --url ws://HOST:PORT/ --device-id ID (--content JSON | --body JSON)
-                          --username U (--password P | --password-file F) [--timeout-secs 10]
-                                            send one actuation with \"ack\": true and print the ack;
-                                            credentials also from IOT_WS_ACTUATOR_USERNAME and
-                                            IOT_WS_ACTUATOR_PASSWORD; exit 0 delivered, held or
-                                            forwarded, 1 not connected or refused, 2 bad usage
-    device and actuate take wss://HOST:PORT/ too, checking the server's certificate against the
-    system's CAs, or only those in --ca PATH (PEM)
+impl Command {
+    /// The command a first word names; `None` for anything else (the server's flags).
+    fn named(word: &str) -> Option<Command> {
+        Some(match word {
+            "keygen" => Command::Keygen,
+            "token" => Command::Token,
+            "checktoken" => Command::CheckToken,
+            "device" => Command::Device,
+            "actuate" => Command::Actuate,
+            _ => return None,
+        })
+    }
 
-OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATION are read too):
-    --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)
-    --public-key PATH             IOT_WS_PUBLIC_KEY         default keys/public.pem
-    --database-url URL            DATABASE_URL              else VCAP mypostgres, else in memory
-                                  TLS: sslmode=disable|prefer|require|verify-ca|verify-full, sslrootcert=PATH
-    --actuator-username U         IOT_WS_ACTUATOR_USERNAME  else VCAP websocket-ups, else refuse actuations
-    --actuator-password P         IOT_WS_ACTUATOR_PASSWORD
-    --external-address HOST:PORT  IOT_WS_EXTERNAL_ADDRESS   stored as `server` in the bindings
-    --max-message-bytes N         IOT_WS_MAX_MESSAGE_BYTES  default 65536
-    --register-timeout-secs N     IOT_WS_REGISTER_TIMEOUT_SECS default 10
-    --hold-actuations-secs N      IOT_WS_HOLD_ACTUATIONS_SECS default 30 (0 disables)
-    --max-connections N           IOT_WS_MAX_CONNECTIONS    default: the soft open-file limit - 64
-    --max-pending N               IOT_WS_MAX_PENDING        default 1024
-    --max-pending-per-address N   IOT_WS_MAX_PENDING_PER_ADDRESS default 512
-    --send-queue-bytes N          IOT_WS_SEND_QUEUE_BYTES   default 1048576 (1 MiB)
-    --hold-max-bytes N            IOT_WS_HOLD_MAX_BYTES     default 16777216 (16 MiB)
-    --tls-cert PATH               IOT_WS_TLS_CERT           PEM chain, leaf first: the port is wss:// only
-    --tls-key PATH                IOT_WS_TLS_KEY            its PEM private key; both reloaded on SIGHUP
-    --instance-lock-wait SECS     IOT_WS_INSTANCE_LOCK_WAIT default 90
-    --help
-";
+    /// What `--help` prints for it.
+    pub fn usage(self) -> &'static str {
+        match self {
+            Command::Serve => usage::SERVER,
+            Command::Keygen => usage::KEYGEN,
+            Command::Token => usage::TOKEN,
+            Command::CheckToken => usage::CHECKTOKEN,
+            Command::Device => usage::DEVICE,
+            Command::Actuate => usage::ACTUATE,
+        }
+    }
+}
 
-/// Command-line flags as `--name value` pairs, looked up by name.
+/// What a command line asks for.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Invocation<'a> {
+    /// Print this command's usage on stdout, exit 0.
+    Help(Command),
+    /// Print the version on stdout, exit 0.
+    Version,
+    /// Run the command with the rest of the arguments.
+    Run(Command, &'a [String]),
+}
+
+/// Reads the command word, then `--help`/`-h` and `--version`/`-V` anywhere after it (before
+/// any other check, so that they work whatever else is wrong on the line); `help [COMMAND]` and
+/// `version` are words of their own.
+pub fn invocation(args: &[String]) -> Invocation<'_> {
+    let (command, rest) = match args.first().map(String::as_str) {
+        Some("help") => {
+            return Invocation::Help(args.get(1).and_then(|w| Command::named(w)).unwrap_or(Command::Serve));
+        }
+        Some("version") => return Invocation::Version,
+        Some(word) => match Command::named(word) {
+            Some(command) => (command, &args[1..]),
+            None => (Command::Serve, args),
+        },
+        None => (Command::Serve, args),
+    };
+    if rest.iter().any(|a| a == "--help" || a == "-h") {
+        Invocation::Help(command)
+    } else if rest.iter().any(|a| a == "--version" || a == "-V") {
+        Invocation::Version
+    } else {
+        Invocation::Run(command, rest)
+    }
+}
+
+/// Command-line flags as `--name value` pairs, looked up by name, and positional arguments.
 pub struct Flags {
     values: HashMap<String, String>,
     switches: Vec<String>,
+    positionals: Vec<String>,
 }
 
 impl Flags {
-    /// Splits `args` into `--name value` pairs and the bare switches named in `switches`.
+    /// Splits `args` into `--name value` pairs, the bare switches named in `switches`, and
+    /// positional arguments (which only a command that takes them asks for).
     pub fn parse(args: &[String], switches: &[&str]) -> Result<Flags, ConfigError> {
-        let mut flags = Flags { values: HashMap::new(), switches: Vec::new() };
+        let mut flags = Flags { values: HashMap::new(), switches: Vec::new(), positionals: Vec::new() };
         let mut it = args.iter();
         while let Some(arg) = it.next() {
             let Some(name) = arg.strip_prefix("--") else {
-                return Err(bad(format!("unexpected argument {arg:?} (see --help)")));
+                flags.positionals.push(arg.clone());
+                continue;
             };
             let (name, inline) = match name.split_once('=') {
                 Some((n, v)) => (n, Some(v.to_string())),
@@ -129,6 +161,11 @@ impl Flags {
             }
         }
         Ok(flags)
+    }
+
+    /// The next positional argument, in the order given.
+    pub fn take_positional(&mut self) -> Option<String> {
+        (!self.positionals.is_empty()).then(|| self.positionals.remove(0))
     }
 
     pub fn has(&self, switch: &str) -> bool {
@@ -159,8 +196,11 @@ impl Flags {
 
     /// Fails on any flag nobody asked for: a typo must not be silently ignored.
     pub fn finish(self) -> Result<(), ConfigError> {
-        match self.values.keys().next() {
-            Some(name) => Err(bad(format!("unknown option --{name} (see --help)"))),
+        if let Some(name) = self.values.keys().next() {
+            return Err(bad(format!("unknown option --{name} (see --help)")));
+        }
+        match self.positionals.first() {
+            Some(arg) => Err(bad(format!("unexpected argument {arg:?} (see --help)"))),
             None => Ok(()),
         }
     }
@@ -194,7 +234,10 @@ impl Config {
                 env("DATABASE_URL").filter(|v| !v.is_empty()).map(|url| DatabaseUrl { url, origin: "DATABASE_URL" })
             }
         };
-        let mut setting = |flag: &str, var: &str| flags.take(flag).or_else(|| env(var).filter(|v| !v.is_empty()));
+        let mut setting = |flag: &str, var: &str| match flags.take(flag) {
+            Some(text) => Some(Setting { text, origin: format!("--{flag}") }),
+            None => env(var).filter(|v| !v.is_empty()).map(|text| Setting { text, origin: var.to_string() }),
+        };
         let listen = setting("listen", "IOT_WS_LISTEN");
         let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
         let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
@@ -216,7 +259,7 @@ impl Config {
 
         let vcap = VcapServices::parse(env("VCAP_SERVICES"))?;
         let listen = match (listen, env("PORT")) {
-            (Some(addr), _) => parse_addr(&addr, "--listen")?,
+            (Some(addr), _) => parse_addr(&addr.text, &addr.origin)?,
             (None, Some(port)) => parse_addr(&format!("0.0.0.0:{port}"), "PORT")?,
             (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
         };
@@ -231,40 +274,38 @@ impl Config {
             crate::db::connection::parse_config(&db.url, db.origin).map_err(ConfigError)?;
         }
         let actuator = match (username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username, password }),
+            (Some(username), Some(password)) => Some(Credentials { username: username.text, password: password.text }),
             (None, None) => vcap.actuator(),
             _ => return Err(bad("--actuator-username and --actuator-password go together")),
         };
         let tls = match (tls_cert, tls_key) {
-            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.into(), key: key.into() }),
+            (Some(cert), Some(key)) => Some(TlsFiles { cert: cert.text.into(), key: key.text.into() }),
             (None, None) => None,
             _ => return Err(bad("--tls-cert and --tls-key go together")),
         };
-        let external_address = match external {
+        let external = match external {
             Some(address) => Some(address),
-            None => cloud_foundry_route(env)?,
+            None => cloud_foundry_route(env)?.map(|text| Setting { text, origin: "VCAP_APPLICATION".into() }),
         };
-        if let Some(address) = &external_address {
-            check_external_address(address)?;
+        if let Some(address) = &external {
+            check_external_address(&address.text, &address.origin)?;
         }
         Ok(Config {
             listen,
-            public_key: PathBuf::from(public_key.unwrap_or_else(|| "keys/public.pem".into())),
+            public_key: PathBuf::from(public_key.map_or_else(|| "keys/public.pem".into(), |key| key.text)),
             database_url,
             actuator,
-            external_address,
-            max_message_bytes: number(max_message, "--max-message-bytes", 65_536, 64..=64 << 20)? as usize,
-            register_timeout_secs: number(register_timeout, "--register-timeout-secs", 10, 1..=86_400)?,
-            hold_secs: number(hold, "--hold-actuations-secs", 30, 0..=3_600)?,
-            max_connections: number(max_connections, "--max-connections", default_max_connections(), 1..=10_000_000)?
-                as usize,
-            max_pending: number(max_pending, "--max-pending", 1_024, 1..=10_000_000)? as usize,
-            max_pending_per_address: number(max_pending_per_address, "--max-pending-per-address", 512, 1..=10_000_000)?
-                as usize,
-            send_queue_bytes: number(send_queue, "--send-queue-bytes", 1 << 20, 1_024..=1 << 30)? as usize,
-            hold_max_bytes: number(hold_max_bytes, "--hold-max-bytes", 16 << 20, 0..=1 << 40)? as usize,
+            external_address: external.map(|address| address.text),
+            max_message_bytes: number(max_message, 65_536, 64..=64 << 20)? as usize,
+            register_timeout_secs: number(register_timeout, 10, 1..=86_400)?,
+            hold_secs: number(hold, 30, 0..=3_600)?,
+            max_connections: number(max_connections, default_max_connections(), 1..=10_000_000)? as usize,
+            max_pending: number(max_pending, 1_024, 1..=10_000_000)? as usize,
+            max_pending_per_address: number(max_pending_per_address, 512, 1..=10_000_000)? as usize,
+            send_queue_bytes: number(send_queue, 1 << 20, 1_024..=1 << 30)? as usize,
+            hold_max_bytes: number(hold_max_bytes, 16 << 20, 0..=1 << 40)? as usize,
             tls,
-            instance_lock_wait_secs: number(lock_wait, "--instance-lock-wait", 90, 0..=86_400)?,
+            instance_lock_wait_secs: number(lock_wait, 90, 0..=86_400)?,
             demo,
         })
     }
@@ -293,29 +334,31 @@ fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
         .ok_or_else(|| bad(format!("{what}: {text:?} is not an address to listen on (HOST:PORT)")))
 }
 
-fn number(
-    text: Option<String>,
-    what: &str,
-    default: u64,
-    range: std::ops::RangeInclusive<u64>,
-) -> Result<u64, ConfigError> {
-    let Some(text) = text else { return Ok(default) };
+/// A setting's text and where it came from (`--listen`, `IOT_WS_LISTEN`): its errors name that,
+/// so that an operator who set a variable is not told to fix a flag.
+struct Setting {
+    text: String,
+    origin: String,
+}
+
+fn number(setting: Option<Setting>, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
+    let Some(Setting { text, origin }) = setting else { return Ok(default) };
     match text.parse::<u64>() {
         Ok(n) if range.contains(&n) => Ok(n),
-        _ => Err(bad(format!("{what}: {text:?} is not a whole number from {} to {}", range.start(), range.end()))),
+        _ => Err(bad(format!("{origin}: {text:?} is not a whole number from {} to {}", range.start(), range.end()))),
     }
 }
 
 /// The dashboard splits `server` on ':' into a host and a port to connect back.
-fn check_external_address(address: &str) -> Result<(), ConfigError> {
+fn check_external_address(address: &str, origin: &str) -> Result<(), ConfigError> {
     let valid = address.rsplit_once(':').is_some_and(|(host, port)| {
         !host.is_empty() && !host.contains(':') && port.parse::<u16>().is_ok_and(|p| p != 0)
     });
     if !valid {
-        return Err(bad(format!("--external-address: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
+        return Err(bad(format!("{origin}: {address:?} is not HOST:PORT (the dashboard splits it on ':')")));
     }
     if address.starts_with("0.0.0.0:") {
-        return Err(bad("--external-address: 0.0.0.0 cannot be connected to; give this instance's own address"));
+        return Err(bad(format!("{origin}: 0.0.0.0 cannot be connected to; give this instance's own address")));
     }
     Ok(())
 }

@@ -275,3 +275,106 @@ fn tls_takes_a_certificate_and_its_key_together_from_flags_or_environment() {
         assert_eq!(load(alone, &[]).unwrap_err().0, "--tls-cert and --tls-key go together");
     }
 }
+
+#[test]
+fn an_invalid_variable_is_named_not_the_flag_it_stands_for() {
+    let cases: &[(&str, &str)] = &[
+        ("IOT_WS_LISTEN", "foo"),
+        ("IOT_WS_EXTERNAL_ADDRESS", "no-port"),
+        ("IOT_WS_MAX_MESSAGE_BYTES", "lots"),
+        ("IOT_WS_REGISTER_TIMEOUT_SECS", "0"),
+        ("IOT_WS_HOLD_ACTUATIONS_SECS", "3601"),
+        ("IOT_WS_MAX_CONNECTIONS", "0"),
+        ("IOT_WS_MAX_PENDING", "x"),
+        ("IOT_WS_MAX_PENDING_PER_ADDRESS", "x"),
+        ("IOT_WS_SEND_QUEUE_BYTES", "1"),
+        ("IOT_WS_HOLD_MAX_BYTES", "x"),
+        ("IOT_WS_INSTANCE_LOCK_WAIT", "-5"),
+    ];
+    for &(var, value) in cases {
+        let err = load(&[], &[(var, value)]).unwrap_err().0;
+        assert!(err.starts_with(&format!("{var}: {value:?} ")), "{var}={value}: {err}");
+        assert!(!err.contains("--") && !err.contains('\n'), "{var}={value}: {err}");
+    }
+    let err = load(&[], &[("IOT_WS_EXTERNAL_ADDRESS", "0.0.0.0:5000")]).unwrap_err().0;
+    assert!(err.starts_with("IOT_WS_EXTERNAL_ADDRESS: 0.0.0.0 "), "{err}");
+    let app = r#"{"uris": ["a:b"]}"#;
+    let err = load(&[], &[("VCAP_APPLICATION", app)]).unwrap_err().0;
+    assert!(err.starts_with(r#"VCAP_APPLICATION: "a:b:80" "#), "{err}");
+    // A flag given beside the variable is what is used, so it is what an error names.
+    let err = load(&["--listen", "bar"], &[("IOT_WS_LISTEN", "127.0.0.1:1")]).unwrap_err().0;
+    assert!(err.starts_with(r#"--listen: "bar" "#), "{err}");
+    let err = load(&["--max-pending", "0"], &[("IOT_WS_MAX_PENDING", "x")]).unwrap_err().0;
+    assert!(err.starts_with(r#"--max-pending: "0" "#), "{err}");
+}
+
+#[test]
+fn help_and_version_are_asked_for_anywhere_on_the_line_and_per_command() {
+    let ask = |list: &[&str]| match invocation(&args(list)) {
+        Invocation::Help(command) => format!("help {command:?}"),
+        Invocation::Version => "version".into(),
+        Invocation::Run(command, rest) => format!("run {command:?} {rest:?}"),
+    };
+    let cases: &[(&[&str], &str)] = &[
+        (&["--help"], "help Serve"),
+        (&["-h"], "help Serve"),
+        (&["help"], "help Serve"),
+        (&["help", "keygen"], "help Keygen"),
+        (&["help", "checktoken"], "help CheckToken"),
+        (&["help", "nonsense"], "help Serve"),
+        (&["--listen", "127.0.0.1:1", "--help"], "help Serve"),
+        (&["--demo", "-h", "--bogus"], "help Serve"),
+        (&["keygen", "--help"], "help Keygen"),
+        (&["token", "--device-id", "d", "-h"], "help Token"),
+        (&["checktoken", "TOKEN", "--help"], "help CheckToken"),
+        (&["device", "--url", "ws://h/", "--help"], "help Device"),
+        (&["actuate", "-h"], "help Actuate"),
+        (&["--version"], "version"),
+        (&["-V"], "version"),
+        (&["version"], "version"),
+        (&["--listen", "x", "--version"], "version"),
+        (&["keygen", "-V"], "version"),
+        (&["--help", "--version"], "help Serve"),
+        (&[], "run Serve []"),
+        (&["--listen", "x"], r#"run Serve ["--listen", "x"]"#),
+        (&["keygen", "--dir", "k"], r#"run Keygen ["--dir", "k"]"#),
+        (&["token"], "run Token []"),
+        (&["checktoken", "T"], r#"run CheckToken ["T"]"#),
+        (&["device"], "run Device []"),
+        (&["actuate"], "run Actuate []"),
+        // Only the first word names a command.
+        (&["--demo", "keygen"], r#"run Serve ["--demo", "keygen"]"#),
+        (&["stray", "version"], r#"run Serve ["stray", "version"]"#),
+    ];
+    for (list, expected) in cases {
+        assert_eq!(ask(list), *expected, "{list:?}");
+    }
+}
+
+#[test]
+fn each_command_has_its_own_usage() {
+    let commands =
+        [Command::Serve, Command::Keygen, Command::Token, Command::CheckToken, Command::Device, Command::Actuate];
+    let words = ["--listen", "keygen", "token", "checktoken", "device", "actuate"];
+    for (command, word) in commands.into_iter().zip(words) {
+        assert!(command.usage().contains(word), "{command:?}");
+    }
+    assert!(Command::Keygen.usage().starts_with("iot-ws-server keygen"));
+    assert!(Command::Token.usage().starts_with("iot-ws-server token"));
+    assert!(Command::CheckToken.usage().starts_with("iot-ws-server checktoken"));
+    assert!(Command::Device.usage().starts_with("iot-ws-server device"));
+    assert!(Command::Actuate.usage().starts_with("iot-ws-server actuate"));
+}
+
+#[test]
+fn positional_arguments_are_taken_in_order_and_leftovers_refused() {
+    let mut flags = Flags::parse(&args(&["one", "--device-id", "d", "two"]), &[]).unwrap();
+    assert_eq!(flags.take("device-id").as_deref(), Some("d"));
+    assert_eq!(flags.take_positional().as_deref(), Some("one"));
+    let err = flags.finish().unwrap_err().0;
+    assert_eq!(err, r#"unexpected argument "two" (see --help)"#);
+    let mut flags = Flags::parse(&args(&["-"]), &[]).unwrap();
+    assert_eq!(flags.take_positional().as_deref(), Some("-"));
+    assert_eq!(flags.take_positional(), None);
+    assert!(flags.finish().is_ok());
+}
