@@ -40,7 +40,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let db = config
         .database_url
         .as_ref()
-        .map(|d| crate::db::connection::parse_config(&d.url, d.origin))
+        .map(|d| crate::db::connection::parse_config(&d.url, &d.origin))
         .transpose()
         .map_err(ConfigError)?;
     // The cluster first: it claims this instance's address on the database (see cluster/inbox.rs).

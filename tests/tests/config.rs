@@ -158,3 +158,32 @@ fn demo_on_an_ephemeral_port_needs_no_external_address() {
     let server = Server::spawn_waiting(ServerOpts::default(), &demo_args(&[]), DEMO_STARTUP);
     assert_ne!(server.addr.port(), 0);
 }
+
+/// The actuator password read from a file (systemd's LoadCredential= way): actuations with it are
+/// delivered, and it shows neither on the server's command line nor in its log.
+#[test]
+fn the_actuator_password_from_a_file_is_the_one_actuations_need() {
+    let dir = TempDir::new("secret-file");
+    let (user, password) = iot_ws_tests::ACTUATOR;
+    let file = dir.path().join("actuator-password");
+    std::fs::write(&file, format!("{password}\n")).unwrap();
+    let mut opts = ServerOpts::default()
+        .env("IOT_WS_ACTUATOR_USERNAME", user)
+        .env("IOT_WS_ACTUATOR_PASSWORD_FILE", &file.display().to_string());
+    opts.actuator = None;
+    let server = Server::start(opts);
+
+    let mut device = Client::registered_on(&server, "file-dev");
+    let (message, body) = actuation(iot_ws_tests::ACTUATOR, "file-dev", "");
+    Client::connect(server.addr).send(&message);
+    device.expect_delivery("file-dev", &body);
+
+    let (wrong, _) = actuation((user, "not-the-password"), "file-dev", "");
+    let mut dashboard = Client::connect(server.addr);
+    dashboard.send(&wrong);
+    assert_eq!(dashboard.recv_json(WAIT), json!({"code": 401, "content": "Invalid credentials"}));
+
+    let cmdline = std::fs::read(format!("/proc/{}/cmdline", server.pid())).unwrap();
+    assert!(!String::from_utf8_lossy(&cmdline).contains(password), "the password is on the command line");
+    server.assert_never_logged(password);
+}

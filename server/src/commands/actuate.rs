@@ -54,6 +54,7 @@ impl ActuateOptions {
             .ok_or_else(|| usage("--username U or IOT_WS_ACTUATOR_USERNAME is required"))?;
         let password = flags
             .take_secret("password", env, "IOT_WS_ACTUATOR_PASSWORD")?
+            .map(|secret| secret.text)
             .ok_or_else(|| usage("--password P, --password-file F or IOT_WS_ACTUATOR_PASSWORD is required"))?;
         let timeout = match flags.take("timeout-secs") {
             None => 10,

@@ -46,6 +46,7 @@ impl DeviceOptions {
         let device = flags.take("device-id").ok_or_else(|| usage("--device-id ID is required"))?;
         let token = flags
             .take_secret("token", env, "IOT_WS_DEVICE_TOKEN")?
+            .map(|secret| secret.text)
             .ok_or_else(|| usage("--token T, --token-file F or IOT_WS_DEVICE_TOKEN is required"))?;
         let exec = flags.take("exec");
         flags.finish()?;

@@ -176,22 +176,18 @@ impl Flags {
         self.values.remove(name)
     }
 
-    /// A secret given as `--NAME VALUE`, `--NAME-file PATH` (whitespace around it dropped) or the
-    /// environment variable `var`, in that order; `None` when none of them is.
-    pub fn take_secret(&mut self, name: &str, env: &Env, var: &str) -> Result<Option<String>, ConfigError> {
+    /// A secret given as `--NAME VALUE`, `--NAME-file PATH`, the environment variable `var`, or
+    /// `var_FILE` naming a file, flags first; a file keeps the secret out of `ps` and takes
+    /// systemd's `LoadCredential=` (whitespace around its text is dropped). `None` when none is.
+    pub fn take_secret(&mut self, name: &str, env: &Env, var: &str) -> Result<Option<Setting>, ConfigError> {
         let file_flag = format!("{name}-file");
-        match (self.take(name), self.take(&file_flag)) {
-            (Some(_), Some(_)) => Err(bad(format!("give --{name} or --{file_flag}, not both"))),
-            (Some(value), None) => Ok(Some(value)),
-            (None, Some(path)) => {
-                let text = std::fs::read_to_string(&path).map_err(|e| bad(format!("--{file_flag} {path}: {e}")))?;
-                match text.trim() {
-                    "" => Err(bad(format!("--{file_flag} {path} is empty"))),
-                    secret => Ok(Some(secret.to_string())),
-                }
-            }
-            (None, None) => Ok(env(var).filter(|v| !v.is_empty())),
+        let (value, file) = (self.take(name), self.take(&file_flag));
+        if value.is_some() || file.is_some() {
+            return one_secret(value, file, &format!("--{name}"), &format!("--{file_flag}"));
         }
+        let file_var = format!("{var}_FILE");
+        let set = |name: &str| env(name).filter(|v| !v.is_empty());
+        one_secret(set(var), set(&file_var), var, &file_var)
     }
 
     /// Fails on any flag nobody asked for: a typo must not be silently ignored.
@@ -211,8 +207,9 @@ impl Flags {
 #[derive(Clone, PartialEq, Eq)]
 pub struct DatabaseUrl {
     pub url: String,
-    /// `--database-url`, `DATABASE_URL` or `VCAP_SERVICES mypostgres`.
-    pub origin: &'static str,
+    /// `--database-url`, `--database-url-file`, `DATABASE_URL`, `DATABASE_URL_FILE` or
+    /// `VCAP_SERVICES mypostgres`.
+    pub origin: String,
 }
 
 /// Without the string: it may hold a password.
@@ -228,12 +225,10 @@ pub type Env = dyn Fn(&str) -> Option<String>;
 impl Config {
     /// Reads the configuration for `serve` from flags and environment.
     pub fn load(mut flags: Flags, env: &Env) -> Result<Config, ConfigError> {
-        let database_url = match flags.take("database-url") {
-            Some(url) => Some(DatabaseUrl { url, origin: "--database-url" }),
-            None => {
-                env("DATABASE_URL").filter(|v| !v.is_empty()).map(|url| DatabaseUrl { url, origin: "DATABASE_URL" })
-            }
-        };
+        let database_url = flags
+            .take_secret("database-url", env, "DATABASE_URL")?
+            .map(|given| DatabaseUrl { url: given.text, origin: given.origin });
+        let password = flags.take_secret("actuator-password", env, "IOT_WS_ACTUATOR_PASSWORD")?;
         let mut setting = |flag: &str, var: &str| match flags.take(flag) {
             Some(text) => Some(Setting { text, origin: format!("--{flag}") }),
             None => env(var).filter(|v| !v.is_empty()).map(|text| Setting { text, origin: var.to_string() }),
@@ -241,7 +236,6 @@ impl Config {
         let listen = setting("listen", "IOT_WS_LISTEN");
         let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
         let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
-        let password = setting("actuator-password", "IOT_WS_ACTUATOR_PASSWORD");
         let external = setting("external-address", "IOT_WS_EXTERNAL_ADDRESS");
         let max_message = setting("max-message-bytes", "IOT_WS_MAX_MESSAGE_BYTES");
         let register_timeout = setting("register-timeout-secs", "IOT_WS_REGISTER_TIMEOUT_SECS");
@@ -266,12 +260,12 @@ impl Config {
         let database_url = match database_url {
             _ if demo => None,
             Some(given) => Some(given),
-            None => vcap.postgres_url()?.map(|url| DatabaseUrl { url, origin: "VCAP_SERVICES mypostgres" }),
+            None => vcap.postgres_url()?.map(|url| DatabaseUrl { url, origin: "VCAP_SERVICES mypostgres".into() }),
         };
         if let Some(db) = &database_url {
             // Checked here (its sslrootcert read too) so that a bad one stops the server before
             // anything is bound.
-            crate::db::connection::parse_config(&db.url, db.origin).map_err(ConfigError)?;
+            crate::db::connection::parse_config(&db.url, &db.origin).map_err(ConfigError)?;
         }
         let actuator = match (username, password) {
             (Some(username), Some(password)) => Some(Credentials { username: username.text, password: password.text }),
@@ -336,9 +330,36 @@ fn parse_addr(text: &str, what: &str) -> Result<SocketAddr, ConfigError> {
 
 /// A setting's text and where it came from (`--listen`, `IOT_WS_LISTEN`): its errors name that,
 /// so that an operator who set a variable is not told to fix a flag.
-struct Setting {
-    text: String,
-    origin: String,
+pub struct Setting {
+    pub text: String,
+    pub origin: String,
+}
+
+/// Most bytes read from a secret's file: a password or a connection string is far less.
+const MAX_SECRET_BYTES: u64 = 64 * 1024;
+
+/// The secret given at one level (flags, or the environment): a value, or a file holding it.
+fn one_secret(
+    value: Option<String>,
+    file: Option<String>,
+    value_origin: &str,
+    file_origin: &str,
+) -> Result<Option<Setting>, ConfigError> {
+    let path = match (value, file) {
+        (Some(_), Some(_)) => return Err(bad(format!("give {value_origin} or {file_origin}, not both"))),
+        (Some(text), None) => return Ok(Some(Setting { text, origin: value_origin.to_string() })),
+        (None, Some(path)) => path,
+        (None, None) => return Ok(None),
+    };
+    use std::io::Read;
+    let mut text = String::new();
+    std::fs::File::open(&path)
+        .and_then(|file| file.take(MAX_SECRET_BYTES).read_to_string(&mut text))
+        .map_err(|e| bad(format!("{file_origin} {path}: {e}")))?;
+    match text.trim() {
+        "" => Err(bad(format!("{file_origin} {path} is empty"))),
+        secret => Ok(Some(Setting { text: secret.to_string(), origin: file_origin.to_string() })),
+    }
 }
 
 fn number(setting: Option<Setting>, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {

@@ -57,7 +57,7 @@ fn cloud_foundry_port_services_and_route_are_read() {
 fn vcap_uri_is_used_as_given() {
     let vcap = r#"{"p": [{"name": "mypostgres", "credentials": {"uri": "postgres://u:p@h:5432/d"}}]}"#;
     let db = load(&[], &[("VCAP_SERVICES", vcap)]).unwrap().database_url.unwrap();
-    assert_eq!(db, DatabaseUrl { url: "postgres://u:p@h:5432/d".into(), origin: "VCAP_SERVICES mypostgres" });
+    assert_eq!(db, DatabaseUrl { url: "postgres://u:p@h:5432/d".into(), origin: "VCAP_SERVICES mypostgres".into() });
 }
 
 #[test]
@@ -176,9 +176,9 @@ fn the_database_url_comes_from_the_flag_then_the_environment_then_vcap_and_says_
     let from = |list: &[&str], vars: &[(&str, &str)]| load(list, vars).unwrap().database_url.unwrap();
     assert_eq!(
         from(&["--database-url", "host=flag"], &vars),
-        DatabaseUrl { url: "host=flag".into(), origin: "--database-url" }
+        DatabaseUrl { url: "host=flag".into(), origin: "--database-url".into() }
     );
-    assert_eq!(from(&[], &vars), DatabaseUrl { url: "host=env".into(), origin: "DATABASE_URL" });
+    assert_eq!(from(&[], &vars), DatabaseUrl { url: "host=env".into(), origin: "DATABASE_URL".into() });
     assert_eq!(from(&[], &vars[1..]).origin, "VCAP_SERVICES mypostgres");
     // An empty variable is no setting.
     assert_eq!(from(&[], &[("DATABASE_URL", ""), ("VCAP_SERVICES", &vcap)]).origin, "VCAP_SERVICES mypostgres");
@@ -231,7 +231,7 @@ fn good_tls_settings_pass_the_check() {
         let db = load(&["--database-url", url], &[]).unwrap().database_url.unwrap();
         assert_eq!(db.url, url, "kept as given");
     }
-    let db = DatabaseUrl { url: "postgresql://u:secret@h/d".into(), origin: "DATABASE_URL" };
+    let db = DatabaseUrl { url: "postgresql://u:secret@h/d".into(), origin: "DATABASE_URL".into() };
     assert_eq!(format!("{db:?}"), r#"DatabaseUrl { origin: "DATABASE_URL", .. }"#, "no password in Debug");
 }
 
@@ -245,12 +245,31 @@ fn secrets_come_from_the_flag_its_file_or_the_environment() {
     let (file, blank) = (file.to_str().unwrap(), blank.to_str().unwrap());
     let env = |name: &str| (name == "PW").then(|| "from-env".to_string());
     let none = |_: &str| Some(String::new());
-    let secret = |list: &[&str], env: &Env| Flags::parse(&args(list), &[]).unwrap().take_secret("password", env, "PW");
+    let secret = |list: &[&str], env: &Env| {
+        let given = Flags::parse(&args(list), &[]).unwrap().take_secret("password", env, "PW");
+        given.map(|secret| secret.map(|s| (s.text, s.origin)))
+    };
+    let is = |text: &str, origin: &str| Some((text.to_string(), origin.to_string()));
 
-    assert_eq!(secret(&["--password", "flag"], &env).unwrap().as_deref(), Some("flag"));
-    assert_eq!(secret(&["--password-file", file], &env).unwrap().as_deref(), Some("s3cret"));
-    assert_eq!(secret(&[], &env).unwrap().as_deref(), Some("from-env"));
+    assert_eq!(secret(&["--password", "flag"], &env).unwrap(), is("flag", "--password"));
+    assert_eq!(secret(&["--password-file", file], &env).unwrap(), is("s3cret", "--password-file"));
+    assert_eq!(secret(&[], &env).unwrap(), is("from-env", "PW"));
     assert_eq!(secret(&[], &none).unwrap(), None, "an empty variable is no secret");
+    // The variable naming a file, as systemd's LoadCredential= hands one over; flags still first.
+    let path = file.to_string();
+    let file_env = move |name: &str| (name == "PW_FILE").then(|| path.clone());
+    assert_eq!(secret(&[], &file_env).unwrap(), is("s3cret", "PW_FILE"));
+    assert_eq!(secret(&["--password", "flag"], &file_env).unwrap(), is("flag", "--password"));
+    let path = file.to_string();
+    let both_env = move |name: &str| match name {
+        "PW" => Some("from-env".to_string()),
+        "PW_FILE" => Some(path.clone()),
+        _ => None,
+    };
+    assert_eq!(secret(&[], &both_env).unwrap_err().0, "give PW or PW_FILE, not both");
+    let path = blank.to_string();
+    let blank_env = move |name: &str| (name == "PW_FILE").then(|| path.clone());
+    assert_eq!(secret(&[], &blank_env).unwrap_err().0, format!("PW_FILE {blank} is empty"));
     for (list, expected) in [
         (&["--password", "a", "--password-file", file][..], "not both"),
         (&["--password-file", blank][..], "is empty"),
@@ -259,6 +278,11 @@ fn secrets_come_from_the_flag_its_file_or_the_environment() {
         let err = secret(list, &env).unwrap_err().0;
         assert!(err.contains(expected) && !err.contains("s3cret"), "{list:?}: {err}");
     }
+    // A file is read up to its bound, not to its end.
+    let big = dir.join("big");
+    std::fs::write(&big, vec![b'x'; MAX_SECRET_BYTES as usize + 10]).unwrap();
+    let read = secret(&["--password-file", big.to_str().unwrap()], &env).unwrap().unwrap();
+    assert_eq!(read.0.len(), MAX_SECRET_BYTES as usize);
     std::fs::remove_dir_all(&dir).unwrap();
 }
 
@@ -377,4 +401,29 @@ fn positional_arguments_are_taken_in_order_and_leftovers_refused() {
     assert_eq!(flags.take_positional().as_deref(), Some("-"));
     assert_eq!(flags.take_positional(), None);
     assert!(flags.finish().is_ok());
+}
+
+#[test]
+fn the_actuator_password_and_the_database_url_may_come_from_files() {
+    let dir = std::env::temp_dir().join(format!("iot-ws-secret-files-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let (password, url) = (dir.join("password"), dir.join("url"));
+    std::fs::write(&password, "pass word\n").unwrap();
+    std::fs::write(&url, "host=from-file sslmode=wrong\n").unwrap();
+    let (password, url) = (password.to_str().unwrap(), url.to_str().unwrap());
+
+    let c = load(&["--actuator-username", "dash", "--actuator-password-file", password], &[]).unwrap();
+    assert_eq!(c.actuator, Some(Credentials { username: "dash".into(), password: "pass word".into() }));
+    let vars = [("IOT_WS_ACTUATOR_USERNAME", "dash"), ("IOT_WS_ACTUATOR_PASSWORD_FILE", password)];
+    assert_eq!(load(&[], &vars).unwrap().actuator.unwrap().password, "pass word");
+
+    // The URL read from a file is checked like any other, and its errors name the file's setting.
+    let err = load(&[], &[("DATABASE_URL_FILE", url)]).unwrap_err().0;
+    assert!(err.starts_with("DATABASE_URL_FILE") && !err.contains("from-file"), "{err}");
+    let err = load(&["--database-url-file", url], &[]).unwrap_err().0;
+    assert!(err.starts_with("--database-url-file") && !err.contains("from-file"), "{err}");
+    std::fs::write(dir.join("url"), "host=from-file\n").unwrap();
+    let db = load(&[], &[("DATABASE_URL_FILE", url)]).unwrap().database_url.unwrap();
+    assert_eq!(db, DatabaseUrl { url: "host=from-file".into(), origin: "DATABASE_URL_FILE".into() });
+    std::fs::remove_dir_all(&dir).unwrap();
 }
