@@ -71,7 +71,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         clock,
         tls: certificate.clone().map(crate::tls::acceptor),
     });
-    let signals = crate::ops::signals::watch_with_reload(reloader(certificate, metrics.clone()))?;
+    let signals = crate::ops::signals::watch_with_reload(reloader(certificate, ctx.clone()))?;
 
     eprintln!("{}", store.describe());
     if config.actuator.is_none() {
@@ -133,14 +133,17 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     Ok(())
 }
 
-/// What SIGHUP does: reads the certificate again (new handshakes get it; a pair that does not
-/// load leaves the one in use) and says how it went.
-fn reloader(certificate: Option<Arc<Certificate>>, metrics: Arc<Metrics>) -> impl Fn() + Send + 'static {
+/// What SIGHUP does: reads the public keys again (new registrations are checked with them; keys
+/// that do not load leave those in use), then the certificate (new handshakes get it; a pair that
+/// does not load leaves the one in use), and says how each went.
+fn reloader(certificate: Option<Arc<Certificate>>, ctx: Arc<Ctx>) -> impl Fn() + Send + 'static {
     move || {
-        let Some(certificate) = &certificate else {
-            crate::ops::log::line("reload (SIGHUP): nothing to reload");
-            return;
-        };
+        match ctx.verifier.reload() {
+            Ok(keys) => crate::ops::log::line(format!("reload (SIGHUP): {keys} public key(s) in use")),
+            Err(why) => crate::ops::log::line(format!("reload (SIGHUP): public keys kept: {why}")),
+        }
+        let Some(certificate) = &certificate else { return };
+        let metrics = &ctx.metrics;
         match certificate.reload() {
             Ok(()) => {
                 Metrics::inc(&metrics.tls_reloads_ok);

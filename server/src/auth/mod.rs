@@ -10,11 +10,18 @@
 //! moduli of 2048 to 8192 bits; a smaller or larger key is checked with the `rsa` crate instead,
 //! which also parses the PEM.
 //!
+//! Several keys may be trusted at once (`--public-key` naming a directory of `*.pem` files), so
+//! that keys rotate with an overlap: a token is accepted if one of them verifies it. A token whose
+//! header has a `kid` naming one of the keys (its file name without `.pem`) is checked with that
+//! key only; any other token is tried against each key. [`TokenVerifier::reload`] (SIGHUP) reads
+//! the keys again; keys that do not load leave the ones in use.
+//!
 //! Accepted tokens are remembered by hash ([`TokenCache`]): a device reconnecting with the same
-//! token skips the RSA check, never the expiry check. The cache belongs to the verifier, and a
-//! verifier to one key, so a different key always starts with an empty cache.
+//! token skips the RSA check, never the expiry check. The cache belongs to one set of keys: a
+//! reload starts an empty one, so a token of a key taken out is refused at once.
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, PoisonError, RwLock};
 use std::time::{SystemTime, UNIX_EPOCH};
 
 use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
@@ -35,10 +42,26 @@ use token_cache::{Admits, TokenCache, DEFAULT_CAPACITY};
 /// Longest token accepted; real device tokens are well under 2 KiB.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
 
-/// Verifies device tokens against one public key.
+/// Most key files read from a directory: rotation needs two or three.
+const MAX_KEYS: usize = 64;
+
+/// Verifies device tokens against the public keys in use.
 pub struct TokenVerifier {
-    key: Key,
+    /// The file or directory the keys are read from; `None` for a key given in memory (`--demo`).
+    source: Option<PathBuf>,
+    current: RwLock<Arc<Trusted>>,
+}
+
+/// The keys in use and the tokens they accepted.
+struct Trusted {
+    keys: Vec<NamedKey>,
     cache: TokenCache,
+}
+
+/// A key and its id: its file's name without `.pem`, which a token's `kid` may name.
+struct NamedKey {
+    id: String,
+    key: Key,
 }
 
 enum Key {
@@ -73,25 +96,36 @@ pub enum KeyError {
     Read { path: String, source: std::io::Error },
     #[error("public key {path} is not an RSA public key in PEM (BEGIN PUBLIC KEY or BEGIN RSA PUBLIC KEY)")]
     Parse { path: String },
+    #[error("public key directory {path} has no *.pem file, or more than {MAX_KEYS}")]
+    Count { path: String },
 }
 
 impl TokenVerifier {
-    /// Loads the PEM public key at `path`.
+    /// Loads the PEM public key at `path`, or each `*.pem` file in it if it is a directory.
     pub fn from_file(path: &Path) -> Result<TokenVerifier, KeyError> {
-        let shown = path.display().to_string();
-        let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
-        TokenVerifier::from_pem(&pem).ok_or(KeyError::Parse { path: shown })
+        let keys = read_keys(path)?;
+        Ok(TokenVerifier { source: Some(path.to_path_buf()), current: RwLock::new(Arc::new(Trusted::new(keys))) })
     }
 
-    /// Reads "BEGIN PUBLIC KEY" (SPKI) or "BEGIN RSA PUBLIC KEY" (PKCS#1) text.
+    /// Reads "BEGIN PUBLIC KEY" (SPKI) or "BEGIN RSA PUBLIC KEY" (PKCS#1) text (`--demo`'s key).
+    #[cfg(feature = "keys")]
     pub fn from_pem(pem: &str) -> Option<TokenVerifier> {
-        let key =
-            RsaPublicKey::from_public_key_pem(pem.trim()).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim())).ok()?;
-        Some(TokenVerifier::with_cache(key, DEFAULT_CAPACITY))
+        let keys = vec![NamedKey { id: String::new(), key: parse_pem(pem)? }];
+        Some(TokenVerifier { source: None, current: RwLock::new(Arc::new(Trusted::new(keys))) })
     }
 
-    fn with_cache(key: RsaPublicKey, capacity: usize) -> TokenVerifier {
-        TokenVerifier { key: Key::new(key), cache: TokenCache::new(capacity) }
+    /// Reads the keys again, from where they were first read; on any error the keys in use stay.
+    /// Returns how many keys are in use now.
+    pub fn reload(&self) -> Result<usize, String> {
+        let Some(source) = &self.source else { return Err("a demo key is not reloaded".into()) };
+        let keys = read_keys(source).map_err(|e| e.to_string())?;
+        let count = keys.len();
+        *self.current.write().unwrap_or_else(PoisonError::into_inner) = Arc::new(Trusted::new(keys));
+        Ok(count)
+    }
+
+    fn trusted(&self) -> Arc<Trusted> {
+        self.current.read().unwrap_or_else(PoisonError::into_inner).clone()
     }
 
     /// Whether `token` admits `device` at `now`: from the cache when this exact token was
@@ -101,19 +135,31 @@ impl TokenVerifier {
             return Err(TokenRejected::Malformed);
         }
         let now = UnixSeconds(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
+        let trusted = self.trusted();
         let hash = TokenCache::hash(token);
-        if let Some(admits) = self.cache.get(&hash) {
+        if let Some(admits) = trusted.cache.get(&hash) {
             let verdict = admits.check(device, now);
             if verdict == Err(TokenRejected::Expired) {
-                self.cache.remove(&hash);
+                trusted.cache.remove(&hash);
             }
             return verdict;
         }
-        let claims = self.verify_uncached(device, token, now)?;
+        let claims = trusted.verify_uncached(device, token, now)?;
         if let Some(admits) = admits(&claims, device) {
-            self.cache.insert(hash, admits);
+            trusted.cache.insert(hash, admits);
         }
         Ok(())
+    }
+
+    #[cfg(all(test, feature = "keys"))]
+    fn cached(&self) -> usize {
+        self.trusted().cache.len()
+    }
+}
+
+impl Trusted {
+    fn new(keys: Vec<NamedKey>) -> Trusted {
+        Trusted { keys, cache: TokenCache::new(DEFAULT_CAPACITY) }
     }
 
     /// Signature and claims; the claims text of an accepted token.
@@ -124,18 +170,51 @@ impl TokenVerifier {
         else {
             return Err(TokenRejected::Malformed);
         };
-        check_header(&decode(header)?)?;
-        let signed = &token[..header.len() + 1 + payload.len()];
-        self.key.verify(signed.as_bytes(), &decode(signature)?)?;
+        let kid = check_header(&decode(header)?)?;
+        let signed = &token.as_bytes()[..header.len() + 1 + payload.len()];
+        let signature = decode(signature)?;
+        // The key the token names, if it is one of ours; else each key in turn.
+        let named = self.keys.iter().find(|k| kid.as_deref() == Some(k.id.as_str()));
+        let mut candidates = named.into_iter().chain(self.keys.iter().filter(|_| named.is_none()));
+        if !candidates.any(|k| k.key.verify(signed, &signature).is_ok()) {
+            return Err(TokenRejected::Signature);
+        }
         let claims = String::from_utf8(decode(payload)?).map_err(|_| TokenRejected::Malformed)?;
         check_claims(&claims, device, now)?;
         Ok(claims)
     }
+}
 
-    #[cfg(all(test, feature = "keys"))]
-    fn cached(&self) -> usize {
-        self.cache.len()
+/// The key in the file `path`, or those of the `*.pem` files in it, by name, if a directory.
+fn read_keys(path: &Path) -> Result<Vec<NamedKey>, KeyError> {
+    let shown = || path.display().to_string();
+    if !path.is_dir() {
+        return Ok(vec![read_key(path)?]);
     }
+    let entries = std::fs::read_dir(path).map_err(|source| KeyError::Read { path: shown(), source })?;
+    let mut files: Vec<PathBuf> = entries
+        .filter_map(|entry| entry.ok().map(|entry| entry.path()))
+        .filter(|file| file.extension().is_some_and(|ext| ext == "pem"))
+        .take(MAX_KEYS + 1)
+        .collect();
+    if files.is_empty() || files.len() > MAX_KEYS {
+        return Err(KeyError::Count { path: shown() });
+    }
+    files.sort();
+    files.iter().map(|file| read_key(file)).collect()
+}
+
+fn read_key(path: &Path) -> Result<NamedKey, KeyError> {
+    let shown = path.display().to_string();
+    let pem = std::fs::read_to_string(path).map_err(|source| KeyError::Read { path: shown.clone(), source })?;
+    let key = parse_pem(&pem).ok_or(KeyError::Parse { path: shown })?;
+    let id = path.file_stem().map_or_else(String::new, |stem| stem.to_string_lossy().into_owned());
+    Ok(NamedKey { id, key })
+}
+
+fn parse_pem(pem: &str) -> Option<Key> {
+    let key = RsaPublicKey::from_public_key_pem(pem.trim()).or_else(|_| RsaPublicKey::from_pkcs1_pem(pem.trim()));
+    key.ok().map(Key::new)
 }
 
 /// The validity window of claims that `check_claims` accepted, with its leeway applied, so that
@@ -176,10 +255,12 @@ struct Header {
     alg: String,
     #[serde(default)]
     crit: Option<serde_json::Value>,
+    #[serde(default)]
+    kid: Option<String>,
 }
 
-/// RS256 and nothing else; no critical extensions we would not understand.
-fn check_header(header: &[u8]) -> Result<(), TokenRejected> {
+/// RS256 and nothing else; no critical extensions we would not understand. The key id, if any.
+fn check_header(header: &[u8]) -> Result<Option<String>, TokenRejected> {
     let header: Header = serde_json::from_slice(header).map_err(|_| TokenRejected::Malformed)?;
     if header.alg != "RS256" {
         return Err(TokenRejected::Algorithm);
@@ -187,7 +268,7 @@ fn check_header(header: &[u8]) -> Result<(), TokenRejected> {
     if header.crit.is_some() {
         return Err(TokenRejected::Malformed);
     }
-    Ok(())
+    Ok(header.kid)
 }
 
 /// The tests sign their tokens with the `keys` feature's minting.

@@ -195,7 +195,7 @@ fn a_1024_bit_key_is_checked_by_the_fallback() {
     let private = rsa::RsaPrivateKey::new(&mut rsa::rand_core::OsRng, 1024).unwrap();
     let public_pem = private.to_public_key().to_public_key_pem(rsa::pkcs8::LineEnding::LF).unwrap();
     let verifier = TokenVerifier::from_pem(&public_pem).unwrap();
-    assert!(matches!(verifier.key, Key::RustCrypto(_)));
+    assert!(matches!(verifier.trusted().keys[0].key, Key::RustCrypto(_)));
     let signing = format!("{}.{}", b64(br#"{"alg":"RS256","typ":"JWT"}"#), b64(br#"{"sub":"dev-1"}"#));
     let signature = SigningKey::<Sha256>::new(private).sign(signing.as_bytes()).to_bytes();
     assert_eq!(verifier.verify(&dev(), &format!("{signing}.{}", b64(&signature)), now()), Ok(()));
@@ -206,7 +206,7 @@ fn a_1024_bit_key_is_checked_by_the_fallback() {
 
 #[test]
 fn a_2048_bit_key_is_checked_by_ring() {
-    assert!(matches!(verifier().key, Key::Ring(_)));
+    assert!(matches!(verifier().trusted().keys[0].key, Key::Ring(_)));
 }
 
 /// A validly signed token exactly `len` bytes long: the header's trailing spaces and a padding
@@ -236,4 +236,101 @@ fn tokens_up_to_8_kib_are_read_and_longer_ones_refused_unread() {
     assert_eq!(v.verify(&dev(), &signed_token_of_length(4 * 1024), now()), Ok(()));
     assert_eq!(v.verify(&dev(), &signed_token_of_length(8 * 1024), now()), Ok(()));
     assert_eq!(v.verify(&dev(), &signed_token_of_length(8 * 1024 + 1), now()), Err(TokenRejected::Malformed));
+}
+
+fn other_pair() -> &'static KeyPair {
+    static PAIR: OnceLock<KeyPair> = OnceLock::new();
+    PAIR.get_or_init(|| KeyPair::generate().unwrap())
+}
+
+/// Signs with `pair`'s private key, as [`sign_raw`] does with the test key.
+fn sign_with(pair: &KeyPair, header: &str, claims: &str) -> String {
+    let key = rsa::RsaPrivateKey::from_pkcs8_pem(&pair.private_pem).unwrap();
+    let signing = format!("{}.{}", b64(header.as_bytes()), b64(claims.as_bytes()));
+    let signature = SigningKey::<Sha256>::new(key).sign(signing.as_bytes());
+    format!("{signing}.{}", b64(&signature.to_bytes()))
+}
+
+/// A directory of this test's own holding `keys` as NAME.pem files.
+fn key_dir(test: &str, keys: &[(&str, &KeyPair)]) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("iot-ws-keys-{test}-{}", std::process::id()));
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    for (name, pair) in keys {
+        std::fs::write(dir.join(format!("{name}.pem")), &pair.public_pem).unwrap();
+    }
+    dir
+}
+
+const CLAIMS: &str = r#"{"sub":"dev-1"}"#;
+
+#[test]
+fn a_directory_of_keys_accepts_a_token_of_any_of_them_and_a_kid_picks_one() {
+    let dir = key_dir("several", &[("old", pair()), ("new", other_pair())]);
+    std::fs::write(dir.join("README.txt"), "not a key: only *.pem files are read").unwrap();
+    let verifier = TokenVerifier::from_file(&dir).unwrap();
+    let by_old = sign_with(pair(), RS256, CLAIMS);
+    let by_new = sign_with(other_pair(), RS256, CLAIMS);
+    assert_eq!(verifier.verify(&dev(), &by_old, now()), Ok(()));
+    assert_eq!(verifier.verify(&dev(), &by_new, now()), Ok(()));
+    // A kid naming a listed key: that key only.
+    let named_new = r#"{"alg":"RS256","kid":"new"}"#;
+    assert_eq!(verifier.verify(&dev(), &sign_with(other_pair(), named_new, CLAIMS), now()), Ok(()));
+    let wrong_kid = sign_with(pair(), named_new, CLAIMS);
+    assert_eq!(verifier.verify(&dev(), &wrong_kid, now()), Err(TokenRejected::Signature));
+    // A kid naming no listed key: every key is tried.
+    let unknown_kid = sign_with(other_pair(), r#"{"alg":"RS256","kid":"elsewhere"}"#, CLAIMS);
+    assert_eq!(verifier.verify(&dev(), &unknown_kid, now()), Ok(()));
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_key_directory_without_keys_or_with_a_bad_one_is_refused_by_name() {
+    let dir = key_dir("empty", &[]);
+    let err = TokenVerifier::from_file(&dir).err().unwrap().to_string();
+    assert!(err.contains("no *.pem file") && err.contains("iot-ws-keys-empty"), "{err}");
+    std::fs::write(dir.join("bad.pem"), "not a key").unwrap();
+    let err = TokenVerifier::from_file(&dir).err().unwrap().to_string();
+    assert!(err.contains("bad.pem") && err.contains("not an RSA public key"), "{err}");
+    for i in 0..=MAX_KEYS {
+        std::fs::write(dir.join(format!("k{i}.pem")), &pair().public_pem).unwrap();
+    }
+    std::fs::remove_file(dir.join("bad.pem")).unwrap();
+    let err = TokenVerifier::from_file(&dir).err().unwrap().to_string();
+    assert!(err.contains(&format!("more than {MAX_KEYS}")), "{err}");
+    std::fs::remove_file(dir.join("k0.pem")).unwrap();
+    assert!(TokenVerifier::from_file(&dir).is_ok(), "{MAX_KEYS} keys are allowed");
+    std::fs::remove_dir_all(&dir).unwrap();
+}
+
+#[test]
+fn a_reload_reads_the_keys_again_drops_the_cache_and_keeps_the_keys_if_they_do_not_load() {
+    let dir = key_dir("reload", &[("old", pair())]);
+    let verifier = TokenVerifier::from_file(&dir).unwrap();
+    let (by_old, by_new) = (sign_with(pair(), RS256, CLAIMS), sign_with(other_pair(), RS256, CLAIMS));
+    assert_eq!(verifier.verify(&dev(), &by_old, now()), Ok(()));
+    assert_eq!(verifier.cached(), 1);
+    assert_eq!(verifier.verify(&dev(), &by_new, now()), Err(TokenRejected::Signature));
+
+    // The new key beside the old one: both accepted.
+    std::fs::write(dir.join("new.pem"), &other_pair().public_pem).unwrap();
+    assert_eq!(verifier.reload(), Ok(2));
+    assert_eq!(verifier.cached(), 0, "a reload starts an empty cache");
+    assert_eq!(verifier.verify(&dev(), &by_new, now()), Ok(()));
+    assert_eq!(verifier.verify(&dev(), &by_old, now()), Ok(()));
+
+    // The old key out: its token is refused at once, though it was cached.
+    std::fs::remove_file(dir.join("old.pem")).unwrap();
+    assert_eq!(verifier.reload(), Ok(1));
+    assert_eq!(verifier.verify(&dev(), &by_old, now()), Err(TokenRejected::Signature));
+
+    // A file that does not load: the keys in use stay.
+    std::fs::write(dir.join("broken.pem"), "not a key").unwrap();
+    let why = verifier.reload().unwrap_err();
+    assert!(why.contains("broken.pem"), "{why}");
+    assert_eq!(verifier.verify(&dev(), &by_new, now()), Ok(()));
+    assert!(verifier.reload().is_err());
+    std::fs::remove_dir_all(&dir).unwrap();
+
+    assert!(TokenVerifier::from_pem(&pair().public_pem).unwrap().reload().is_err(), "a demo key has no file");
 }
