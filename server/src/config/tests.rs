@@ -278,7 +278,11 @@ fn secrets_come_from_the_flag_its_file_or_the_environment() {
         let err = secret(list, &env).unwrap_err().0;
         assert!(err.contains(expected) && !err.contains("s3cret"), "{list:?}: {err}");
     }
-    // A file is read up to its bound, not to its end.
+    // A file is read up to its bound (64 KiB), not to its end.
+    let whole = dir.join("whole");
+    std::fs::write(&whole, vec![b'x'; 65_536]).unwrap();
+    let read = secret(&["--password-file", whole.to_str().unwrap()], &env).unwrap().unwrap();
+    assert_eq!(read.0.len(), 65_536);
     let big = dir.join("big");
     std::fs::write(&big, vec![b'x'; MAX_SECRET_BYTES as usize + 10]).unwrap();
     let read = secret(&["--password-file", big.to_str().unwrap()], &env).unwrap().unwrap();
