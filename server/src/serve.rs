@@ -205,6 +205,7 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             }
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
+                Metrics::inc(&ctx.metrics.accept_errors);
                 crate::ops::log::line(format!("accept failed: {e}"));
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
