@@ -35,6 +35,13 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let listener = bind(config.listen).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let listener = Async::new(listener).map_err(|e| ConfigError(format!("cannot listen on {}: {e}", config.listen)))?;
     let local = listener.get_ref().local_addr()?;
+    let metrics_listener = match config.metrics_listen {
+        Some(addr) => {
+            let cannot = |e: std::io::Error| ConfigError(format!("cannot listen on {addr} (--metrics-listen): {e}"));
+            Some(Async::new(bind(addr).map_err(cannot)?).map_err(cannot)?)
+        }
+        None => None,
+    };
     let external_address = config.external_address(local);
     let metrics = Arc::new(Metrics::default());
     let db = config
@@ -65,6 +72,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         verifier,
         hub: hub_tx,
         metrics: metrics.clone(),
+        metrics_here: metrics_listener.is_none(),
         ws_config: ws_config(config.max_message_bytes),
         next_session: AtomicU64::new(1),
         shutdown: shutdown_rx,
@@ -80,6 +88,9 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     eprintln!("bindings name this instance {external_address:?}");
     if let Some(files) = &config.tls {
         eprintln!("TLS: wss:// and https:// only, certificate {}", files.cert.display());
+    }
+    if let Some(listener) = &metrics_listener {
+        eprintln!("metrics on http://{}/metrics", listener.get_ref().local_addr()?);
     }
     eprintln!("listening on {local}");
 
@@ -110,7 +121,12 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     }
     smol::block_on(ex.run(async {
         notify::send("READY=1");
-        let accept = accept_loop(&listener, &ex, &ctx, &limits);
+        let accept = future::or(accept_loop(&listener, &ex, &ctx, &limits), async {
+            match metrics_listener {
+                Some(listener) => crate::connection::metrics_port::accept_loop(listener, &ex, metrics.clone()).await,
+                None => future::pending().await,
+            }
+        });
         future::or(accept, async {
             let _ = signals.recv().await;
         })
@@ -208,6 +224,7 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             }
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
+                Metrics::inc(&ctx.metrics.accept_errors);
                 crate::ops::log::line(format!("accept failed: {e}"));
                 smol::Timer::after(Duration::from_millis(100)).await;
             }

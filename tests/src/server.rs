@@ -18,6 +18,7 @@ pub const ACTUATOR_PASSWORD: &str = "s3cret-Actuator-Pa55";
 /// The environment variables the server reads; removed so the caller's shell cannot leak in.
 const SERVER_ENV: &[&str] = &[
     "IOT_WS_LISTEN",
+    "IOT_WS_METRICS_LISTEN",
     "IOT_WS_PUBLIC_KEY",
     "DATABASE_URL",
     "IOT_WS_ACTUATOR_USERNAME",

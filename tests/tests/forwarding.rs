@@ -263,7 +263,7 @@ fn actuations_queued_for_an_instance_that_died_are_dropped_and_counted_once_the_
     let device = "never-back";
     let opts = ServerOpts::default().with_db(&db.url()).arg("--hold-actuations-secs", "1");
     let (a, b, _bodies) = queue_for_frozen_instance_then_kill_it(&db, opts, device, 2);
-    let lost = |s: &Server| s.metric(r#"iot_ws_actuations_total{outcome="lost_in_transit"}"#).unwrap_or(0.0);
+    let lost = |s: &Server| s.metric("iot_ws_actuations_lost_in_transit_total").unwrap_or(0.0);
     let counted = eventually(WAIT, || (lost(&a) + lost(&b) == 2.0).then_some(()));
     assert!(counted.is_some(), "lost_in_transit: A {} B {}", lost(&a), lost(&b));
     // Dropped means dropped: the device coming back now gets nothing of them.

@@ -24,6 +24,8 @@ fn bad(message: impl Into<String>) -> ConfigError {
 #[derive(Clone, Debug)]
 pub struct Config {
     pub listen: SocketAddr,
+    /// Where `/metrics` is served instead of on `listen` (plain HTTP), when set.
+    pub metrics_listen: Option<SocketAddr>,
     pub public_key: PathBuf,
     /// A libpq-style connection string; `None` means the in-memory registry.
     pub database_url: Option<DatabaseUrl>,
@@ -234,6 +236,7 @@ impl Config {
             None => env(var).filter(|v| !v.is_empty()).map(|text| Setting { text, origin: var.to_string() }),
         };
         let listen = setting("listen", "IOT_WS_LISTEN");
+        let metrics_listen = setting("metrics-listen", "IOT_WS_METRICS_LISTEN");
         let public_key = setting("public-key", "IOT_WS_PUBLIC_KEY");
         let username = setting("actuator-username", "IOT_WS_ACTUATOR_USERNAME");
         let external = setting("external-address", "IOT_WS_EXTERNAL_ADDRESS");
@@ -257,6 +260,7 @@ impl Config {
             (None, Some(port)) => parse_addr(&format!("0.0.0.0:{port}"), "PORT")?,
             (None, None) => parse_addr("0.0.0.0:5000", "--listen")?,
         };
+        let metrics_listen = metrics_listen.map(|addr| parse_addr(&addr.text, &addr.origin)).transpose()?;
         let database_url = match database_url {
             _ if demo => None,
             Some(given) => Some(given),
@@ -286,6 +290,7 @@ impl Config {
         }
         Ok(Config {
             listen,
+            metrics_listen,
             public_key: PathBuf::from(public_key.map_or_else(|| "keys/public.pem".into(), |key| key.text)),
             database_url,
             actuator,

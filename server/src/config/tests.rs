@@ -128,6 +128,17 @@ fn instance_lock_wait_comes_from_the_flag_then_the_environment() {
 }
 
 #[test]
+fn metrics_listen_is_off_by_default_else_from_the_flag_then_the_environment() {
+    assert_eq!(load(&[], &[]).unwrap().metrics_listen, None);
+    let env = [("IOT_WS_METRICS_LISTEN", "127.0.0.1:9100")];
+    assert_eq!(load(&[], &env).unwrap().metrics_listen, Some("127.0.0.1:9100".parse().unwrap()));
+    let c = load(&["--metrics-listen", "[::1]:9101"], &env).unwrap();
+    assert_eq!(c.metrics_listen, Some("[::1]:9101".parse().unwrap()));
+    let err = load(&["--metrics-listen", "nowhere"], &env).unwrap_err().0;
+    assert!(err.starts_with(r#"--metrics-listen: "nowhere" "#), "{err}");
+}
+
+#[test]
 fn max_connections_defaults_to_the_open_file_limit_less_what_the_server_keeps() {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
@@ -318,6 +329,7 @@ fn an_invalid_variable_is_named_not_the_flag_it_stands_for() {
         ("IOT_WS_SEND_QUEUE_BYTES", "1"),
         ("IOT_WS_HOLD_MAX_BYTES", "x"),
         ("IOT_WS_INSTANCE_LOCK_WAIT", "-5"),
+        ("IOT_WS_METRICS_LISTEN", "loopback"),
     ];
     for &(var, value) in cases {
         let err = load(&[], &[(var, value)]).unwrap_err().0;

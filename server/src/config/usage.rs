@@ -21,6 +21,7 @@ Any invalid setting is one line on stderr and exit status 2, naming the flag or 
 
 OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATION are read too):
     --listen ADDR                 IOT_WS_LISTEN             default 0.0.0.0:5000 (0.0.0.0:$PORT with PORT)
+    --metrics-listen ADDR         IOT_WS_METRICS_LISTEN     serve /metrics there (plain HTTP), not on --listen
     --public-key PATH             IOT_WS_PUBLIC_KEY         default keys/public.pem; a directory: each *.pem
     --database-url URL            DATABASE_URL              else VCAP mypostgres, else in memory
                                   TLS: sslmode=disable|prefer|require|verify-ca|verify-full, sslrootcert=PATH

@@ -22,6 +22,8 @@ pub struct Ctx {
     pub verifier: TokenVerifier,
     pub hub: HubSender<HubRequest>,
     pub metrics: Arc<Metrics>,
+    /// Whether this port answers `GET /metrics` (not when `--metrics-listen` is set).
+    pub metrics_here: bool,
     pub ws_config: WebSocketConfig,
     pub next_session: AtomicU64,
     /// Closed (never written) when the server stops: every task wakes up.

@@ -41,6 +41,7 @@ mod context;
 mod http;
 mod keepalive;
 pub mod limits;
+pub mod metrics_port;
 mod output;
 mod socket;
 mod transit;
@@ -119,6 +120,11 @@ async fn handshake(
     drop(head);
     match request {
         http::Request::Plain(answer) => {
+            // With --metrics-listen, the metrics are served there only.
+            let answer = match answer {
+                http::Answer::Metrics if !ctx.metrics_here => http::Answer::NotFound,
+                answer => answer,
+            };
             within(deadline, http::respond(&mut stream, &answer, &ctx.metrics)).await;
             None
         }

@@ -39,6 +39,8 @@ pub struct Metrics {
     /// Certificate reloads (SIGHUP) by outcome.
     pub tls_reloads_ok: AtomicU64,
     pub tls_reloads_failed: AtomicU64,
+    /// Accepts that failed (out of file descriptors, most likely), on any listener.
+    pub accept_errors: AtomicU64,
     /// The connection caps and counts, once the server has them.
     limits: OnceLock<Arc<Limits>>,
     /// Each database connection's state, by role; empty without a database.
@@ -88,7 +90,8 @@ impl Metrics {
 
     /// The whole exposition, as served.
     pub fn render(&self) -> String {
-        let mut out = String::with_capacity(2048);
+        let mut out = String::with_capacity(4096);
+        let load = |n: &AtomicU64| n.load(Relaxed);
         let gauge = |out: &mut String, name: &str, help: &str, value: i64| {
             let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge\n{name} {value}");
         };
@@ -119,23 +122,45 @@ impl Metrics {
         counter(
             &mut out,
             "iot_ws_actuations_total",
-            "Actuations by outcome.",
+            "Actuations taken in here (sent or received), by final outcome: one each.",
             "outcome",
             &[
                 ("delivered", &self.actuations_delivered),
-                ("held", &self.actuations_held),
                 ("not_connected", &self.actuations_not_connected),
                 ("refused", &self.actuations_refused),
                 ("dropped_after_hold", &self.actuations_dropped_after_hold),
                 ("hold_full", &self.actuations_hold_full),
                 ("forwarded", &self.actuations_forwarded),
-                ("received", &self.actuations_received),
-                ("lost_in_transit", &self.actuations_lost_in_transit),
             ],
         );
+        // Not outcomes: a held actuation ends later as delivered, dropped_after_hold or
+        // forwarded; a received one is counted again by its outcome here; a lost one was
+        // counted as forwarded by the instance that sent it.
+        let total = |out: &mut String, name: &str, help: &str, n: u64| {
+            let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} counter\n{name} {n}");
+        };
+        total(
+            &mut out,
+            "iot_ws_actuations_held_total",
+            "Actuations held for an away device.",
+            load(&self.actuations_held),
+        );
+        total(
+            &mut out,
+            "iot_ws_actuations_received_total",
+            "Actuations received from other instances.",
+            load(&self.actuations_received),
+        );
+        total(
+            &mut out,
+            "iot_ws_actuations_lost_in_transit_total",
+            "Forwarded actuations dropped: their instance died and their device came nowhere.",
+            load(&self.actuations_lost_in_transit),
+        );
+        total(&mut out, "iot_ws_accept_errors_total", "Failed accepts (e.g. out of fds).", load(&self.accept_errors));
         let _ = writeln!(
             out,
-            "# HELP iot_ws_messages_rejected_total Messages answered \"Wrong message format\".\n# TYPE iot_ws_messages_rejected_total counter\niot_ws_messages_rejected_total {}",
+            "# HELP iot_ws_messages_rejected_total Messages answered 401 Wrong message format.\n# TYPE iot_ws_messages_rejected_total counter\niot_ws_messages_rejected_total {}",
             self.messages_rejected.load(Relaxed)
         );
         if let Some(limits) = self.limits.get() {
@@ -202,6 +227,14 @@ impl Metrics {
 iot_ws_log_lines_dropped_total {}",
             crate::ops::log::dropped()
         );
+        let _ = writeln!(
+            out,
+            "# HELP iot_ws_build_info The version running.\n# TYPE iot_ws_build_info gauge\niot_ws_build_info{{version=\"{}\"}} 1",
+            env!("CARGO_PKG_VERSION")
+        );
+        if let Some(process) = crate::ops::process::Process::read() {
+            process.render(&mut out);
+        }
         out
     }
 }

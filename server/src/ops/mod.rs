@@ -4,4 +4,5 @@
 pub mod log;
 pub mod metrics;
 pub mod notify;
+pub mod process;
 pub mod signals;
