@@ -138,8 +138,9 @@ for target in "${targets[@]}"; do
   log "$target: keygen refused under $qemu; keys and token from the host's build"
   status=0
   "$qemu" "$bin" keygen --dir "$dir/keys" 2>"$dir/keygen.err" || status=$?
-  [ "$status" = 2 ] && grep -q "not in this build" "$dir/keygen.err" ||
+  if [ "$status" != 2 ] || ! grep -q "not in this build" "$dir/keygen.err"; then
     die "$target: keygen without the keys feature: status $status, $(cat "$dir/keygen.err")"
+  fi
   host=(cargo run --quiet -p iot-ws-server --)
   "${host[@]}" keygen --dir "$dir/keys" >/dev/null || die "$target: the host's keygen failed"
   device="smoke-device-$target"
