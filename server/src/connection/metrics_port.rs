@@ -38,6 +38,9 @@ pub async fn accept_loop(listener: Async<TcpListener>, ex: &LocalExecutor<'_>, m
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }
+        // An accept that is ready at once does not yield: a flood of connections to this port
+        // must not keep the serving thread (the public listener yields every ACCEPT_BURST).
+        futures_lite::future::yield_now().await;
     }
 }
 
