@@ -317,12 +317,7 @@ const RESERVED_FDS: u64 = 64;
 /// The soft open-file limit less what the server keeps for itself, so that a full house of
 /// clients never leaves it unable to reach its database.
 fn default_max_connections() -> u64 {
-    let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
-    // SAFETY: getrlimit only writes the struct it is given.
-    let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
-    // rlim_t is 32 bits on 32-bit ARM, 64 elsewhere.
-    #[allow(clippy::unnecessary_cast)]
-    let soft = if known { limit.rlim_cur as u64 } else { 1_024 };
+    let soft = crate::ops::process::soft_open_file_limit().unwrap_or(1_024);
     soft.min(1 << 24).saturating_sub(RESERVED_FDS).max(1)
 }
 

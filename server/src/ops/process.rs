@@ -47,7 +47,7 @@ impl Process {
 }
 
 /// `RLIMIT_NOFILE`'s soft limit, as `/proc/self/limits` shows it.
-fn soft_open_file_limit() -> Option<u64> {
+pub fn soft_open_file_limit() -> Option<u64> {
     let mut limit = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
     // SAFETY: getrlimit only writes the struct it is given.
     let known = unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) } == 0;
