@@ -50,13 +50,13 @@ db="host=127.0.0.1 port=$pg_port user=postgres dbname=postgres connect_timeout=2
 # The server needs as many file descriptors as devices; port 0 picks a free one.
 ulimit -n "$(ulimit -Hn)"
 "$target/iot-ws-server" --listen 127.0.0.1:0 --public-key "$work/keys/public.pem" \
-  --actuator-username bench --actuator-password bench --database-url "$db" 2>"$work/server.log" &
+  --actuator-username bench --actuator-password bench --database-url "$db" >"$work/server.log" 2>&1 &
 server_pid=$!
 # The address a server logged it listens on (it was started with port 0).
 listening() {
   local log=$1 addr=
   for _ in $(seq 1 100); do
-    addr=$(sed -n 's/^listening on //p' "$log")
+    addr=$(sed -n 's/^.*INFO  listening on //p' "$log")
     [ -n "$addr" ] && break
     sleep 0.1
   done
@@ -100,7 +100,7 @@ tls_start=$SECONDS
 bash bench/tls-pair.sh "$work/tls" >/dev/null
 "$target/iot-ws-server" --listen 127.0.0.1:0 --public-key "$work/keys/public.pem" \
   --actuator-username bench --actuator-password bench \
-  --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem" 2>"$work/tls-server.log" &
+  --tls-cert "$work/tls/cert.pem" --tls-key "$work/tls/key.pem" >"$work/tls-server.log" 2>&1 &
 tls_pid=$!
 tls_addr=$(listening "$work/tls-server.log")
 timeout 60 "$target/iot-ws-bench" all --server "wss://$tls_addr" --ca "$work/tls/ca.pem" --server-pid "$tls_pid" \

@@ -74,7 +74,7 @@ start_server() {
     env -u DATABASE_URL -u VCAP_SERVICES -u VCAP_APPLICATION -u PORT \
       IOT_WS_ACTUATOR_USERNAME=smoke-actuator IOT_WS_ACTUATOR_PASSWORD=smoke-secret \
       "$qemu" "$bin" --listen "127.0.0.1:$port" --public-key "$dir/keys/public.pem" "$@" \
-      2>"$dir/server.log" &
+      >"$dir/server.log" 2>&1 &
     server_pid=$!
     for _ in $(seq 1 300); do
       grep -q "listening on" "$dir/server.log" && return 0

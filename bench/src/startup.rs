@@ -44,11 +44,12 @@ fn once(server_bin: &str, key: &std::path::Path) -> Result<(Duration, u64), Stri
         .args(["--listen", "127.0.0.1:0", "--public-key"])
         .arg(key)
         .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
+        // "listening on" is an info line: stdout.
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
         .spawn()
         .map_err(|e| format!("cannot start {server_bin}: {e}"))?;
-    let mut lines = BufReader::new(child.stderr.take().ok_or("no stderr")?).lines();
+    let mut lines = BufReader::new(child.stdout.take().ok_or("no stdout")?).lines();
     let listening = lines.by_ref().take(100).map_while(Result::ok).any(|l| l.contains("listening on"));
     let took = t0.elapsed();
     std::thread::sleep(SETTLE);

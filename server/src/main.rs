@@ -33,7 +33,8 @@ fn main() -> ExitCode {
     match run(command, args) {
         Ok(status) => status,
         Err(e) => {
-            eprintln!("iot-ws-server: {e}");
+            // `{:#}`: the error with its causes ("cannot read keys/public.pem: No such file").
+            eprintln!("iot-ws-server: {e:#}");
             // Anything wrong before serving is the operator's to fix: status 2.
             ExitCode::from(if e.is::<ConfigError>() { 2 } else { 1 })
         }
@@ -63,6 +64,7 @@ fn run_server(args: &[String]) -> anyhow::Result<ExitCode> {
     let flags = Flags::parse(args, &["demo", "check"])?;
     let check = flags.has("check");
     let mut config = Config::load(flags, &env)?;
+    ops::logging::init(config.log.clone());
     if check {
         check_files(&config)?;
         println!("configuration ok");

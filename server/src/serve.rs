@@ -81,18 +81,18 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     });
     let signals = crate::ops::signals::watch_with_reload(reloader(certificate, ctx.clone()))?;
 
-    eprintln!("{}", store.describe());
+    log::info!("{}", store.describe());
     if config.actuator.is_none() {
-        eprintln!("actuations: no actuator credentials configured; every actuation is refused");
+        log::warn!("actuations: no actuator credentials configured; every actuation is refused");
     }
-    eprintln!("bindings name this instance {external_address:?}");
+    log::info!("bindings name this instance {external_address:?}");
     if let Some(files) = &config.tls {
-        eprintln!("TLS: wss:// and https:// only, certificate {}", files.cert.display());
+        log::info!("TLS: wss:// and https:// only, certificate {}", files.cert.display());
     }
     if let Some(listener) = &metrics_listener {
-        eprintln!("metrics on http://{}/metrics", listener.get_ref().local_addr()?);
+        log::info!("metrics on http://{}/metrics", listener.get_ref().local_addr()?);
     }
-    eprintln!("listening on {local}");
+    log::info!("listening on {local}");
 
     // One thread runs every connection and the hub: a message from one task to another is a
     // queue push, not a futex wake of another thread, and the reactor is polled by the same
@@ -106,8 +106,8 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         send_queue_bytes: config.send_queue_bytes,
     };
     let hub_task = HubTask::new(store.clone(), cluster, metrics.clone(), hub_limits, clock);
-    // From here on the serving thread never writes stderr itself (see ops/log.rs).
-    crate::ops::log::start()?;
+    // From here on the serving thread never writes stdout or stderr itself (see ops/logging).
+    crate::ops::logging::start()?;
     let hub_done = ex.spawn(hub_task.run(hub_rx));
     if let Some(every) = notify::watchdog_interval() {
         // From this thread: its turning is what the watchdog is to see.
@@ -132,7 +132,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         })
         .await;
         notify::send("STOPPING=1");
-        crate::ops::log::line("stopping: closing connections");
+        log::info!("stopping: closing connections");
         drop(listener);
         drop(shutdown_tx);
         wait_for_connections(&limits).await;
@@ -144,8 +144,8 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         drop(ctx);
         let _ = future::or(hub_done, smol::Timer::after(Duration::from_millis(100)).map_unit()).await;
     }));
-    crate::ops::log::line("stopped");
-    crate::ops::log::flush(STOP_GRACE);
+    log::info!("stopped");
+    crate::ops::logging::flush(STOP_GRACE);
     Ok(())
 }
 
@@ -155,19 +155,19 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
 fn reloader(certificate: Option<Arc<Certificate>>, ctx: Arc<Ctx>) -> impl Fn() + Send + 'static {
     move || {
         match ctx.verifier.reload() {
-            Ok(keys) => crate::ops::log::line(format!("reload (SIGHUP): {keys} public key(s) in use")),
-            Err(why) => crate::ops::log::line(format!("reload (SIGHUP): public keys kept: {why}")),
+            Ok(keys) => log::info!("reload (SIGHUP): {keys} public key(s) in use"),
+            Err(why) => log::warn!("reload (SIGHUP): public keys kept: {why}"),
         }
         let Some(certificate) = &certificate else { return };
         let metrics = &ctx.metrics;
         match certificate.reload() {
             Ok(()) => {
                 Metrics::inc(&metrics.tls_reloads_ok);
-                crate::ops::log::line("reload (SIGHUP): TLS certificate reloaded");
+                log::info!("reload (SIGHUP): TLS certificate reloaded");
             }
             Err(why) => {
                 Metrics::inc(&metrics.tls_reloads_failed);
-                crate::ops::log::line(format!("reload (SIGHUP): TLS certificate kept: {why}"));
+                log::warn!("reload (SIGHUP): TLS certificate kept: {why}");
             }
         }
     }
@@ -225,7 +225,7 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             Err(e) => {
                 // Out of file descriptors, most likely: back off instead of spinning.
                 Metrics::inc(&ctx.metrics.accept_errors);
-                crate::ops::log::line(format!("accept failed: {e}"));
+                log::warn!("accept failed: {e}");
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }

@@ -42,7 +42,7 @@ pub use client::{frame, Client, Event, ACTUATOR};
 pub use fleet::{device_ids, instances, instances_on, register_each, run_bounded, Fleet};
 pub use node::Bridge;
 pub use pg::{Cluster, Db, SCRAM_USER};
-pub use server::{free_port, loopback_port, run_to_exit, Server, ServerOpts};
+pub use server::{free_port, log_message, loopback_port, run_to_exit, Server, ServerOpts};
 pub use temp::TempDir;
 pub use tls::{https_raw, tls_over, tls_wire, trusting, TlsWire};
 pub use tokens::{alg_none, b64, hs256_with_public_key, now_secs, Keys};

@@ -124,33 +124,71 @@ impl ServerOpts {
     }
 }
 
-/// Lines a process wrote on one stream, shared with the thread that reads them.
+/// Lines a process wrote on one stream (or two, merged), shared with the threads that read them.
 #[derive(Default)]
 pub(crate) struct Lines {
     lines: Mutex<(Vec<String>, bool)>,
     changed: Condvar,
+    /// For merged lines: the streams still being read.
+    streams_left: std::sync::atomic::AtomicUsize,
 }
 
 impl Lines {
     pub(crate) fn collect(stream: impl Read + Send + 'static) -> Arc<Lines> {
+        Lines::collect_also(stream, None)
+    }
+
+    /// Like [`collect`](Lines::collect), each line also pushed to `also` (the server's log,
+    /// which is its stdout and stderr together).
+    pub(crate) fn collect_also(stream: impl Read + Send + 'static, also: Option<Arc<Lines>>) -> Arc<Lines> {
         let lines = Arc::new(Lines::default());
         let sink = lines.clone();
         std::thread::spawn(move || {
             for line in BufReader::new(stream).lines() {
                 let Ok(line) = line else { break };
-                sink.lines.lock().unwrap().0.push(line);
-                sink.changed.notify_all();
+                sink.push(line, also.as_deref());
             }
-            sink.lines.lock().unwrap().1 = true;
-            sink.changed.notify_all();
+            sink.end(also.as_deref());
         });
         lines
+    }
+
+    /// Pushes `line` here, then to `also`: a line seen in the log is in its stream's lines too.
+    fn push(&self, line: String, also: Option<&Lines>) {
+        self.lines.lock().unwrap().0.push(line.clone());
+        self.changed.notify_all();
+        if let Some(also) = also {
+            also.lines.lock().unwrap().0.push(line);
+            also.changed.notify_all();
+        }
+    }
+
+    /// The stream ended; `also` ends with the last of its streams.
+    fn end(&self, also: Option<&Lines>) {
+        self.lines.lock().unwrap().1 = true;
+        self.changed.notify_all();
+        if let Some(also) = also {
+            let mut guard = also.lines.lock().unwrap();
+            guard.1 = also.streams_left.fetch_sub(1, std::sync::atomic::Ordering::Relaxed) <= 1;
+            also.changed.notify_all();
+        }
+    }
+
+    /// Lines fed by two streams (see [`collect_also`](Lines::collect_also)).
+    fn merged() -> Arc<Lines> {
+        let lines = Lines::default();
+        lines.streams_left.store(2, std::sync::atomic::Ordering::Relaxed);
+        Arc::new(lines)
     }
 
     /// Like [`collect`](Lines::collect) up to the `listening on` line, then never reads again:
     /// the pipe stays open and fills, as when whatever reads a service's stderr hangs. The
     /// unread end is held until process `pid` is gone.
-    pub(crate) fn collect_until_listening(stream: impl Read + Send + 'static, pid: u32) -> Arc<Lines> {
+    pub(crate) fn collect_until_listening(
+        stream: impl Read + Send + 'static,
+        pid: u32,
+        also: Arc<Lines>,
+    ) -> Arc<Lines> {
         let lines = Arc::new(Lines::default());
         let sink = lines.clone();
         std::thread::spawn(move || {
@@ -162,8 +200,7 @@ impl Lines {
                     Ok(_) => {
                         let line = line.trim_end_matches(['\n', '\r']).to_string();
                         let listening = line.contains("listening on ");
-                        sink.lines.lock().unwrap().0.push(line);
-                        sink.changed.notify_all();
+                        sink.push(line, Some(&also));
                         if listening {
                             // SAFETY: kill(2) with signal 0 only asks whether the pid exists.
                             while unsafe { libc::kill(pid as libc::pid_t, 0) } == 0 {
@@ -174,8 +211,7 @@ impl Lines {
                     }
                 }
             }
-            sink.lines.lock().unwrap().1 = true;
-            sink.changed.notify_all();
+            sink.end(Some(&also));
         });
         lines
     }
@@ -210,6 +246,8 @@ pub struct Server {
     child: Child,
     pub addr: SocketAddr,
     pub opts: ServerOpts,
+    /// Its log: stdout (info and below) and stderr (warnings and errors) as read.
+    log: Arc<Lines>,
     stderr: Arc<Lines>,
     stdout: Arc<Lines>,
 }
@@ -262,17 +300,17 @@ impl Server {
     }
 
     fn try_spawn_waiting(opts: ServerOpts, args: &[String], startup: Duration) -> Result<Server, String> {
-        Server::try_spawn_custom(opts, args, startup, |_| {}, |stream, _| Lines::collect(stream))
+        Server::try_spawn_custom(opts, args, startup, |_| {}, |stream, _, log| Lines::collect_also(stream, Some(log)))
     }
 
-    /// Spawns with `customize` applied to the command; `stderr` turns the server's stderr pipe
-    /// into the [`Lines`] that `listening on` is awaited in.
+    /// Spawns with `customize` applied to the command; `stdout` turns the server's stdout pipe
+    /// into [`Lines`], each line also pushed to the log that `listening on` is awaited in.
     fn try_spawn_custom(
         opts: ServerOpts,
         args: &[String],
         startup: Duration,
         customize: impl FnOnce(&mut Command),
-        stderr: impl FnOnce(std::process::ChildStderr, u32) -> Arc<Lines>,
+        stdout: impl FnOnce(std::process::ChildStdout, u32, Arc<Lines>) -> Arc<Lines>,
     ) -> Result<Server, String> {
         let bin = if opts.release { release_server_bin() } else { server_bin() };
         let mut cmd = Command::new(bin);
@@ -284,19 +322,21 @@ impl Server {
         customize(&mut cmd);
         let mut child = cmd.spawn().expect("spawn iot-ws-server");
         let pid = child.id();
-        let stderr = stderr(child.stderr.take().expect("stderr"), pid);
-        let stdout = Lines::collect(child.stdout.take().expect("stdout"));
-        let line = stderr.wait_for(startup, |l| l.contains("listening on "));
+        let log = Lines::merged();
+        let stdout = stdout(child.stdout.take().expect("stdout"), pid, log.clone());
+        let stderr = Lines::collect_also(child.stderr.take().expect("stderr"), Some(log.clone()));
+        let line = log.wait_for(startup, |l| l.contains("listening on "));
         let Some(line) = line else {
             let _ = child.kill();
             let _ = child.wait();
-            // The reader thread finishes at EOF, right after the exit.
-            let _ = stderr.wait_for(Duration::from_secs(2), |_| false);
-            return Err(stderr.text());
+            // The reader threads finish at EOF, right after the exit.
+            let _ = log.wait_for(Duration::from_secs(2), |_| false);
+            return Err(log.text());
         };
-        let addr = line.rsplit("listening on ").next().unwrap().trim();
+        // A text line ends with the address, a JSON line with the address and `"}`.
+        let addr = line.rsplit("listening on ").next().unwrap().trim().trim_end_matches("\"}");
         let addr: SocketAddr = addr.parse().unwrap_or_else(|_| panic!("listening on what? {line:?}"));
-        Ok(Server { child, addr, opts, stderr, stdout })
+        Ok(Server { child, addr, opts, log, stderr, stdout })
     }
 
     pub fn url(&self) -> String {
@@ -307,7 +347,12 @@ impl Server {
         self.child.id()
     }
 
-    /// Everything the server wrote on stderr so far.
+    /// Everything the server logged so far, on stdout and stderr.
+    pub fn log(&self) -> String {
+        self.log.text()
+    }
+
+    /// What the server wrote on stderr: its warnings and errors.
     pub fn stderr(&self) -> String {
         self.stderr.text()
     }
@@ -322,19 +367,17 @@ impl Server {
         self.stdout.all()
     }
 
-    /// Waits for a stderr line containing `needle`.
+    /// Waits for a log line containing `needle`.
     pub fn wait_for_log(&self, needle: &str, timeout: Duration) -> Option<String> {
-        self.stderr.wait_for(timeout, |l| l.contains(needle))
+        self.log.wait_for(timeout, |l| l.contains(needle))
     }
 
     /// Asserts that `secret` (a token, a password) was never logged.
     pub fn assert_never_logged(&self, secret: &str) {
         // Give any late log line of the same event a moment to arrive.
         std::thread::sleep(Duration::from_millis(50));
-        let text = self.stderr();
-        assert!(!text.contains(secret), "secret {secret:?} appears in the server's stderr:\n{text}");
-        let out = self.stdout.text();
-        assert!(!out.contains(secret), "secret {secret:?} appears in the server's stdout:\n{out}");
+        let text = self.log();
+        assert!(!text.contains(secret), "secret {secret:?} appears in the server's log:\n{text}");
     }
 
     pub fn signal(&self, signal: i32) {
@@ -405,6 +448,20 @@ impl Drop for Server {
             let _ = self.child.kill();
         }
         let _ = self.child.wait();
+    }
+}
+
+/// A text log line's message: what follows the time and the (padded) level. A line that is not
+/// of that form (a JSON line, a line written before the logger) is returned whole.
+pub fn log_message(line: &str) -> &str {
+    let mut parts = line.splitn(3, ' ');
+    match (parts.next(), parts.next(), parts.next()) {
+        (Some(time), Some(level), Some(rest))
+            if time.ends_with('Z') && ["ERROR", "WARN", "INFO", "DEBUG", "TRACE"].contains(&level) =>
+        {
+            rest.trim_start()
+        }
+        _ => line,
     }
 }
 
@@ -483,17 +540,17 @@ impl Server {
                 });
             }
         };
-        Server::try_spawn_custom(opts, &args, WAIT, limit, |stream, _| Lines::collect(stream))
-            .unwrap_or_else(|stderr| panic!("server did not say `listening on`; stderr:\n{stderr}"))
+        Server::try_spawn_custom(opts, &args, WAIT, limit, |stream, _, log| Lines::collect_also(stream, Some(log)))
+            .unwrap_or_else(|log| panic!("server did not say `listening on`; log:\n{log}"))
     }
 
-    /// Starts the server and reads its stderr only up to `listening on`: from then on nobody
-    /// reads it and the pipe fills (a hung log collector). [`stderr`](Server::stderr) holds the
-    /// startup lines only.
-    pub fn start_stderr_unread(opts: ServerOpts) -> Server {
+    /// Starts the server and reads its stdout (where the info lines go) only up to `listening
+    /// on`: from then on nobody reads it and the pipe fills (a hung log collector). Its stderr is
+    /// read as usual.
+    pub fn start_stdout_unread(opts: ServerOpts) -> Server {
         let args = opts.args();
         Server::try_spawn_custom(opts, &args, WAIT, |_| {}, Lines::collect_until_listening)
-            .unwrap_or_else(|stderr| panic!("server did not say `listening on`; stderr:\n{stderr}"))
+            .unwrap_or_else(|log| panic!("server did not say `listening on`; log:\n{log}"))
     }
 
     /// A `kB` field of `/proc/PID/status`, in KiB: `VmRSS` (resident now), `VmHWM` (the peak
@@ -512,8 +569,13 @@ impl Server {
         self.proc_status_kib("VmHWM") * 1024
     }
 
-    /// Every stderr line so far.
-    pub fn stderr_lines(&self) -> Vec<String> {
-        self.stderr.all()
+    /// Every log line so far, stdout and stderr.
+    pub fn log_lines(&self) -> Vec<String> {
+        self.log.all()
+    }
+
+    /// Every log line's message so far: without the time and level of the text format.
+    pub fn log_messages(&self) -> Vec<String> {
+        self.log.all().iter().map(|l| log_message(l).to_string()).collect()
     }
 }

@@ -315,7 +315,7 @@ fn a_row_the_database_refuses_fails_only_itself_and_the_rest_of_its_batch_is_for
     let (message, plug) = actuation_ack(id, r#""n":"first""#);
     sender.send(&message);
     let blocked = eventually(WAIT, || (forwarding_writes_waiting(&db) == 1).then_some(()));
-    assert!(blocked.is_some(), "A's forwarding write never waited for the lock:\n{}", a.stderr());
+    assert!(blocked.is_some(), "A's forwarding write never waited for the lock:\n{}", a.log());
     let mut bodies = vec![plug];
     for n in 0..5 {
         let extra = if n == 2 { format!(r#""n":{n},"poison":true"#) } else { format!(r#""n":{n}"#) };
@@ -342,7 +342,7 @@ fn a_row_the_database_refuses_fails_only_itself_and_the_rest_of_its_batch_is_for
     }
     device.expect_nothing_more(id);
     let line = a.wait_for_log("the database refused 1 of 5 actuations", WAIT);
-    let line = line.unwrap_or_else(|| panic!("no log line for the refused row (one batch of five?):\n{}", a.stderr()));
+    let line = line.unwrap_or_else(|| panic!("no log line for the refused row (one batch of five?):\n{}", a.log()));
     assert!(line.contains("SQLSTATE 23514"), "the cause: {line}");
     a.assert_never_logged("poison");
     assert_eq!(

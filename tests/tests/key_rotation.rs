@@ -18,11 +18,11 @@ fn subscribed() -> serde_json::Value {
 }
 
 fn reload(server: &Server, expected_line: &str) {
-    let before = server.stderr().matches(expected_line).count();
+    let before = server.log().matches(expected_line).count();
     server.signal(SIGHUP);
     let deadline = std::time::Instant::now() + WAIT;
-    while server.stderr().matches(expected_line).count() == before {
-        assert!(std::time::Instant::now() < deadline, "no {expected_line:?} after SIGHUP:\n{}", server.stderr());
+    while server.log().matches(expected_line).count() == before {
+        assert!(std::time::Instant::now() < deadline, "no {expected_line:?} after SIGHUP:\n{}", server.log());
         std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }

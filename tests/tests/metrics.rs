@@ -132,7 +132,7 @@ fn failed_accepts_are_counted_when_the_server_runs_out_of_file_descriptors() {
         let n = single(&s, "iot_ws_accept_errors_total", PrometheusType::Counter);
         (n >= 1.0).then_some(n)
     });
-    assert!(errors.is_some(), "no accept error counted; stderr:\n{}", server.stderr());
+    assert!(errors.is_some(), "no accept error counted; stderr:\n{}", server.log());
 }
 
 /// The address in `metrics on http://ADDR/metrics`.

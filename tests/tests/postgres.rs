@@ -108,7 +108,7 @@ fn register_eventually(server: &Server, device: &str, timeout: Duration) -> Clie
         std::thread::sleep(Duration::from_millis(200));
         None
     });
-    got.unwrap_or_else(|| panic!("{device} never registered; last reply {last}\nserver stderr:\n{}", server.stderr()))
+    got.unwrap_or_else(|| panic!("{device} never registered; last reply {last}\nserver stderr:\n{}", server.log()))
 }
 
 #[test]
@@ -161,7 +161,7 @@ fn postgres_outage_refuses_registrations_only_and_the_table_is_repaired_when_it_
     // The survivor still gets actuations.
     dashboard.send(&message);
     stays.expect_delivery("stays", &body);
-    assert!(server.stderr().contains("database"), "the outage is logged:\n{}", server.stderr());
+    assert!(server.log().contains("database"), "the outage is logged:\n{}", server.log());
 }
 
 #[test]
@@ -188,7 +188,7 @@ fn sigterm_closes_devices_1001_marks_them_disconnected_and_exits_0() {
         other => panic!("idle connection: {other:?}"),
     }
     let status = server.wait_exit(Duration::from_secs(10)).expect("exits within 10 s of SIGTERM");
-    assert!(status.success(), "exit status {status:?}\n{}", server.stderr());
+    assert!(status.success(), "exit status {status:?}\n{}", server.log());
     for (id, _) in &devices {
         assert_eq!(db.binding(id).map(|b| b.0), Some(false), "{id}");
     }
@@ -250,7 +250,7 @@ fn wait_ready(server: &Server, status: u16, up: f64) -> String {
         reached.is_some(),
         "/ready never {status} with gauges at {up}; last {last:?}\n{}\nserver stderr:\n{}",
         server.metrics(),
-        server.stderr()
+        server.log()
     );
     last.1
 }

@@ -64,8 +64,8 @@ fn assert_refused(server: &Server, db: &Db, device: &str, reason: &str) {
     client.expect_close(1011);
     // The line of the connection that stores bindings; the others say the same.
     let said = format!("database (bindings): unavailable (error performing TLS handshake: {reason})");
-    let line = eventually(WAIT, || server.stderr_lines().into_iter().find(|l| l.starts_with(&said)));
-    assert!(line.is_some(), "no line {said:?}; stderr:\n{}", server.stderr());
+    let line = eventually(WAIT, || server.log_messages().into_iter().find(|l| l.starts_with(&said)));
+    assert!(line.is_some(), "no line {said:?}; stderr:\n{}", server.log());
     assert_eq!(db.server_tls().0, 0, "the server has a connection to the database");
     // It would have made its table on its first connection.
     let table: Option<String> =
@@ -79,7 +79,7 @@ fn require_encrypts_without_checking_the_certificate() {
     // Key=value form, 127.0.0.1, which the certificate does not name: require checks nothing.
     let server = Server::start(ServerOpts::default().with_db(&format!("{} sslmode=require", db.url())));
     assert_registers_over_tls(&server, &db, "tls-require");
-    assert!(server.stderr().contains("(sslmode require)"), "{}", server.stderr());
+    assert!(server.log().contains("(sslmode require)"), "{}", server.log());
 }
 
 #[test]

@@ -144,7 +144,7 @@ fn after_a_power_cut_the_restarted_instance_waits_for_the_dead_ones_lock_then_se
     assert_eq!(opts.external_address, dead.external_address());
     // The deadline is the wait itself: past it, the server gives up (status 2) and this fails.
     let restarted = Server::start_within(opts, Duration::from_secs(wait) + WAIT);
-    let stderr = restarted.stderr();
+    let stderr = restarted.log();
     let waited = format!("external address \"10.1.2.3:5000\" is taken; waiting up to {wait} s");
     assert!(stderr.lines().any(|l| l.contains(&waited)), "no waiting line:\n{stderr}");
     assert_eq!(stderr.matches("waiting up to").count(), 1, "one waiting line:\n{stderr}");

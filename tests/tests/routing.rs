@@ -348,7 +348,7 @@ fn sigterm_clears_only_the_instances_own_rows() {
         other => panic!("stop-mover's old connection on A: expected close 1000 or 1001, got {other:?}"),
     }
     let status = a.wait_exit(Duration::from_secs(10)).expect("A exits within 10 s of SIGTERM");
-    assert!(status.success(), "A's exit status {status:?}\n{}", a.stderr());
+    assert!(status.success(), "A's exit status {status:?}\n{}", a.log());
 
     let after = full_rows(&db);
     for id in ["stop-a1", "stop-a2"] {

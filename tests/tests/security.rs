@@ -130,7 +130,7 @@ fn without_configured_credentials_every_actuation_is_refused() {
         client.expect_close(1008);
     }
     device.expect_silence(Duration::from_millis(200));
-    assert!(server.stderr().contains("every actuation is refused"), "{}", server.stderr());
+    assert!(server.log().contains("every actuation is refused"), "{}", server.log());
 }
 
 #[test]

@@ -215,13 +215,13 @@ impl Thread {
         let refused = self.write_each(&rows)?;
         if let Some((first, e)) = refused.first() {
             // The values themselves may be anyone's: neither body nor id is logged.
-            crate::ops::log::line(format!(
+            log::error!(
                 "forwarding: the database refused {} of {} actuations, not forwarded (first: SQLSTATE {}, device id of {} bytes)",
                 refused.len(),
                 rows.ids.len(),
                 e.code().map_or("?", |c| c.code()),
                 rows.ids[*first].len()
-            ));
+            );
         }
         for (n, _) in refused {
             targets[chosen[n]] = None;

@@ -68,16 +68,16 @@ pub fn start(
                 }
                 Ok(false) if Instant::now() < give_up => {
                     if !waiting {
-                        crate::ops::log::line(format!(
+                        log::warn!(
                             "database (inbox): external address {server:?} is taken; waiting up to {lock_wait_secs} s for it"
-                        ));
+                        );
                         waiting = true;
                     }
                     std::thread::sleep(POLL);
                 }
                 Ok(false) => return Err(another_instance(&server)),
                 Err(e) => {
-                    crate::ops::log::line(format!("database (inbox): {}", crate::db::connection::error_text(&e)));
+                    log::warn!("database (inbox): {}", crate::db::connection::error_text(&e));
                     break;
                 }
             }
@@ -183,7 +183,7 @@ impl Thread {
             // queue is that process's now. Say so once and keep trying.
             let why = format!("database (inbox): {}", another_instance(&self.server).0);
             if !self.reported_taken {
-                crate::ops::log::line(&why);
+                log::warn!("{why}");
                 self.reported_taken = true;
             }
             self.db.down(why);
@@ -222,9 +222,7 @@ impl Thread {
             }
             if unreadable > 0 {
                 self.metrics.actuations_lost_in_transit.fetch_add(unreadable, std::sync::atomic::Ordering::Relaxed);
-                crate::ops::log::line(format!(
-                    "forwarding: dropped {unreadable} queued actuations that are not a JSON object in UTF-8"
-                ));
+                log::error!("forwarding: dropped {unreadable} queued actuations that are not a JSON object in UTF-8");
             }
             if !full {
                 return Ok(());
@@ -245,9 +243,7 @@ impl Thread {
             Ok(0) => {}
             Ok(n) => {
                 self.metrics.actuations_lost_in_transit.fetch_add(n, std::sync::atomic::Ordering::Relaxed);
-                crate::ops::log::line(format!(
-                    "forwarding: dropped {n} actuations queued for an instance that is gone"
-                ));
+                log::warn!("forwarding: dropped {n} actuations queued for an instance that is gone");
             }
             Err(e) => self.db.failed("drop stranded actuations", &e),
         }

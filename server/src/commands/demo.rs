@@ -25,7 +25,7 @@ pub fn prepare(config: &mut Config) -> anyhow::Result<TokenVerifier> {
     let program = std::env::args().next().map_or_else(|| "iot-ws-server".into(), |p| shell_word(&p));
     println!("{}", instructions(&program, &url, &token, actuator));
     if config.listen.port() == 0 {
-        println!("PORT above: the port in the `listening on` line on stderr.\n");
+        println!("PORT above: the port in the `listening on` line of the log.\n");
     }
     Ok(verifier)
 }

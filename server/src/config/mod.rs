@@ -7,6 +7,8 @@ use std::net::{SocketAddr, ToSocketAddrs};
 use std::path::PathBuf;
 
 use iot_ws_core::Credentials;
+
+use crate::ops::logging;
 use serde_json::Value;
 
 mod usage;
@@ -46,6 +48,8 @@ pub struct Config {
     /// How long a starting instance waits for its address's lock on the database (held by a
     /// dead instance whose session PostgreSQL has not dropped yet) before it gives up.
     pub instance_lock_wait_secs: u64,
+    /// What is logged, and how.
+    pub log: logging::Settings,
     pub demo: bool,
 }
 
@@ -251,6 +255,7 @@ impl Config {
         let tls_cert = setting("tls-cert", "IOT_WS_TLS_CERT");
         let tls_key = setting("tls-key", "IOT_WS_TLS_KEY");
         let lock_wait = setting("instance-lock-wait", "IOT_WS_INSTANCE_LOCK_WAIT");
+        let log = log_settings(setting("log", "IOT_WS_LOG"), setting("log-format", "IOT_WS_LOG_FORMAT"))?;
         let demo = flags.has("demo");
         flags.finish()?;
 
@@ -305,9 +310,21 @@ impl Config {
             hold_max_bytes: number(hold_max_bytes, 16 << 20, 0..=1 << 40)? as usize,
             tls,
             instance_lock_wait_secs: number(lock_wait, 90, 0..=86_400)?,
+            log,
             demo,
         })
     }
+}
+
+/// `--log` and `--log-format`; an error names the one that is wrong.
+fn log_settings(filter: Option<Setting>, format: Option<Setting>) -> Result<logging::Settings, ConfigError> {
+    fn read<T: Default>(s: Option<Setting>, parse: fn(&str) -> Result<T, String>) -> Result<T, ConfigError> {
+        s.map_or(Ok(T::default()), |s| parse(&s.text).map_err(|e| bad(format!("{}: {e}", s.origin))))
+    }
+    Ok(logging::Settings {
+        filter: read(filter, logging::Filter::parse)?,
+        format: read(format, logging::Format::parse)?,
+    })
 }
 
 /// File descriptors kept for everything but client connections: the listener, the database

@@ -41,6 +41,10 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --tls-cert PATH               IOT_WS_TLS_CERT           PEM chain, leaf first: the port is wss:// only
     --tls-key PATH                IOT_WS_TLS_KEY            its PEM private key; both reloaded on SIGHUP
     --instance-lock-wait SECS     IOT_WS_INSTANCE_LOCK_WAIT default 90
+    --log LEVELS                  IOT_WS_LOG                default info; e.g. warn,tokio_postgres=debug
+                                  levels: off error warn info debug trace; errors and warnings on
+                                  stderr, the rest on stdout
+    --log-format text|json        IOT_WS_LOG_FORMAT         default text; json: one object per line
     --check                       validate all of the above and exit 0, or 2 with the error
     --help, -h                    this text
     --version, -V                 iot-ws-server VERSION

@@ -12,7 +12,7 @@ use smol::Timer;
 
 use super::{Connection, GaveUp, Wake, CLOSE_GRACE};
 use crate::hub::{HubRequest, Mail, Undelivered};
-use crate::ops::log::{self, Kind};
+use crate::ops::logging::{self, Kind};
 use crate::ops::metrics::Metrics;
 
 impl Connection {
@@ -30,7 +30,7 @@ impl Connection {
         };
         Metrics::inc(counter);
         let peer = self.peer();
-        log::limited(Kind::SlowPeer, || format!("{peer}: closed: {what}"));
+        logging::limited(Kind::SlowPeer, module_path!(), || format!("{peer}: closed: {what}"));
         let end = self.ws.get_mut().cut_unsent();
         self.transit.cut(end);
         if self.ws.get_ref().unsent() == 0 && why == GaveUp::SendQueueFull {

@@ -34,7 +34,7 @@ pub async fn accept_loop(listener: Async<TcpListener>, ex: &LocalExecutor<'_>, m
             Ok(_) => {}
             Err(e) => {
                 Metrics::inc(&metrics.accept_errors);
-                crate::ops::log::line(format!("metrics: accept failed: {e}"));
+                log::warn!("metrics: accept failed: {e}");
                 smol::Timer::after(Duration::from_millis(100)).await;
             }
         }

@@ -28,7 +28,7 @@ use smol::{Async, Timer};
 
 use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
 use crate::hub::{Address, Mail};
-use crate::ops::log::Peer;
+use crate::ops::logging::Peer;
 use crate::ops::metrics::Metrics;
 use crate::tls::Transport;
 use keepalive::KeepAlive;

@@ -11,7 +11,7 @@ use iot_ws_core::{Body, CloseCode, DeviceId, Input, Output, Reply, StoreFailed};
 
 use super::{Connection, GaveUp};
 use crate::hub::{HubRequest, Undelivered};
-use crate::ops::log::{self, client_text, Kind};
+use crate::ops::logging::{self, client_text, Kind};
 use crate::ops::metrics::Metrics;
 
 impl Connection {
@@ -28,7 +28,7 @@ impl Connection {
                     if let Err(reason) = verdict {
                         // The reason, never the token.
                         let peer = self.peer();
-                        log::limited(Kind::TokenRefused, || {
+                        logging::limited(Kind::TokenRefused, module_path!(), || {
                             format!("{peer}: device {}: token refused: {reason}", client_text(device.as_str()))
                         });
                         Metrics::inc(&self.ctx.metrics.registrations_invalid_token);
@@ -103,7 +103,9 @@ impl Connection {
             Reply::InvalidCredentials => {
                 Metrics::inc(&self.ctx.metrics.actuations_refused);
                 let peer = self.peer();
-                log::limited(Kind::CredentialsRefused, || format!("{peer}: actuation refused: wrong credentials"));
+                logging::limited(Kind::CredentialsRefused, module_path!(), || {
+                    format!("{peer}: actuation refused: wrong credentials")
+                });
             }
             _ => {}
         }

@@ -158,7 +158,7 @@ impl Reconnecting {
             match self.db.connect().and_then(|mut c| setup(&mut c).map(|()| c)) {
                 Ok(client) => {
                     if self.reported_down {
-                        crate::ops::log::line(format!("database ({}): connected again", self.role));
+                        log::info!("database ({}): connected again", self.role);
                     }
                     self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
@@ -168,7 +168,7 @@ impl Reconnecting {
                 Err(e) => {
                     let why = format!("database ({}): unavailable ({})", self.role, error_text(&e));
                     if !self.reported_down {
-                        crate::ops::log::line(&why);
+                        log::warn!("{why}");
                     }
                     self.down(why);
                     self.reported_down = true;
@@ -184,7 +184,7 @@ impl Reconnecting {
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
     pub fn failed(&mut self, what: &str, e: &postgres::Error) {
         let why = format!("database ({}): cannot {what}: {}", self.role, error_text(e));
-        crate::ops::log::line(&why);
+        log::error!("{why}");
         if !about_the_data(e) {
             self.down(why);
         }

@@ -225,7 +225,7 @@ impl Metrics {
             "# HELP iot_ws_log_lines_dropped_total Log lines dropped because nothing was reading the log.
 # TYPE iot_ws_log_lines_dropped_total counter
 iot_ws_log_lines_dropped_total {}",
-            crate::ops::log::dropped()
+            crate::ops::logging::dropped()
         );
         let _ = writeln!(
             out,

@@ -1,7 +1,7 @@
 //! What operators watch and send: the log (one line per event, written off the serving
 //! thread), the metrics served at `GET /metrics`, the stop signals, and systemd's notifications.
 
-pub mod log;
+pub mod logging;
 pub mod metrics;
 pub mod notify;
 pub mod process;

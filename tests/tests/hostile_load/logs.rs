@@ -24,15 +24,15 @@ fn rule6_device_id_in_a_log_line_is_escaped_and_the_line_names_the_peer() {
     let server = Server::start(ServerOpts::default().release());
     let peer = refused_registration(&server, "x\nstopped\n\u{1b}[2J");
     let logged = server.wait_for_log("stopped", WAIT);
-    assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.stderr());
+    assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.log());
     std::thread::sleep(Duration::from_millis(200));
-    for l in server.stderr_lines() {
+    for l in server.log_lines() {
         assert!(!l.starts_with("stopped"), "a device id started a log line of its own: {l:?}");
         assert!(!l.chars().any(|c| c.is_control() && c != '\t'), "raw control character in a log line: {l:?}");
     }
     let line = server
         .wait_for_log(&peer.to_string(), WAIT)
-        .unwrap_or_else(|| panic!("no log line names the peer {peer}:\n{}", server.stderr()));
+        .unwrap_or_else(|| panic!("no log line names the peer {peer}:\n{}", server.log()));
     assert!(line.contains("stopped"), "the line naming the peer does not show the (escaped) device id: {line:?}");
 }
 
@@ -41,9 +41,9 @@ fn rule6_device_ids_in_log_lines_are_cut_to_128_characters() {
     let server = Server::start(ServerOpts::default().release());
     let peer = refused_registration(&server, &"q".repeat(200));
     let logged = server.wait_for_log(&"q".repeat(16), WAIT);
-    assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.stderr());
+    assert!(logged.is_some(), "the refused registration is not logged:\n{}", server.log());
     std::thread::sleep(Duration::from_millis(200));
-    for l in server.stderr_lines() {
+    for l in server.log_lines() {
         assert!(!l.contains(&"q".repeat(129)), "a device id of 200 characters logged uncut: {} chars", l.len());
     }
     // A 64 kB id is not even a device id (rule 7); it is not logged whole either.
@@ -52,7 +52,7 @@ fn rule6_device_ids_in_log_lines_are_cut_to_128_characters() {
     assert_eq!(c.register(&long, "x.y.z"), json!({"code": 401, "content": "Wrong message format"}));
     c.expect_close(1003);
     std::thread::sleep(Duration::from_millis(300));
-    for l in server.stderr_lines() {
+    for l in server.log_lines() {
         assert!(!l.contains(&"q".repeat(129)), "a device id of 200 characters logged uncut: {} chars", l.len());
         assert!(!l.contains(&"L".repeat(129)), "client text of 64 kB logged uncut: {} chars", l.len());
     }
@@ -86,7 +86,7 @@ fn counts_in(line: &str) -> Vec<u64> {
 #[test]
 fn rule6_refused_actuator_credentials_are_logged_rate_limited_with_a_summary_count() {
     let server = Server::start(ServerOpts::default().release());
-    let before = server.stderr_lines().len();
+    let before = server.log_messages().len();
     let attempt = |n: usize| {
         let mut c = Client::connect(server.addr);
         let (message, _) = actuation(("dashboard", &format!("guess-{n}")), "some-device", "");
@@ -98,7 +98,7 @@ fn rule6_refused_actuator_credentials_are_logged_rate_limited_with_a_summary_cou
         attempt(n);
     }
     std::thread::sleep(Duration::from_millis(300));
-    let during: Vec<String> = server.stderr_lines()[before..].to_vec();
+    let during: Vec<String> = server.log_messages()[before..].to_vec();
     eprintln!("lines during 50 refusals:\n{}", during.join("\n"));
     assert!(!during.is_empty(), "refused actuator credentials are not logged");
     assert!(during.len() <= 12, "{} log lines for 50 refused credentials: not rate-limited", during.len());
@@ -107,14 +107,14 @@ fn rule6_refused_actuator_credentials_are_logged_rate_limited_with_a_summary_cou
     let fewest = 50 - during.len() as u64 - 2;
     let is_summary = |l: &str| counts_in(l).iter().any(|n| (fewest..=51).contains(n));
     let mut summary =
-        eventually(Duration::from_secs(12), || server.stderr_lines()[before..].iter().find(|l| is_summary(l)).cloned());
+        eventually(Duration::from_secs(12), || server.log_messages()[before..].iter().find(|l| is_summary(l)).cloned());
     if summary.is_none() {
         attempt(50);
         summary = eventually(Duration::from_secs(10), || {
-            server.stderr_lines()[before..].iter().find(|l| is_summary(l)).cloned()
+            server.log_messages()[before..].iter().find(|l| is_summary(l)).cloned()
         });
     }
-    let all: Vec<String> = server.stderr_lines()[before..].to_vec();
+    let all: Vec<String> = server.log_messages()[before..].to_vec();
     assert!(summary.is_some(), "no summary line counting the repeats ({fewest}-51) within 22 s:\n{}", all.join("\n"));
     assert!(all.len() <= 15, "{} log lines for 51 refused credentials:\n{}", all.len(), all.join("\n"));
 }
@@ -154,12 +154,13 @@ const UPGRADE: &[u8] = b"GET / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConn
     Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
     Sec-WebSocket-Protocol: echo-protocol\r\n\r\n";
 
-/// Fills the server's stderr pipe to the brim through `/proc/PID/fd/2` (a second writer on the
-/// same pipe): from then on every write the server makes to stderr would block. Returns the
+/// Fills the server's stdout pipe (its info lines, the refusals among them) to the brim through
+/// `/proc/PID/fd/1` (a second writer on the same pipe): from then on every write the server makes
+/// to stdout would block. Returns the
 /// bytes it took.
-fn fill_stderr_pipe(server: &Server) -> usize {
+fn fill_stdout_pipe(server: &Server) -> usize {
     use std::os::unix::fs::OpenOptionsExt;
-    let path = format!("/proc/{}/fd/2", server.pid());
+    let path = format!("/proc/{}/fd/1", server.pid());
     let mut pipe = std::fs::OpenOptions::new()
         .write(true)
         .custom_flags(libc::O_NONBLOCK)
@@ -178,12 +179,12 @@ fn fill_stderr_pipe(server: &Server) -> usize {
 }
 
 #[test]
-fn rule6_server_whose_stderr_pipe_is_full_keeps_serving_through_20000_loggable_refusals() {
+fn rule6_server_whose_log_pipe_is_full_keeps_serving_through_20000_loggable_refusals() {
     let _heavy = heavy();
-    let server = Server::start_stderr_unread(ServerOpts::default().release());
+    let server = Server::start_stdout_unread(ServerOpts::default().release());
     let addr = server.addr;
-    let filled = fill_stderr_pipe(&server);
-    eprintln!("stderr pipe full after {filled} bytes");
+    let filled = fill_stdout_pipe(&server);
+    eprintln!("stdout pipe full after {filled} bytes");
     const TOTAL: u64 = 20_000;
     let done = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
@@ -208,7 +209,7 @@ fn rule6_server_whose_stderr_pipe_is_full_keeps_serving_through_20000_loggable_r
         .collect();
     let outcomes: Vec<Result<(), String>> = workers.into_iter().map(|w| w.join().unwrap()).collect();
     let refused = done.load(Relaxed);
-    eprintln!("{refused} refused registrations in {:?} with stderr full", started.elapsed());
+    eprintln!("{refused} refused registrations in {:?} with stdout full", started.elapsed());
     for outcome in outcomes {
         outcome.unwrap_or_else(|e| panic!("after {refused} refused registrations, the server stalled: {e}"));
     }

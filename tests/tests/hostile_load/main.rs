@@ -224,7 +224,7 @@ fn ping_until_closed(c: &mut Client, t0: Instant, limit: Duration) -> Result<(Du
 
 /// The server's last log lines, for failure messages.
 fn log_tail(server: &Server) -> String {
-    let lines = server.stderr_lines();
+    let lines = server.log_lines();
     lines[lines.len().saturating_sub(15)..].join("\n")
 }
 
