@@ -17,7 +17,8 @@
 # BINARY is run for its version and help, under qemu-user if it is for another architecture.
 #
 # Environment: DEB_REVISION (default 1), DEB_MAINTAINER, SOURCE_DATE_EPOCH (default: the time of
-# the last commit; it dates the man page and every file, so a rebuild gives the same package).
+# the last commit, or now outside git; it dates the man page and every file, so a rebuild gives
+# the same package).
 # Needs: dpkg-deb, file, cargo (the crate list); dpkg-shlibdeps (dpkg-dev) for a dynamic binary;
 # the target's strip (binutils, or the cross gcc packages) for a binary not yet stripped.
 set -euo pipefail
@@ -59,7 +60,7 @@ version=${version#iot-ws-server }
 [[ "$version" =~ ^[0-9]+\.[0-9]+\.[0-9]+([.+~a-z0-9-]*)$ ]] || die "unexpected --version output: $version"
 # Cargo's 1.0.0-rc.1 sorts after 1.0.0 in Debian's order unless its - is a ~.
 deb_version="${version/-/\~}-${DEB_REVISION:-1}"
-export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct)}
+export SOURCE_DATE_EPOCH=${SOURCE_DATE_EPOCH:-$(git log -1 --format=%ct 2>/dev/null || date +%s)}
 
 stage=$(mktemp -d)
 trap 'rm -rf "$stage"' EXIT
