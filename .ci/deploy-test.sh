@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # CI step for issue 4: the deployment scripts.
-#   1. bash -n and shellcheck on the shell scripts of cross/, cf-deploy.sh and .ci/ (issue 4's);
+#   1. bash -n and shellcheck on the shell scripts of cross/, cf-deploy.sh, .ci/ (issue 4's) and
+#      packaging/ (issue 11's Debian package, with its maintainer scripts);
 #   2. cf-deploy.sh against a fake `cf` on PATH that logs its arguments: the exact commands issued,
 #      what was staged for the push, the manifest's services and buildpack, and the refusals
 #      (not logged in, no space, a binary that is not x86-64, a private key as public key).
@@ -11,7 +12,9 @@ set -euo pipefail
 cd "$(dirname "${BASH_SOURCE[0]}")/.."
 root=$PWD
 
-scripts=(cf-deploy.sh cross/build.sh cross/smoke.sh .ci/cross.sh .ci/deploy-test.sh)
+scripts=(cf-deploy.sh cross/build.sh cross/smoke.sh .ci/cross.sh .ci/deploy-test.sh
+  packaging/build-deb.sh packaging/man.sh packaging/debian/postinst packaging/debian/prerm
+  packaging/debian/postrm .ci/deb.sh)
 
 passed=0
 failed=0

@@ -14,6 +14,7 @@ apt_packages=(
   qemu-user-static file              # ARM smoke tests
   openssl                            # throwaway TLS CAs and pairs (bench/tls-pair.sh): wss:// smoke and bench
   shellcheck                         # deploy script checks
+  dpkg-dev man-db systemd procps     # .ci/deb.sh: dpkg-shlibdeps, the man page check, systemd-analyze, /bin/kill
   nodejs npm                         # WebSocket-Node clients (used only if node is missing)
 )
 missing=()
