@@ -55,7 +55,9 @@ run() {
 # task, PostgreSQL, forwarding) is driven by the end-to-end tests in tests/, too slow to rerun for
 # each of hundreds of mutants.
 SERVER_FILES=(server/src/config/mod.rs server/src/auth/mod.rs server/src/auth/token_cache.rs server/src/clock.rs
-  server/src/tls/mod.rs server/src/tls/server_stream.rs server/src/db/sslmode.rs server/src/db/channel_binding.rs)
+  server/src/tls/mod.rs server/src/tls/server_stream.rs server/src/db/sslmode.rs server/src/db/channel_binding.rs
+  server/src/ops/logging/filter.rs server/src/ops/logging/format.rs server/src/ops/logging/text.rs
+  server/src/ops/logging/timestamp.rs server/src/ops/logging/writer.rs)
 
 # The world's property tests (core/tests/world_properties.rs, seconds each) are left out of the
 # runs for each mutant: the files they drive are mutated, but the router's and the session's own
