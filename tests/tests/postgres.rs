@@ -286,6 +286,10 @@ fn ready_follows_the_database_refusing_writes_going_away_and_coming_back() {
         (c.register("read-only", &Keys::shared().token("read-only"))["code"] == 500).then_some(())
     });
     assert!(refused.is_some(), "registrations still accepted on a read-only database");
+    for n in 0..3 {
+        let mut c = Client::connect(server.addr);
+        assert_eq!(c.register("read-only", &Keys::shared().token("read-only"))["code"], 500, "attempt {n}");
+    }
     let why = wait_ready(&server, 503, 0.0);
     assert!(why.starts_with("database (bindings): ") && why.contains("25006"), "{why:?}");
     assert_eq!(why.lines().count(), 1, "{why:?}");
@@ -294,6 +298,16 @@ fn ready_follows_the_database_refusing_writes_going_away_and_coming_back() {
     read_only(&db, false);
     assert_eq!(wait_ready(&server, 200, 1.0), "ok\n");
     let _back = register_eventually(&server, "writable-again", WAIT);
+    // Four or more refused writes, each failure logged once until a write works again.
+    let failures: Vec<String> = server
+        .log_messages()
+        .into_iter()
+        .filter(|l| l.starts_with("database (bindings): cannot record connected devices: 25006"))
+        .collect();
+    let distinct: std::collections::BTreeSet<&String> = failures.iter().collect();
+    assert!(!failures.is_empty() && failures.len() == distinct.len(), "logged again and again: {failures:#?}");
+    let again = server.wait_for_log("database (bindings): works again", WAIT);
+    assert!(again.is_some_and(|l| l.contains(" INFO  ")), "{}", server.log());
 
     // The database goes away, then comes back.
     cluster.stop();

@@ -92,6 +92,9 @@ pub struct Reconnecting {
     retry_at: Instant,
     backoff: Duration,
     reported_down: bool,
+    /// The failure last logged, while no step has worked since: the same failure again (the
+    /// idle check every 5 s on a read-only database) is not logged again.
+    reported_failure: Option<String>,
     /// Whose connection this is, for the log.
     role: &'static str,
     state: std::sync::Arc<DbState>,
@@ -106,13 +109,17 @@ impl Reconnecting {
             retry_at: Instant::now(),
             backoff: FIRST_BACKOFF,
             reported_down: false,
+            reported_failure: None,
             role,
             state,
         }
     }
 
     /// Says the last step on the database worked.
-    pub fn worked(&self) {
+    pub fn worked(&mut self) {
+        if self.reported_failure.take().is_some() {
+            log::info!("database ({}): works again", self.role);
+        }
         self.state.set(Ok(()));
     }
 
@@ -159,6 +166,7 @@ impl Reconnecting {
                 Ok(client) => {
                     if self.reported_down {
                         log::info!("database ({}): connected again", self.role);
+                        self.reported_failure = None;
                     }
                     self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
@@ -182,10 +190,17 @@ impl Reconnecting {
     }
 
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
+    /// The log gets the failure once, until a step works again ("works again").
     pub fn failed(&mut self, what: &str, e: &postgres::Error) {
         let why = format!("database ({}): cannot {what}: {}", self.role, error_text(e));
-        log::error!("{why}");
-        if !about_the_data(e) {
+        if about_the_data(e) {
+            // Those rows only: the database still works.
+            log::warn!("{why}");
+        } else {
+            if self.reported_failure.as_ref() != Some(&why) {
+                log::warn!("{why}");
+                self.reported_failure = Some(why.clone());
+            }
             self.down(why);
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
