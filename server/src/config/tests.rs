@@ -443,3 +443,20 @@ fn the_actuator_password_and_the_database_url_may_come_from_files() {
     assert_eq!(db, DatabaseUrl { url: "host=from-file".into(), origin: "DATABASE_URL_FILE".into() });
     std::fs::remove_dir_all(&dir).unwrap();
 }
+
+#[test]
+fn log_settings_come_from_the_flags_then_the_environment_and_errors_name_the_source() {
+    let c = load(&[], &[]).unwrap();
+    assert_eq!(c.log, logging::Settings::default());
+    let env = [("IOT_WS_LOG", "warn,tokio_postgres=debug"), ("IOT_WS_LOG_FORMAT", "json")];
+    let c = load(&[], &env).unwrap();
+    assert_eq!(c.log.filter, logging::Filter::parse("warn,tokio_postgres=debug").unwrap());
+    assert_eq!(c.log.format, logging::Format::Json);
+    let c = load(&["--log", "error", "--log-format", "text"], &env).unwrap();
+    assert_eq!(c.log.filter, logging::Filter::parse("error").unwrap());
+    assert_eq!(c.log.format, logging::Format::Text);
+    let err = load(&[], &[("IOT_WS_LOG", "loud")]).unwrap_err().0;
+    assert!(err.starts_with(r#"IOT_WS_LOG: "loud" is not a level"#), "{err}");
+    let err = load(&["--log-format", "xml"], &[]).unwrap_err().0;
+    assert!(err.starts_with(r#"--log-format: "xml" is not a log format"#), "{err}");
+}

@@ -162,6 +162,10 @@ fn a_library_line_names_its_module_and_this_crate_does_not() {
     assert!(lookalike.contains(" iot_ws_server_x: m"), "{lookalike}");
     let forged = line(Format::Text, Level::Info, "evil\ntarget", &"m");
     assert_eq!(forged.lines().count(), 1, "{forged}");
+    // A target is cut at 128 bytes, between whole characters: `a` and 63 of the 100 `é`.
+    let long = format!("a{}", "é".repeat(100));
+    let json: serde_json::Value = serde_json::from_str(&line(Format::Json, Level::Info, &long, &"m")).unwrap();
+    assert_eq!(json["target"], format!("a{}", "é".repeat(63)));
 }
 
 #[test]
