@@ -141,6 +141,9 @@ fn a_cut_never_falls_inside_an_escape() {
 fn a_text_line_has_the_time_the_level_and_one_line_of_message_at_most_1_kib() {
     let text = line(Format::Text, Level::Warn, OWN, &format_args!("peer 10.0.0.1:80: error: {}", "two\nlines\u{1b}"));
     assert_eq!(text, "2026-12-02T00:11:23.040Z WARN  peer 10.0.0.1:80: error: two\\nlines\\u{1b}\n");
+    // Only control characters are escaped in text: quotes and backslashes are read as they are.
+    let plain = line(Format::Text, Level::Info, OWN, &r#"it's "quoted" \ here"#);
+    assert_eq!(plain, "2026-12-02T00:11:23.040Z INFO  it's \"quoted\" \\ here\n");
     let long = line(Format::Text, Level::Info, OWN, &"é".repeat(5000));
     let msg = message(long.trim_end());
     assert!(msg.len() <= MESSAGE_MAX && msg.len() > MESSAGE_MAX - 8 && msg.ends_with('…'), "{}", msg.len());
