@@ -79,7 +79,12 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         clock,
         tls: certificate.clone().map(crate::tls::acceptor),
     });
-    let signals = crate::ops::signals::watch_with_reload(reloader(certificate, ctx.clone()))?;
+    let reload = reloader(certificate, ctx.clone());
+    let signals = crate::ops::signals::watch_with_reload(move || {
+        notify::reloading();
+        reload();
+        notify::reloaded();
+    })?;
 
     log::info!("{}", store.describe());
     if config.actuator.is_none() {
