@@ -64,10 +64,10 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     metrics.set_limits(limits.clone());
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
-        session_config: SessionConfig {
+        session_config: Arc::new(SessionConfig {
             actuator: config.actuator.clone(),
             register_timeout_ms: config.register_timeout_secs * 1_000,
-        },
+        }),
         send_queue_bytes: config.send_queue_bytes,
         verifier,
         hub: hub_tx,

@@ -16,7 +16,8 @@ use crate::ops::metrics::Metrics;
 
 /// What every connection task shares.
 pub struct Ctx {
-    pub session_config: SessionConfig,
+    /// One set for every session: each holds an `Arc` of it, not a copy.
+    pub session_config: Arc<SessionConfig>,
     /// A connection's unsent output at most (`--send-queue-bytes`).
     pub send_queue_bytes: usize,
     pub verifier: TokenVerifier,

@@ -217,7 +217,7 @@ impl Connection {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
-            session: Session::new(ctx.clock.millis(accepted), &ctx.session_config),
+            session: Session::new(ctx.clock.millis(accepted), ctx.session_config.clone()),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
             mail_tx,
