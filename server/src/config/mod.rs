@@ -9,7 +9,10 @@ use std::path::PathBuf;
 use iot_ws_core::Credentials;
 use serde_json::Value;
 
+mod secret_file;
 mod usage;
+
+pub use secret_file::read_secret_file;
 
 /// A setting that cannot be used; `main` prints it on one line and exits 2.
 #[derive(Debug, thiserror::Error)]
@@ -335,9 +338,6 @@ pub struct Setting {
     pub origin: String,
 }
 
-/// Most bytes read from a secret's file: a password or a connection string is far less.
-const MAX_SECRET_BYTES: u64 = 64 * 1024;
-
 /// The secret given at one level (flags, or the environment): a value, or a file holding it.
 fn one_secret(
     value: Option<String>,
@@ -351,15 +351,8 @@ fn one_secret(
         (None, Some(path)) => path,
         (None, None) => return Ok(None),
     };
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(&path)
-        .and_then(|file| file.take(MAX_SECRET_BYTES).read_to_string(&mut text))
-        .map_err(|e| bad(format!("{file_origin} {path}: {e}")))?;
-    match text.trim() {
-        "" => Err(bad(format!("{file_origin} {path} is empty"))),
-        secret => Ok(Some(Setting { text: secret.to_string(), origin: file_origin.to_string() })),
-    }
+    let text = read_secret_file(std::path::Path::new(&path)).map_err(|e| bad(format!("{file_origin} {e}")))?;
+    Ok(Some(Setting { text, origin: file_origin.to_string() }))
 }
 
 fn number(setting: Option<Setting>, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {
