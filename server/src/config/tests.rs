@@ -426,8 +426,14 @@ fn the_actuator_password_and_the_database_url_may_come_from_files() {
 
     let c = load(&["--actuator-username", "dash", "--actuator-password-file", password], &[]).unwrap();
     assert_eq!(c.actuator, Some(Credentials { username: "dash".into(), password: "pass word".into() }));
+    assert_eq!(c.actuator_password_file.as_deref(), Some(std::path::Path::new(password)), "read again on SIGHUP");
     let vars = [("IOT_WS_ACTUATOR_USERNAME", "dash"), ("IOT_WS_ACTUATOR_PASSWORD_FILE", password)];
-    assert_eq!(load(&[], &vars).unwrap().actuator.unwrap().password, "pass word");
+    let c = load(&[], &vars).unwrap();
+    assert_eq!(c.actuator.unwrap().password, "pass word");
+    assert_eq!(c.actuator_password_file.as_deref(), Some(std::path::Path::new(password)));
+    // A password given as a value has no file to read again.
+    let c = load(&["--actuator-username", "dash", "--actuator-password", "pw"], &[]).unwrap();
+    assert_eq!((c.actuator.is_some(), c.actuator_password_file), (true, None));
 
     // The URL read from a file is checked like any other, and its errors name the file's setting.
     let err = load(&[], &[("DATABASE_URL_FILE", url)]).unwrap_err().0;
