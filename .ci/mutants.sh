@@ -5,9 +5,10 @@
 #
 # Guarded: the whole protocol core (iot-ws-core: messages, sessions, the router and its tables,
 # held actuations, refusals, token claims, the device client, the HTTP head) and the server's pure
-# parts with fast unit tests (configuration, token verification and its cache, the clock, the
-# TLS certificate and its reload, the server end of TLS over loopback, the TLS settings read out
-# of a database URL, the channel binding hash).
+# parts with fast unit tests (configuration and its secret files, token verification and its
+# cache, the clock, the TLS certificate and its reload, the server end of TLS over loopback, the
+# TLS settings read out of a database URL, the channel binding hash, the sessions' live settings
+# and the actuator password's reload).
 #
 # CI mutates only the lines changed since the commit in .ci/mutants-base, the last one whose
 # whole mutation step passed (a full run of every file above took ~21 of CI's 43 minutes). A
@@ -54,10 +55,11 @@ run() {
 # The server's files whose rules have fast unit tests. The rest of the server (sockets, the hub
 # task, PostgreSQL, forwarding) is driven by the end-to-end tests in tests/, too slow to rerun for
 # each of hundreds of mutants.
-SERVER_FILES=(server/src/config/mod.rs server/src/auth/mod.rs server/src/auth/token_cache.rs server/src/clock.rs
-  server/src/tls/mod.rs server/src/tls/server_stream.rs server/src/db/sslmode.rs server/src/db/channel_binding.rs
-  server/src/ops/logging/filter.rs server/src/ops/logging/format.rs server/src/ops/logging/text.rs
-  server/src/ops/logging/timestamp.rs server/src/ops/logging/writer.rs)
+SERVER_FILES=(server/src/config/mod.rs server/src/config/secret_file.rs server/src/auth/mod.rs
+  server/src/auth/token_cache.rs server/src/clock.rs server/src/tls/mod.rs server/src/tls/server_stream.rs
+  server/src/db/sslmode.rs server/src/db/channel_binding.rs server/src/connection/live_config.rs
+  server/src/ops/actuator_reload.rs server/src/ops/logging/filter.rs server/src/ops/logging/format.rs
+  server/src/ops/logging/text.rs server/src/ops/logging/timestamp.rs server/src/ops/logging/writer.rs)
 
 # The world's property tests (core/tests/world_properties.rs, seconds each) are left out of the
 # runs for each mutant: the files they drive are mutated, but the router's and the session's own

@@ -5,6 +5,7 @@
 //! ordinary `cargo test --features fuzzing`, on stable, without libFuzzer.
 
 use alloc::string::{String, ToString};
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::claims::{check_claims, parse_iso8601, UnixSeconds};
@@ -197,7 +198,7 @@ struct Conn {
 pub fn drive_session(data: &[u8]) {
     let mut c = Choices { data };
     let mut now = Millis(0);
-    let session = Session::new(now, &session_config());
+    let session = Session::new(now, Arc::new(session_config()));
     let mut conn = Conn { session, closed: false, stored: false, detached: false };
     for _ in 0..MAX_STEPS {
         if c.is_empty() {

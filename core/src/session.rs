@@ -38,10 +38,14 @@
 //!   `clear_binding: true`, the session having ended any other way (peer gone, refusal, shutdown,
 //!   a failed store, or a store not done by the deadline, which may still write the binding
 //!   after the 500). A session that never asked to store a binding is never detached.
+//! - A new [`SessionConfig`] ([`Session::set_config`]) rules from the next input on: every later
+//!   actuation's credentials are checked against it (a connection kept open does not keep a
+//!   revoked password), and a later message's idle timeout is its. A deadline already set stays.
 //! - Nothing is sent after a close; every input in every state has a defined outcome, and inputs
 //!   that do not apply to the current state are ignored.
 
 use alloc::collections::VecDeque;
+use alloc::sync::Arc;
 
 use crate::claims::TokenRejected;
 use crate::credentials::Credentials;
@@ -53,7 +57,8 @@ use crate::time::Millis;
 mod io;
 pub use io::{Input, Output};
 
-/// Settings shared by every session of a server.
+/// Settings shared by every session of a server: each session holds an [`Arc`] of them, not a
+/// copy, so a thousand connections keep one set of credentials.
 #[derive(Clone, Debug)]
 pub struct SessionConfig {
     /// The actuator's credentials; `None` refuses every actuation.
@@ -94,9 +99,10 @@ enum State {
 /// come back as inputs), then re-arm the timer from [`poll_timeout`](Session::poll_timeout).
 ///
 /// ```
+/// use std::sync::Arc;
 /// use iot_ws_core::{Input, Millis, Output, Reply, Session, SessionConfig};
 ///
-/// let mut session = Session::new(Millis(0), &SessionConfig::default());
+/// let mut session = Session::new(Millis(0), Arc::new(SessionConfig::default()));
 /// let mut sent = Vec::new();
 /// session.handle_input(Millis(5), Input::Text(r#"{"type":"ping"}"#));
 /// // Bounded drive loop: a session never produces unbounded output for one input.
@@ -117,7 +123,7 @@ enum State {
 #[derive(Clone, Debug)]
 pub struct Session {
     state: State,
-    config: SessionConfig,
+    config: Arc<SessionConfig>,
     now: Millis,
     /// Neither a registered device nor a sender of an accepted actuation yet.
     pending: bool,
@@ -132,16 +138,27 @@ pub struct Session {
 impl Session {
     /// A session for a connection accepted at `now` (the TCP accept, not the WebSocket upgrade:
     /// the register timeout covers the HTTP head too).
-    pub fn new(now: Millis, config: &SessionConfig) -> Self {
+    pub fn new(now: Millis, config: Arc<SessionConfig>) -> Self {
         Session {
             state: State::AwaitingInit,
-            config: config.clone(),
             now,
             pending: true,
             deadline: now.plus(config.register_timeout_ms),
+            config,
             outputs: VecDeque::new(),
             pending_acks: VecDeque::new(),
         }
+    }
+
+    /// Replaces the settings from the next input on (the host re-read them): later actuations
+    /// are checked against the new credentials. A deadline already set stays where it is.
+    pub fn set_config(&mut self, config: Arc<SessionConfig>) {
+        self.config = config;
+    }
+
+    /// The settings in use: a host that swaps them compares this with its current ones.
+    pub fn config(&self) -> &Arc<SessionConfig> {
+        &self.config
     }
 
     /// Feeds one fact observed at `now`. Then drain [`poll_output`](Session::poll_output).

@@ -37,10 +37,10 @@ struct Harness {
 
 impl Harness {
     fn new() -> Self {
-        Harness { s: Session::new(Millis(0), &config()), now: 0 }
+        Harness { s: Session::new(Millis(0), Arc::new(config())), now: 0 }
     }
     fn with(config: SessionConfig) -> Self {
-        Harness { s: Session::new(Millis(0), &config), now: 0 }
+        Harness { s: Session::new(Millis(0), Arc::new(config)), now: 0 }
     }
     fn input(&mut self, input: Input<'_>) -> Vec<Output> {
         self.s.handle_input(Millis(self.now), input);
@@ -248,6 +248,55 @@ fn without_configured_credentials_every_actuation_is_refused() {
         h.text(&actuation_text("d1", "")),
         [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]
     );
+}
+
+/// The settings a host swaps in when the actuator's password changes.
+fn config_with_password(password: &str) -> Arc<SessionConfig> {
+    Arc::new(SessionConfig {
+        actuator: Some(Credentials { username: "admin".into(), password: password.into() }),
+        ..config()
+    })
+}
+
+#[test]
+fn a_new_config_refuses_the_old_password_on_a_connection_already_open() {
+    let mut h = Harness::new();
+    assert_eq!(h.text(&actuation_text("d1", "")), [Output::Route { device: dev("d1"), body: body("d1"), ack: false }]);
+    h.s.set_config(config_with_password("n3w"));
+    assert_eq!(
+        h.text(&actuation_text("d1", "")),
+        [send(Reply::InvalidCredentials), close(CloseCode::POLICY_VIOLATION)]
+    );
+}
+
+#[test]
+fn a_new_config_accepts_the_new_password() {
+    let mut h = Harness::new();
+    h.s.set_config(config_with_password("n3w"));
+    let text = actuation_text("d1", "").replace("s3cret", "n3w");
+    assert_eq!(h.text(&text), [Output::Route { device: dev("d1"), body: body("d1"), ack: false }]);
+}
+
+#[test]
+fn config_is_the_one_given_not_a_copy() {
+    let shared = config_with_password("s3cret");
+    let mut h = Harness { s: Session::new(Millis(0), shared.clone()), now: 0 };
+    assert!(Arc::ptr_eq(h.s.config(), &shared));
+    let newer = config_with_password("n3w");
+    h.s.set_config(newer.clone());
+    assert!(Arc::ptr_eq(h.s.config(), &newer));
+}
+
+#[test]
+fn a_new_register_timeout_leaves_the_deadline_set_and_rules_the_next_message() {
+    let mut h = Harness::new();
+    h.text(&actuation_text("d1", ""));
+    assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
+    h.s.set_config(Arc::new(SessionConfig { register_timeout_ms: 1_000, ..config() }));
+    assert_eq!(h.s.poll_timeout(), Some(Millis(10_000)));
+    h.advance(2_000);
+    h.text(r#"{"type":"ping"}"#);
+    assert_eq!(h.s.poll_timeout(), Some(Millis(3_000)));
 }
 
 #[test]

@@ -24,6 +24,7 @@
 use alloc::collections::{BTreeMap, BTreeSet, VecDeque};
 use alloc::format;
 use alloc::string::String;
+use alloc::sync::Arc;
 use alloc::vec::Vec;
 
 use crate::credentials::Credentials;
@@ -110,7 +111,8 @@ pub struct World<'a> {
     c: Choices<'a>,
     now: Millis,
     config: RouterConfig,
-    session_config: SessionConfig,
+    /// Shared by every session, as a server shares it.
+    session_config: Arc<SessionConfig>,
     router: Router<Ticket>,
     conns: Vec<Conn>,
     requests: VecDeque<Request>,
@@ -139,10 +141,10 @@ impl<'a> World<'a> {
             hold_max_bytes: [80, 300, 100_000][c.below(3)],
             cluster: c.odds(3),
         };
-        let session_config = SessionConfig {
+        let session_config = Arc::new(SessionConfig {
             actuator: Some(Credentials { username: "u".into(), password: "p".into() }),
             register_timeout_ms: 2_000,
-        };
+        });
         World {
             c,
             now: Millis(0),
@@ -222,7 +224,7 @@ impl<'a> World<'a> {
     fn connect(&mut self) {
         if self.conns.len() < MAX_SESSIONS {
             let cap = 1 + self.c.below(4);
-            self.conns.push(Conn::new(Session::new(self.now, &self.session_config), cap));
+            self.conns.push(Conn::new(Session::new(self.now, self.session_config.clone()), cap));
         }
     }
 

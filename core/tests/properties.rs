@@ -14,6 +14,7 @@
 #![cfg(not(target_arch = "wasm32"))]
 
 use std::collections::{BTreeMap, VecDeque};
+use std::sync::Arc;
 
 use iot_ws_core::{
     parse, Body, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, FrameError, HeldActuations, Hold, Input,
@@ -262,7 +263,7 @@ type Transcript = Vec<(Vec<Output>, Option<Millis>)>;
 /// Feeds `steps` to one session; returns everything it said, step by step, with its timer.
 fn run_one(steps: &[Step]) -> Result<Transcript, TestCaseError> {
     let mut now = Millis(1_000);
-    let mut session = Session::new(now, &config());
+    let mut session = Session::new(now, Arc::new(config()));
     let mut watch = Watch::default();
     let mut transcript = Vec::new();
     for step in steps {
@@ -376,7 +377,7 @@ fn closed_by_deadline(outputs: &[Output]) -> bool {
 fn run_pending(accept: Millis, timeout: u64, steps: &[Step]) -> Result<(), TestCaseError> {
     let deadline = accept.plus(timeout);
     let mut now = accept;
-    let mut session = Session::new(now, &SessionConfig { register_timeout_ms: timeout, ..config() });
+    let mut session = Session::new(now, Arc::new(SessionConfig { register_timeout_ms: timeout, ..config() }));
     for step in steps {
         let fired = apply(&mut session, &mut now, step);
         let outputs = drain(&mut session);
@@ -434,7 +435,7 @@ fn lifecycle_step() -> impl Strategy<Value = Step> {
 /// actuation's `Route` or its close, and never comes back to it.
 fn run_pending_once(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut now = Millis(1_000);
-    let mut session = Session::new(now, &config());
+    let mut session = Session::new(now, Arc::new(config()));
     prop_assert!(session.is_pending());
     for step in steps {
         let was = session.is_pending();
@@ -511,7 +512,7 @@ impl Verdicts {
 /// re-verification rule and the token checks counted over the whole connection.
 fn run_recheck(steps: &[Step]) -> Result<(), TestCaseError> {
     let mut now = Millis(1_000);
-    let mut session = Session::new(now, &config());
+    let mut session = Session::new(now, Arc::new(config()));
     let mut verdicts = Verdicts::default();
     let setup = [Step::Text(registration(OWN, "first")), Step::TokenChecked(true), Step::BindingStored(true)];
     for step in &setup {

@@ -9,6 +9,8 @@ use iot_ws_core::{
     check_claims, parse, ClientMessage, CloseCode, Credentials, DeviceId, FormatError, Input, Millis, Output, Reply,
     Session, SessionConfig, TokenRejected, UnixSeconds,
 };
+use std::sync::Arc;
+
 use wasm_bindgen_test::wasm_bindgen_test;
 
 fn drain(session: &mut Session) -> Vec<Output> {
@@ -36,12 +38,12 @@ fn parse_reads_messages_and_refuses_others() {
 
 #[wasm_bindgen_test]
 fn session_registers_then_receives_an_actuation_verbatim() {
-    let config = SessionConfig {
+    let config = Arc::new(SessionConfig {
         actuator: Some(Credentials { username: "admin".into(), password: "s3cret".into() }),
         register_timeout_ms: 10_000,
-    };
+    });
     let device = DeviceId("dev-1".into());
-    let mut s = Session::new(Millis(0), &config);
+    let mut s = Session::new(Millis(0), config.clone());
     s.handle_input(Millis(1), Input::Text(r#"{"type":"device","deviceId":"dev-1","deviceToken":"jwt"}"#));
     assert_eq!(drain(&mut s), [Output::VerifyToken { device: device.clone(), token: "jwt".into() }]);
     s.handle_input(Millis(2), Input::TokenChecked(Ok(())));
@@ -52,7 +54,7 @@ fn session_registers_then_receives_an_actuation_verbatim() {
     assert_eq!(s.poll_timeout(), None);
 
     // The dashboard's connection: its actuation is routed, then delivered to the device's.
-    let mut dashboard = Session::new(Millis(4), &config);
+    let mut dashboard = Session::new(Millis(4), config);
     let body = r#"{"content":{"deviceId":"dev-1","value": 1.50}}"#;
     let actuation =
         format!(r#"{{"type":"actuation","credentials":{{"username":"admin","password":"s3cret"}},"body":{body}}}"#);
@@ -69,7 +71,7 @@ fn session_registers_then_receives_an_actuation_verbatim() {
 
 #[wasm_bindgen_test]
 fn wrong_credentials_are_refused_and_closed() {
-    let mut s = Session::new(Millis(0), &SessionConfig::default());
+    let mut s = Session::new(Millis(0), Arc::new(SessionConfig::default()));
     let text =
         r#"{"type":"actuation","credentials":{"username":"a","password":"b"},"body":{"content":{"deviceId":"d"}}}"#;
     s.handle_input(Millis(1), Input::Text(text));

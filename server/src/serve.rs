@@ -2,6 +2,7 @@
 //! stops gracefully on SIGTERM / SIGINT.
 
 use std::net::TcpListener;
+use std::path::PathBuf;
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -15,11 +16,12 @@ use crate::clock::Clock;
 use crate::cluster::Cluster;
 use crate::config::{Config, ConfigError};
 use crate::connection::limits::Limits;
+use crate::connection::live_config::LiveSessionConfig;
 use crate::connection::{ws_config, Ctx};
 use crate::hub::queue::hub_queue;
 use crate::hub::{HubLimits, HubRequest, HubTask};
 use crate::ops::metrics::Metrics;
-use crate::ops::notify;
+use crate::ops::{actuator_reload, notify};
 use crate::store::Store;
 use crate::tls::Certificate;
 
@@ -64,10 +66,10 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     metrics.set_limits(limits.clone());
     let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
-        session_config: SessionConfig {
+        session_config: LiveSessionConfig::new(SessionConfig {
             actuator: config.actuator.clone(),
             register_timeout_ms: config.register_timeout_secs * 1_000,
-        },
+        }),
         send_queue_bytes: config.send_queue_bytes,
         verifier,
         hub: hub_tx,
@@ -79,7 +81,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         clock,
         tls: certificate.clone().map(crate::tls::acceptor),
     });
-    let reload = reloader(certificate, ctx.clone());
+    let reload = reloader(certificate, config.actuator_password_file.clone(), ctx.clone());
     let signals = crate::ops::signals::watch_with_reload(move || {
         notify::reloading();
         reload();
@@ -155,13 +157,23 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
 }
 
 /// What SIGHUP does: reads the public keys again (new registrations are checked with them; keys
-/// that do not load leave those in use), then the certificate (new handshakes get it; a pair that
-/// does not load leaves the one in use), and says how each went.
-fn reloader(certificate: Option<Arc<Certificate>>, ctx: Arc<Ctx>) -> impl Fn() + Send + 'static {
+/// that do not load leave those in use), then the actuator's password if it came from a file
+/// (every connection's next actuation is checked with it; a file that cannot be used leaves the
+/// one in use), then the certificate (new handshakes get it; a pair that does not load leaves the
+/// one in use), and says how each went.
+fn reloader(
+    certificate: Option<Arc<Certificate>>,
+    password_file: Option<PathBuf>,
+    ctx: Arc<Ctx>,
+) -> impl Fn() + Send + 'static {
     move || {
         match ctx.verifier.reload() {
             Ok(keys) => log::info!("reload (SIGHUP): {keys} public key(s) in use"),
             Err(why) => log::warn!("reload (SIGHUP): public keys kept: {why}"),
+        }
+        let reread = actuator_reload::reload(&ctx.session_config, password_file.as_deref());
+        if let Some(line) = reread.log_line() {
+            log::log!(reread.level(), "{line}");
         }
         let Some(certificate) = &certificate else { return };
         let metrics = &ctx.metrics;

@@ -11,7 +11,10 @@ use iot_ws_core::Credentials;
 use crate::ops::logging;
 use serde_json::Value;
 
+mod secret_file;
 mod usage;
+
+pub use secret_file::{read_secret_file, SecretFileError};
 
 /// A setting that cannot be used; `main` prints it on one line and exits 2.
 #[derive(Debug, thiserror::Error)]
@@ -32,6 +35,8 @@ pub struct Config {
     /// A libpq-style connection string; `None` means the in-memory registry.
     pub database_url: Option<DatabaseUrl>,
     pub actuator: Option<Credentials>,
+    /// The file the actuator's password was read from, when it was: SIGHUP reads it again.
+    pub actuator_password_file: Option<PathBuf>,
     /// Stored as `server` in the bindings, exactly as given; `None`: this host's name and the
     /// port actually bound (see [`Config::external_address`]).
     pub external_address: Option<String>,
@@ -185,7 +190,7 @@ impl Flags {
     /// A secret given as `--NAME VALUE`, `--NAME-file PATH`, the environment variable `var`, or
     /// `var_FILE` naming a file, flags first; a file keeps the secret out of `ps` and takes
     /// systemd's `LoadCredential=` (whitespace around its text is dropped). `None` when none is.
-    pub fn take_secret(&mut self, name: &str, env: &Env, var: &str) -> Result<Option<Setting>, ConfigError> {
+    pub fn take_secret(&mut self, name: &str, env: &Env, var: &str) -> Result<Option<Secret>, ConfigError> {
         let file_flag = format!("{name}-file");
         let (value, file) = (self.take(name), self.take(&file_flag));
         if value.is_some() || file.is_some() {
@@ -276,9 +281,11 @@ impl Config {
             // anything is bound.
             crate::db::connection::parse_config(&db.url, &db.origin).map_err(ConfigError)?;
         }
-        let actuator = match (username, password) {
-            (Some(username), Some(password)) => Some(Credentials { username: username.text, password: password.text }),
-            (None, None) => vcap.actuator(),
+        let (actuator, actuator_password_file) = match (username, password) {
+            (Some(username), Some(password)) => {
+                (Some(Credentials { username: username.text, password: password.text }), password.file)
+            }
+            (None, None) => (vcap.actuator(), None),
             _ => return Err(bad("--actuator-username and --actuator-password go together")),
         };
         let tls = match (tls_cert, tls_key) {
@@ -299,6 +306,7 @@ impl Config {
             public_key: PathBuf::from(public_key.map_or_else(|| "keys/public.pem".into(), |key| key.text)),
             database_url,
             actuator,
+            actuator_password_file,
             external_address: external.map(|address| address.text),
             max_message_bytes: number(max_message, 65_536, 64..=64 << 20)? as usize,
             register_timeout_secs: number(register_timeout, 10, 1..=86_400)?,
@@ -352,8 +360,12 @@ pub struct Setting {
     pub origin: String,
 }
 
-/// Most bytes read from a secret's file: a password or a connection string is far less.
-const MAX_SECRET_BYTES: u64 = 64 * 1024;
+/// A secret, where it came from, and the file it was read from if it was (read again on SIGHUP).
+pub struct Secret {
+    pub text: String,
+    pub origin: String,
+    pub file: Option<PathBuf>,
+}
 
 /// The secret given at one level (flags, or the environment): a value, or a file holding it.
 fn one_secret(
@@ -361,22 +373,15 @@ fn one_secret(
     file: Option<String>,
     value_origin: &str,
     file_origin: &str,
-) -> Result<Option<Setting>, ConfigError> {
+) -> Result<Option<Secret>, ConfigError> {
     let path = match (value, file) {
         (Some(_), Some(_)) => return Err(bad(format!("give {value_origin} or {file_origin}, not both"))),
-        (Some(text), None) => return Ok(Some(Setting { text, origin: value_origin.to_string() })),
-        (None, Some(path)) => path,
+        (Some(text), None) => return Ok(Some(Secret { text, origin: value_origin.to_string(), file: None })),
+        (None, Some(path)) => PathBuf::from(path),
         (None, None) => return Ok(None),
     };
-    use std::io::Read;
-    let mut text = String::new();
-    std::fs::File::open(&path)
-        .and_then(|file| file.take(MAX_SECRET_BYTES).read_to_string(&mut text))
-        .map_err(|e| bad(format!("{file_origin} {path}: {e}")))?;
-    match text.trim() {
-        "" => Err(bad(format!("{file_origin} {path} is empty"))),
-        secret => Ok(Some(Setting { text: secret.to_string(), origin: file_origin.to_string() })),
-    }
+    let text = read_secret_file(&path).map_err(|e| bad(format!("{file_origin} {e}")))?;
+    Ok(Some(Secret { text, origin: file_origin.to_string(), file: Some(path) }))
 }
 
 fn number(setting: Option<Setting>, default: u64, range: std::ops::RangeInclusive<u64>) -> Result<u64, ConfigError> {

@@ -28,7 +28,7 @@ OPTIONS (flag / environment; Cloud Foundry's PORT, VCAP_SERVICES, VCAP_APPLICATI
     --database-url-file F         DATABASE_URL_FILE         the URL read from F (not in `ps`)
     --actuator-username U         IOT_WS_ACTUATOR_USERNAME  else VCAP websocket-ups, else refuse actuations
     --actuator-password P         IOT_WS_ACTUATOR_PASSWORD
-    --actuator-password-file F    IOT_WS_ACTUATOR_PASSWORD_FILE  the password read from F (not in `ps`)
+    --actuator-password-file F    IOT_WS_ACTUATOR_PASSWORD_FILE  the password read from F (not in `ps`), again on SIGHUP
     --external-address HOST:PORT  IOT_WS_EXTERNAL_ADDRESS   stored as `server` in the bindings
     --max-message-bytes N         IOT_WS_MAX_MESSAGE_BYTES  default 65536
     --register-timeout-secs N     IOT_WS_REGISTER_TIMEOUT_SECS default 10

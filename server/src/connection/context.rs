@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
-use iot_ws_core::SessionConfig;
 
+use super::live_config::LiveSessionConfig;
 use crate::auth::TokenVerifier;
 use crate::clock::Clock;
 use crate::hub::queue::HubSender;
@@ -16,7 +16,8 @@ use crate::ops::metrics::Metrics;
 
 /// What every connection task shares.
 pub struct Ctx {
-    pub session_config: SessionConfig,
+    /// The sessions' settings; SIGHUP replaces the actuator's credentials in them.
+    pub session_config: LiveSessionConfig,
     /// A connection's unsent output at most (`--send-queue-bytes`).
     pub send_queue_bytes: usize,
     pub verifier: TokenVerifier,

@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncWriteExt, Stream};
-use iot_ws_core::{FrameError, Input, Session, SessionId};
+use iot_ws_core::{FrameError, Input, Session, SessionConfig, SessionId};
 use smol::{Async, Timer};
 
 use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
@@ -41,6 +41,7 @@ mod context;
 mod http;
 mod keepalive;
 pub mod limits;
+pub mod live_config;
 pub mod metrics_port;
 mod output;
 mod socket;
@@ -105,7 +106,8 @@ async fn handshake(
     (open, pending): (OpenSlot, PendingSlot),
     ctx: Arc<Ctx>,
 ) -> Option<(Connection, OpenSlot)> {
-    let deadline = accepted + Duration::from_millis(ctx.session_config.register_timeout_ms);
+    let session_config = ctx.session_config.current();
+    let deadline = accepted + Duration::from_millis(session_config.register_timeout_ms);
     let evicted = async {
         pending.evicted().await;
         None
@@ -135,7 +137,7 @@ async fn handshake(
                 .ok()?;
             let config = Some(ctx.ws_config);
             let ws = WebSocketStream::from_partially_read(Socket::new(stream), leftover, Role::Server, config).await;
-            Some((Connection::new(ws, ctx, accepted, Box::new(pending)), open))
+            Some((Connection::new(ws, ctx, session_config, accepted, Box::new(pending)), open))
         }
     }
 }
@@ -213,11 +215,11 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(ws: Ws, ctx: Arc<Ctx>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
+    fn new(ws: Ws, ctx: Arc<Ctx>, config: Arc<SessionConfig>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
         let (mail_tx, mail_rx) = mailbox();
         Connection {
             ws,
-            session: Session::new(ctx.clock.millis(accepted), &ctx.session_config),
+            session: Session::new(ctx.clock.millis(accepted), config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
             mail_tx,
@@ -412,7 +414,11 @@ impl Connection {
     fn on_message(&mut self, message: Message) {
         let now = self.ctx.clock.now();
         match message {
-            Message::Text(text) => self.session.handle_input(now, Input::Text(text.as_str())),
+            Message::Text(text) => {
+                // Credentials re-read by SIGHUP apply to connections already open too.
+                self.ctx.session_config.refresh(&mut self.session);
+                self.session.handle_input(now, Input::Text(text.as_str()));
+            }
             Message::Binary(_) => self.session.handle_input(now, Input::Binary),
             Message::Close(_) => {
                 // tungstenite answers the close itself; the session only learns the peer is gone.

@@ -1,6 +1,8 @@
 //! What operators watch and send: the log (one line per event, written off the serving
-//! thread), the metrics served at `GET /metrics`, the stop signals, and systemd's notifications.
+//! thread), the metrics served at `GET /metrics`, the signals (stop, reload) and what a reload
+//! re-reads, and systemd's notifications.
 
+pub mod actuator_reload;
 pub mod logging;
 pub mod metrics;
 pub mod notify;

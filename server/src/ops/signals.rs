@@ -1,5 +1,6 @@
 //! Signals: SIGTERM and SIGINT stop (a channel that yields the first), and for the server
-//! SIGHUP reloads what can change without a restart (today the TLS certificate).
+//! SIGHUP reloads what can change without a restart (the public keys, the actuator's password
+//! file, the TLS certificate: see `reloader` in serve.rs).
 
 use async_channel::Receiver;
 use signal_hook::consts::{SIGHUP, SIGINT, SIGTERM};
