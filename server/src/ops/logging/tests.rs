@@ -225,8 +225,8 @@ fn warnings_and_errors_go_to_stderr_the_rest_to_stdout() {
 #[test]
 fn a_blocked_output_makes_lines_drop_and_count_never_wait() {
     let (out, err) = (Sink::default(), Sink::open());
-    // "2026-12-02T00:11:23.040Z INFO  line 00\n": 39 bytes; 5 fit in 200.
-    let log = logger(&out, &err, 200, 10, BOUND);
+    // "2026-12-02T00:11:23.040Z INFO  line 00\n": 39 bytes; 5 fill 195 exactly.
+    let log = logger(&out, &err, 195, 10, BOUND);
     let started = Instant::now();
     for i in 0..50 {
         log.record(Level::Info, OWN, &format_args!("line {i:02}"));
