@@ -15,15 +15,8 @@ cd "$(dirname "${BASH_SOURCE[0]}")/.."
 target_dir=${CARGO_TARGET_DIR:-$PWD/target}
 out=${DEB_OUT:-$target_dir/deb}
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
-not_ok() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
+# shellcheck source=.ci/checks.sh
+source .ci/checks.sh
 same() { [ "$1" = "$2" ] || { printf '    expected: %s\n    got:      %s\n' "$2" "$1"; return 1; }; }
 
 # The same command as .ci/bench.sh, so that in CI it finds everything built: building the

@@ -14,17 +14,10 @@ root=$PWD
 
 scripts=(cf-deploy.sh cross/build.sh cross/smoke.sh .ci/cross.sh .ci/deploy-test.sh
   packaging/build-deb.sh packaging/man.sh packaging/debian/postinst packaging/debian/prerm
-  packaging/debian/postrm .ci/deb.sh)
+  packaging/debian/postrm .ci/deb.sh .ci/checks.sh)
 
-passed=0
-failed=0
-ok() { passed=$((passed + 1)); printf 'ok   %s\n' "$*"; }
-not_ok() { failed=$((failed + 1)); printf 'FAIL %s\n' "$*"; }
-check() { # check DESCRIPTION COMMAND...
-  local what=$1
-  shift
-  if "$@"; then ok "$what"; else not_ok "$what"; fi
-}
+# shellcheck source=.ci/checks.sh
+source .ci/checks.sh
 
 if ! command -v shellcheck >/dev/null; then
   [ "$(id -u)" -eq 0 ] || { echo "shellcheck missing: apt-get install shellcheck" >&2; exit 1; }
