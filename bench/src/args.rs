@@ -9,7 +9,13 @@ modes:
   all        every part below that the flags allow (idle and register first: use a fresh server)
   register   fresh-token registrations, then every device reconnecting with the same token
   idle       server RSS per registered idle connection (--idle-devices 1000,10000)
-  actuate    actuations at full speed and paced; ping round trip
+  actuate    actuations at full speed and paced; ping round trip. Full speed is bracketed by two
+             loopback floor runs (see floor) with --devices sockets; reported: the server's CPU
+             per actuation over their mean (issue 14's target: at most 1.2)
+  floor      the loopback floor of one actuation, no server: one write() of the frame a device
+             receives to each of --devices loopback sockets in turn (--floor-writes in all),
+             drained by another thread; the writer thread's CPU per write (getrusage), median
+             of --floor-runs
   ping       ping round trip only
   churn      every device reconnects while acked actuations flow: lost and duplicated
   storm      every device drops at once: time until every binding is false (needs --database-url)
@@ -34,8 +40,8 @@ flags (defaults in brackets):
   --paced-rate N [2000]            paced actuations per second
   --paced-secs S [5]               paced run length
   --pings N [2000]                 ping round trips
-  --churn-secs S [10]              churn run length
-  --churn-rate N [2000]            actuations per second during churn
+  --floor-writes N [--actuations]  writes of each loopback floor measurement
+  --floor-runs N [3]               floor: measurements (the median is reported)
   --actuator-username U [bench]    the server's --actuator-username
   --actuator-password P [bench]    the server's --actuator-password
   --database-url URL               the server's database, polled during the storm
