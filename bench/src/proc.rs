@@ -45,6 +45,22 @@ pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
     Some(Duration::from_micros(ticks * 1_000_000 / clock_ticks()))
 }
 
+/// CPU time of each thread of process `pid` that is still alive, by thread name (the main
+/// thread carries the program's), summed over threads of one name.
+pub fn threads_cpu(pid: u32) -> Vec<(String, Duration)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        let cpu = cpu_time(tid, false).unwrap_or_default();
+        match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
+            Some((_, total)) => *total += cpu,
+            None => by_name.push((name.trim().to_string(), cpu)),
+        }
+    }
+    by_name
+}
+
 /// The parent of process `pid`.
 pub fn parent(pid: u32) -> Option<u32> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;

@@ -127,6 +127,7 @@ async fn storm(
     let ((mut again, registered), watched) = future::zip(reconnect, watch).await;
     let db_cpu = cpu0.until(&cluster.read());
     let server_cpu = second.proc().cpu();
+    let server_threads = crate::proc::threads_cpu(second.proc().pid);
     let (all_true, polls) = watched?;
 
     let ok = again.latency.0.len();
@@ -148,6 +149,11 @@ async fn storm(
         ms(db_cpu.own_backend.as_micros() as u64),
         server_cpu.map_or("?".into(), |c| ms(c.as_micros() as u64)),
     );
+    let threads: Vec<String> =
+        server_threads.iter().map(|(name, cpu)| format!("{name} {}", ms(cpu.as_micros() as u64))).collect();
+    println!("  server CPU by thread since the launch: {}", threads.join(", "));
+    let by_thread: serde_json::Map<String, Value> =
+        server_threads.iter().map(|(name, cpu)| (name.clone(), json!(cpu.as_millis() as u64))).collect();
     let report = json!({
         "devices": n, "stop": format!("{:?}", plan.stop).to_lowercase(), "stop_ms": stop_took.as_millis() as u64,
         "true_after_stop": true_after_stop, "listening_us": listening.as_micros() as u64,
@@ -156,6 +162,7 @@ async fn storm(
         "db_cpu_ms": db_cpu.others.as_millis() as u64, "db_cpu_us_per_device": per_device(db_cpu.others).round(),
         "bench_poll_db_cpu_ms": db_cpu.own_backend.as_millis() as u64,
         "server_cpu_ms": server_cpu.map(|c| c.as_millis() as u64),
+        "server_threads_cpu_ms": by_thread,
     });
     b.dismiss(again.fleet).await;
     second.stop(Stop::Term).await;
