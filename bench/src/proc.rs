@@ -32,7 +32,12 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
 /// User + system CPU time of process `pid`; with `reaped_children`, plus that of the children it
 /// has waited for (a PostgreSQL postmaster's ended backends).
 pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    stat_cpu(&format!("/proc/{pid}"), reaped_children)
+}
+
+/// The CPU time in `dir`/stat (a process's, or a thread's under /proc/PID/task).
+fn stat_cpu(dir: &str, reaped_children: bool) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
     // The command name may contain spaces and parentheses: fields start after the last ')'.
     let rest = &stat[stat.rfind(')')? + 2..];
     let fields: Vec<&str> = rest.split_whitespace().collect();
@@ -52,7 +57,8 @@ pub fn threads_cpu(pid: u32) -> Vec<(String, Duration)> {
     let mut by_name: Vec<(String, Duration)> = Vec::new();
     for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
         let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
-        let cpu = cpu_time(tid, false).unwrap_or_default();
+        // /proc/TID/stat would give the whole process's figures: the thread's are under task/.
+        let cpu = stat_cpu(&format!("/proc/{pid}/task/{tid}"), false).unwrap_or_default();
         match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
             Some((_, total)) => *total += cpu,
             None => by_name.push((name.trim().to_string(), cpu)),
