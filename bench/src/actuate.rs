@@ -85,7 +85,8 @@ async fn full_speed(b: &Bench, specs: &[Spec], rec: &Recorder, plan: &Plan) -> R
     let rate = received as f64 / elapsed.as_secs_f64();
     let cpu = cpu_per(cpu0, cpu1, received);
     let floor_us = (floor_before.cpu_us_per_write + floor_after.cpu_us_per_write) / 2.0;
-    let ratio = cpu.map(|c| c / floor_us).filter(|r| r.is_finite());
+    // No ratio when the server's CPU did not move a clock tick (10 ms): short runs.
+    let ratio = cpu.map(|c| c / floor_us).filter(|r| r.is_finite() && *r > 0.0);
     println!(
         "  full speed: {received}/{total} delivered, {rate:.0}/s, latency {}, server CPU {} per actuation",
         latency.describe(),
@@ -95,7 +96,7 @@ async fn full_speed(b: &Bench, specs: &[Spec], rec: &Recorder, plan: &Plan) -> R
     println!("  loopback floor after:  {}", floor_after.describe());
     println!(
         "  server CPU per actuation / floor ({floor_us:.2} µs, their mean): {}",
-        ratio.map_or("? (needs --server-pid)".into(), |r| format!("{r:.2}×"))
+        ratio.map_or("? (needs --server-pid and a longer run)".into(), |r| format!("{r:.2}×"))
     );
     Ok(json!({
         "sent": total, "received": received, "per_s": rate.round(), "latency": latency.summary(),
