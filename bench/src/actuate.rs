@@ -8,6 +8,7 @@ use serde_json::{json, Value};
 
 use crate::bench::{cpu_per, Bench};
 use crate::device::{Recorder, Spec};
+use crate::floor::{self, actuation_frame, round2, Floor};
 use crate::sender::Dashboard;
 use crate::stats::Samples;
 
@@ -21,6 +22,8 @@ pub struct Plan {
     pub window: u64,
     pub paced_rate: u64,
     pub paced_secs: u64,
+    /// Writes of each loopback floor measurement (one before and one after full speed).
+    pub floor_writes: u64,
 }
 
 pub async fn run(b: &Bench, plan: &Plan) -> Result<Value, String> {
@@ -38,6 +41,7 @@ pub async fn run(b: &Bench, plan: &Plan) -> Result<Value, String> {
 }
 
 async fn full_speed(b: &Bench, specs: &[Spec], rec: &Recorder, plan: &Plan) -> Result<Value, String> {
+    let floor_before = floor_now(specs, rec, plan).await?;
     let base = rec.received();
     let mut senders = Vec::new();
     for _ in 0..plan.senders.max(1) {
@@ -76,18 +80,39 @@ async fn full_speed(b: &Bench, specs: &[Spec], rec: &Recorder, plan: &Plan) -> R
     for d in senders {
         d.close().await;
     }
+    let floor_after = floor_now(specs, rec, plan).await?;
     let mut latency = rec.take_latency();
     let rate = received as f64 / elapsed.as_secs_f64();
     let cpu = cpu_per(cpu0, cpu1, received);
+    let floor_us = (floor_before.cpu_us_per_write + floor_after.cpu_us_per_write) / 2.0;
+    // No ratio when the server's CPU did not move a clock tick (10 ms): short runs.
+    let ratio = cpu.map(|c| c / floor_us).filter(|r| r.is_finite() && *r > 0.0);
     println!(
         "  full speed: {received}/{total} delivered, {rate:.0}/s, latency {}, server CPU {} per actuation",
         latency.describe(),
         cpu.map_or("?".into(), |c| format!("{c:.1} µs"))
     );
+    println!("  loopback floor before: {}", floor_before.describe());
+    println!("  loopback floor after:  {}", floor_after.describe());
+    println!(
+        "  server CPU per actuation / floor ({floor_us:.2} µs, their mean): {}",
+        ratio.map_or("? (needs --server-pid and a longer run)".into(), |r| format!("{r:.2}×"))
+    );
     Ok(json!({
         "sent": total, "received": received, "per_s": rate.round(), "latency": latency.summary(),
-        "server_cpu_us_per_actuation": cpu.map(|c| (c * 100.0).round() / 100.0),
+        "server_cpu_us_per_actuation": cpu.map(round2),
+        "floor_before": floor_before.json(), "floor_after": floor_after.json(),
+        "floor_cpu_us_per_write": round2(floor_us), "ratio_to_floor": ratio.map(round2),
     }))
+}
+
+/// The loopback floor (floor.rs) with as many sockets as devices and the frame the last device
+/// would receive, on a blocking thread.
+async fn floor_now(specs: &[Spec], rec: &Recorder, plan: &Plan) -> Result<Floor, String> {
+    let last = specs.last().map_or("", |s| s.id.as_str());
+    let frame = actuation_frame(last, plan.actuations, rec.now_us());
+    let (sockets, writes) = (plan.devices, plan.floor_writes);
+    smol::unblock(move || floor::measure(sockets, &frame, writes)).await
 }
 
 async fn paced(b: &Bench, specs: &[Spec], rec: &Recorder, plan: &Plan) -> Result<Value, String> {

@@ -9,10 +9,21 @@ modes:
   all        every part below that the flags allow (idle and register first: use a fresh server)
   register   fresh-token registrations, then every device reconnecting with the same token
   idle       server RSS per registered idle connection (--idle-devices 1000,10000)
-  actuate    actuations at full speed and paced; ping round trip
+  actuate    actuations at full speed and paced; ping round trip. Full speed is bracketed by two
+             loopback floor runs (see floor) with --devices sockets; reported: the server's CPU
+             per actuation over their mean (issue 14's target: at most 1.2)
+  floor      the loopback floor of one actuation, no server: one write() of the frame a device
+             receives to each of --devices loopback sockets in turn (--floor-writes in all),
+             drained by another thread; the writer thread's CPU per write (getrusage), median
+             of --floor-runs
   ping       ping round trip only
   churn      every device reconnects while acked actuations flow: lost and duplicated
   storm      every device drops at once: time until every binding is false (needs --database-url)
+  restart    restart storm: launches --server-bin itself with --database-url on --server's address
+             (a free one if its port is 0), registers --storm-devices [19500], stops it
+             (--restart-signal), launches it again, every device reconnects with the same token:
+             time from the launch until every binding is true, reconnect latency, database CPU
+             (its processes in /proc) (needs --private-key; never part of all)
   startup    launches --server-bin itself: time to \"listening on\" and idle RSS
   attack     a quiet baseline, then each attack for --seconds while a legitimate device registers
              and is actuated every 500 ms: its latencies (2 s limit) and the server's RSS
@@ -26,7 +37,7 @@ flags (defaults in brackets):
   --private-key PATH               signs device tokens (the server's key pair)
   --devices N [1000]               fleet size for register, actuate and churn
   --idle-devices LIST [1000,10000] fleet sizes for idle
-  --storm-devices N [--devices]    fleet size for storm
+  --storm-devices N [--devices]    fleet size for storm (restart: 19500)
   --concurrency N [256]            registrations in flight at once
   --actuations N [100000]          full-speed actuations
   --senders N [2]                  full-speed sender connections
@@ -34,12 +45,16 @@ flags (defaults in brackets):
   --paced-rate N [2000]            paced actuations per second
   --paced-secs S [5]               paced run length
   --pings N [2000]                 ping round trips
+  --floor-writes N [--actuations]  writes of each loopback floor measurement
+  --floor-runs N [3]               floor: measurements (the median is reported)
+  --restart-signal term|kill [term] restart: how the first instance is stopped (kill: a crash,
+                                   its bindings left true for the next instance to clear)
   --churn-secs S [10]              churn run length
   --churn-rate N [2000]            actuations per second during churn
   --actuator-username U [bench]    the server's --actuator-username
   --actuator-password P [bench]    the server's --actuator-password
   --database-url URL               the server's database, polled during the storm
-  --server-bin PATH                for startup
+  --server-bin PATH                for startup and restart
   --startup-runs N [5]             startup launches (the median is reported)
   --attacks LIST [all]             attack: pong-flood, cont-flood, ping-frame-flood, json-ping-flood,
                                    pending-pings, half-heads, stalled-reader, actuation-flood,

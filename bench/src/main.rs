@@ -9,11 +9,16 @@ mod attack;
 mod attack_raw;
 mod attacks;
 mod bench;
+mod bindings;
 mod churn;
 mod device;
+mod floor;
+mod launched;
 mod net;
+mod pg_cpu;
 mod proc;
 mod register;
+mod restart;
 mod sender;
 mod startup;
 mod stats;
@@ -46,7 +51,10 @@ fn main() -> ExitCode {
     }
 }
 
-const MODES: &[&str] = &["all", "register", "idle", "actuate", "ping", "churn", "storm", "startup", "attack"];
+const MODES: &[&str] =
+    &["all", "register", "idle", "actuate", "ping", "churn", "storm", "startup", "attack", "floor", "restart"];
+/// Modes `all` leaves out: attack hurts the server, restart starts its own, floor is part of actuate.
+const NOT_IN_ALL: &[&str] = &["attack", "restart", "floor"];
 
 fn run(a: &Args) -> Result<Map<String, Value>, String> {
     if !MODES.contains(&a.mode.as_str()) {
@@ -54,11 +62,18 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
     }
     let limit = proc::raise_file_limit();
     let tls = a.string("ca").map(|ca| tls::Tls::new(&ca, &a.string_or("tls-name", "localhost"))).transpose()?;
-    let target =
-        net::Target::parse(&a.string_or("server", "ws://127.0.0.1:5000"), a.number("per-ip", 5000)? as usize, tls)?;
+    let url = match a.mode.as_str() {
+        // It starts the server itself, on a free port unless told one.
+        "restart" => restart::pick_address(&a.string_or("server", "ws://127.0.0.1:0"))?,
+        _ => a.string_or("server", "ws://127.0.0.1:5000"),
+    };
+    let target = net::Target::parse(&url, a.number("per-ip", 5000)? as usize, tls)?;
     if a.mode == "attack" && target.tls.is_some() {
         // Its raw attackers write WebSocket frames straight to TCP.
         return Err("attack speaks ws:// only".into());
+    }
+    if a.mode == "restart" && target.tls.is_some() {
+        return Err("restart starts its server without TLS: ws:// only".into());
     }
     let server = a
         .string("server-pid")
@@ -78,9 +93,13 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
     report.insert("mode".into(), a.mode.clone().into());
     report.insert("file_limit".into(), limit.into());
     report.insert("cores".into(), std::thread::available_parallelism().map_or(1, |n| n.get()).into());
-    // `attack` is never part of `all`: it is meant to hurt the server.
-    let want = |m: &str| a.mode == m || (a.mode == "all" && m != "attack");
+    let want = |m: &str| a.mode == m || (a.mode == "all" && !NOT_IN_ALL.contains(&m));
     let devices = a.number("devices", 1000)? as usize;
+    if a.mode == "floor" {
+        let writes = a.number("floor-writes", a.number("actuations", 100_000)?)?;
+        report.insert("floor".into(), floor::run(devices, writes, a.number("floor-runs", 3)?)?);
+        return Ok(report);
+    }
 
     if want("startup") && (a.mode == "startup" || a.string("server-bin").is_some()) {
         let bin = a.string("server-bin").ok_or("startup needs --server-bin PATH")?;
@@ -118,6 +137,7 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
                 window: a.number("window", 2000)?,
                 paced_rate: a.number("paced-rate", 2000)?,
                 paced_secs: a.number("paced-secs", 5)?,
+                floor_writes: a.number("floor-writes", a.number("actuations", 100_000)?)?,
             };
             report.insert("actuations".into(), actuate::run(&b, &plan).await?);
         }
@@ -129,6 +149,15 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
             let url = database_url.as_deref().ok_or("storm needs --database-url")?;
             let n = a.number("storm-devices", devices as u64)? as usize;
             report.insert("storm".into(), storm::run(&b, n, url).await?);
+        }
+        if want("restart") {
+            let plan = restart::Plan {
+                devices: a.number("storm-devices", 19_500)? as usize,
+                server_bin: a.string("server-bin").ok_or("restart needs --server-bin PATH")?,
+                database_url: database_url.clone().ok_or("restart needs --database-url")?,
+                stop: launched::Stop::parse(&a.string_or("restart-signal", "term"))?,
+            };
+            report.insert("restart".into(), restart::run(&b, &plan).await?);
         }
         Ok::<(), String>(())
     }))?;

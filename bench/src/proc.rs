@@ -14,15 +14,7 @@ pub struct ServerProc {
 impl ServerProc {
     /// User + system CPU time of the whole process (every thread, alive or gone).
     pub fn cpu(&self) -> Option<Duration> {
-        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
-        // The command name may contain spaces and parentheses: fields start after the last ')'.
-        let rest = &stat[stat.rfind(')')? + 2..];
-        let fields: Vec<&str> = rest.split_whitespace().collect();
-        // Fields 14 and 15 of stat(5) are utime and stime; `rest` starts at field 3.
-        let utime: u64 = fields.get(11)?.parse().ok()?;
-        let stime: u64 = fields.get(12)?.parse().ok()?;
-        let ticks = clock_ticks();
-        Some(Duration::from_micros((utime + stime) * 1_000_000 / ticks))
+        cpu_time(self.pid, false)
     }
 
     /// Resident set size in KiB (`VmRSS`).
@@ -35,6 +27,56 @@ pub fn rss_kib(pid: u32) -> Option<u64> {
     let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
     let line = status.lines().find(|l| l.starts_with("VmRSS:"))?;
     line.split_whitespace().nth(1)?.parse().ok()
+}
+
+/// User + system CPU time of process `pid`; with `reaped_children`, plus that of the children it
+/// has waited for (a PostgreSQL postmaster's ended backends).
+pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
+    stat_cpu(&format!("/proc/{pid}"), reaped_children)
+}
+
+/// The CPU time in `dir`/stat (a process's, or a thread's under /proc/PID/task).
+fn stat_cpu(dir: &str, reaped_children: bool) -> Option<Duration> {
+    let stat = std::fs::read_to_string(format!("{dir}/stat")).ok()?;
+    // The command name may contain spaces and parentheses: fields start after the last ')'.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // Fields 14 to 17 of stat(5) are utime, stime, cutime, cstime; `rest` starts at field 3.
+    let wanted = if reaped_children { 11..15 } else { 11..13 };
+    let mut ticks = 0u64;
+    for i in wanted {
+        ticks += fields.get(i)?.parse::<u64>().ok()?;
+    }
+    Some(Duration::from_micros(ticks * 1_000_000 / clock_ticks()))
+}
+
+/// CPU time of each thread of process `pid` that is still alive, by thread name (the main
+/// thread carries the program's), summed over threads of one name.
+pub fn threads_cpu(pid: u32) -> Vec<(String, Duration)> {
+    let Ok(dir) = std::fs::read_dir(format!("/proc/{pid}/task")) else { return Vec::new() };
+    let mut by_name: Vec<(String, Duration)> = Vec::new();
+    for tid in dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()) {
+        let name = std::fs::read_to_string(format!("/proc/{pid}/task/{tid}/comm")).unwrap_or_default();
+        // /proc/TID/stat would give the whole process's figures: the thread's are under task/.
+        let cpu = stat_cpu(&format!("/proc/{pid}/task/{tid}"), false).unwrap_or_default();
+        match by_name.iter_mut().find(|(n, _)| n == name.trim()) {
+            Some((_, total)) => *total += cpu,
+            None => by_name.push((name.trim().to_string(), cpu)),
+        }
+    }
+    by_name
+}
+
+/// The parent of process `pid`.
+pub fn parent(pid: u32) -> Option<u32> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    status.lines().find_map(|l| l.strip_prefix("PPid:"))?.trim().parse().ok()
+}
+
+/// The processes whose parent is `pid`.
+pub fn children(pid: u32) -> Vec<u32> {
+    let Ok(dir) = std::fs::read_dir("/proc") else { return Vec::new() };
+    dir.filter_map(|e| e.ok()?.file_name().to_str()?.parse::<u32>().ok()).filter(|&p| parent(p) == Some(pid)).collect()
 }
 
 fn clock_ticks() -> u64 {

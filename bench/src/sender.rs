@@ -94,16 +94,18 @@ impl Dashboard {
 
     /// Sends actuation number `seq` for `device`, stamped with `t` (the recorder's clock).
     pub async fn send(&mut self, device: &str, seq: u64, t: u64) -> bool {
-        let text = format!(
-            r#"{}{{"type":"command","content":{{"deviceId":"{device}","actuation":"LED on","seq":{seq},"t":{t}}}}}}}"#,
-            self.prefix
-        );
+        let text = format!("{}{}}}", self.prefix, command_body(device, seq, t));
         self.tx.send(Message::text(text)).await.is_ok()
     }
 
     pub async fn close(mut self) {
         let _ = self.tx.close(None).await;
     }
+}
+
+/// The body of actuation number `seq` for `device`: what the server forwards to the device.
+pub fn command_body(device: &str, seq: u64, t: u64) -> String {
+    format!(r#"{{"type":"command","content":{{"deviceId":"{device}","actuation":"LED on","seq":{seq},"t":{t}}}}}"#)
 }
 
 async fn read_acks(mut rx: WebSocketReceiver<Stream>, acks: Arc<Acks>) {

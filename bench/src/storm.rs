@@ -3,13 +3,14 @@
 //! 100 ms, with a fresh token).
 
 use std::sync::atomic::{AtomicBool, Ordering::Relaxed};
-use std::sync::{Arc, Mutex};
+use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use futures_lite::future;
 use serde_json::{json, Value};
 
 use crate::bench::Bench;
+use crate::bindings::Db;
 use crate::stats::Samples;
 
 const LIMIT: Duration = Duration::from_secs(120);
@@ -83,33 +84,4 @@ pub async fn run(b: &Bench, n: usize, database_url: &str) -> Result<Value, Strin
         "devices": n, "all_false_ms": all_false.as_millis() as u64,
         "probes_served": latency.0.len(), "probes_failed": failures.len(), "probe_latency": latency.summary(),
     }))
-}
-
-/// The bench's own connection to the server's database, used from a blocking thread.
-struct Db {
-    client: Arc<Mutex<postgres::Client>>,
-}
-
-impl Db {
-    fn connect(url: &str) -> Result<Db, String> {
-        let client = postgres::Client::connect(url, postgres::NoTls).map_err(|e| format!("--database-url: {e}"))?;
-        Ok(Db { client: Arc::new(Mutex::new(client)) })
-    }
-
-    /// How many of the matching devices' bindings say connected.
-    async fn connected(&self, pattern: &str) -> Result<i64, String> {
-        let (client, pattern) = (self.client.clone(), pattern.to_string());
-        smol::unblock(move || {
-            let mut client = client.lock().unwrap_or_else(|e| e.into_inner());
-            let row = client
-                .query_one(
-                    r#"SELECT count(*) FROM dashboard."connectionBindings"
-                       WHERE type::text = 'ws' AND "connectingStatus" AND "deviceId" LIKE $1"#,
-                    &[&pattern],
-                )
-                .map_err(|e| format!("bindings query: {e}"))?;
-            Ok(row.get::<_, i64>(0))
-        })
-        .await
-    }
 }
