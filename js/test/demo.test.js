@@ -19,10 +19,11 @@ test("the demo's JavaScript snippet works as printed", async () => {
   const port = await freePort();
   const demo = spawn(BIN, ['--demo', '--listen', `127.0.0.1:${port}`], { stdio: ['ignore', 'pipe', 'pipe'] });
   const out = collect(demo.stdout);
-  const err = collect(demo.stderr);
+  collect(demo.stderr); // drained: its warnings only
   let snippet;
   try {
-    await until(() => err.some((l) => l.includes('listening on ')) && out.some((l) => l.startsWith('Any WebSocket')), 'the demo');
+    // The instructions and the log's info lines (`listening on`) are both on stdout.
+    await until(() => out.some((l) => l.includes('listening on ')) && out.some((l) => l.startsWith('Any WebSocket')), 'the demo');
     const heading = out.findIndex((l) => l.startsWith('Or be the device in JavaScript'));
     const end = out.findIndex((l, i) => i > heading && l.trim() === '');
     assert.ok(heading >= 0 && end > heading, `no JavaScript in the demo's text:\n${out.join('\n')}`);

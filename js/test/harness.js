@@ -60,12 +60,12 @@ export class Server {
     args.push('--actuator-username', ACTUATOR.username, '--actuator-password', ACTUATOR.password);
     args.push('--hold-actuations-secs', '0');
     for (let attempt = 0; ; attempt++) {
-      const server = new Server(spawn(BIN, args, { stdio: ['ignore', 'ignore', 'pipe'] }), { publicKey, port });
+      const server = new Server(spawn(BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }), { publicKey, port });
       const started = await server.#listening();
       if (started) return server;
       // The previous process's socket may linger a moment after a restart.
-      if (attempt >= 50 || !server.stderr.some((l) => l.includes('in use'))) {
-        throw new Error(`the server did not start:\n${server.stderr.join('\n')}`);
+      if (attempt >= 50 || !server.log.some((l) => l.includes('in use'))) {
+        throw new Error(`the server did not start:\n${server.log.join('\n')}`);
       }
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
@@ -75,15 +75,18 @@ export class Server {
     this.child = child;
     this.options = options;
     this.url = `ws://127.0.0.1:${options.port}/`;
-    this.stderr = [];
+    // Its log: info lines on stdout, warnings, errors and a refused start on stderr.
+    this.log = [];
     this.exited = new Promise((resolve) => child.once('exit', (code, signal) => resolve({ code, signal })));
-    createInterface({ input: child.stderr }).on('line', (line) => this.stderr.push(line));
+    for (const stream of [child.stdout, child.stderr]) {
+      createInterface({ input: stream }).on('line', (line) => this.log.push(line));
+    }
   }
 
   async #listening() {
-    const listening = until(() => this.stderr.some((l) => l.includes('listening on ')), 'listening on');
+    const listening = until(() => this.log.some((l) => l.includes('listening on ')), 'listening on');
     const result = await Promise.race([listening.then(() => true), this.exited.then(() => false)]);
-    if (!result) await new Promise((resolve) => setTimeout(resolve, 50)); // the last stderr lines
+    if (!result) await new Promise((resolve) => setTimeout(resolve, 50)); // the last log lines
     return result;
   }
 
