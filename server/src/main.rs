@@ -13,6 +13,7 @@ mod serve;
 mod store;
 mod tls;
 
+use std::io::Write;
 use std::process::ExitCode;
 
 use config::{Command, Config, ConfigError, Flags, Invocation};
@@ -34,7 +35,8 @@ fn main() -> ExitCode {
         Ok(status) => status,
         Err(e) => {
             // `{:#}`: the error with its causes ("cannot read keys/public.pem: No such file").
-            eprintln!("iot-ws-server: {e:#}");
+            // Not `eprintln!`, which panics (status 101, not 2) when nothing reads stderr.
+            let _ = writeln!(std::io::stderr(), "iot-ws-server: {e:#}");
             // Anything wrong before serving is the operator's to fix: status 2.
             ExitCode::from(if e.is::<ConfigError>() { 2 } else { 1 })
         }

@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use iot_ws_tests::{log_message, run_to_exit, Client, Keys, Server, ServerOpts, WAIT};
+use iot_ws_tests::{eventually, log_message, run_to_exit, server_bin, Client, Keys, Server, ServerOpts, WAIT};
 use serde_json::{json, Value};
 
 /// A registration refused for its token: an info line from the connection's module.
@@ -154,4 +154,47 @@ fn a_bad_log_setting_is_one_line_naming_it_and_status_2() {
         assert_eq!(stderr.lines().count(), 1, "{stderr}");
         assert!(stderr.contains(said), "{args:?} {env:?}: {stderr}");
     }
+}
+
+#[test]
+fn a_server_whose_log_reader_is_gone_still_serves() {
+    use std::os::unix::process::CommandExt;
+    let addr: std::net::SocketAddr = format!("127.0.0.1:{}", iot_ws_tests::loopback_port()).parse().unwrap();
+    let key = ServerOpts::default().public_key;
+    let mut cmd = std::process::Command::new(server_bin());
+    cmd.arg("--listen").arg(addr.to_string()).arg("--public-key").arg(&key).stdin(std::process::Stdio::null());
+    // stdout and stderr: a pipe whose reading end is closed, as when a log collector died. Every
+    // write fails with EPIPE (SIGPIPE is ignored), where `print!` would panic.
+    // SAFETY: pipe, dup2 and close are async-signal-safe; nothing else runs between fork and exec.
+    unsafe {
+        cmd.pre_exec(|| {
+            let mut fds = [0; 2];
+            if libc::pipe(fds.as_mut_ptr()) != 0 {
+                return Err(std::io::Error::last_os_error());
+            }
+            libc::dup2(fds[1], 1);
+            libc::dup2(fds[1], 2);
+            libc::close(fds[0]);
+            libc::close(fds[1]);
+            Ok(())
+        });
+    }
+    let mut child = cmd.spawn().expect("spawn iot-ws-server");
+    // Its start-up lines (one a warning: no actuator credentials) went nowhere.
+    let up = eventually(WAIT, || std::net::TcpStream::connect(addr).ok());
+    assert!(up.is_some(), "never accepted: {:?}", child.try_wait());
+    let mut device = Client::connect(addr);
+    assert_eq!(device.register("no-reader", &Keys::shared().token("no-reader"))["code"], 200);
+    for n in 0..3 {
+        let mut c = Client::connect(addr);
+        assert_eq!(
+            c.register(&format!("intruder-{n}"), &Keys::shared().token("other"))["code"],
+            401,
+            "logged, to nowhere"
+        );
+    }
+    assert_eq!(device.ping(), json!({"code": 202, "content": "PONG"}));
+    assert!(child.try_wait().unwrap().is_none(), "the server exited");
+    let _ = child.kill();
+    let _ = child.wait();
 }

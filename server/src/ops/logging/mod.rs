@@ -23,7 +23,7 @@ mod timestamp;
 mod writer;
 
 use std::fmt::Display;
-use std::io;
+use std::io::{self, Write};
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::OnceLock;
 use std::time::{Duration, SystemTime};
@@ -117,12 +117,15 @@ pub fn flush(timeout: Duration) -> bool {
     LOGGER.get().is_none_or(|l| l.flush(timeout))
 }
 
-/// Before [`start`]: nothing to protect yet, and `print!` is captured by `cargo test`.
+/// Before [`start`]: nothing to protect from a slow reader yet. Not `print!`, which panics
+/// when the stream is closed (a server started with `>&-` must still serve).
 fn write_now(level: Level, target: &str, message: &dyn Display) {
     let record = format::Record { time: SystemTime::now(), level, target, message };
-    format::with_line(settings().format, &record, |line| match Stream::of(level) {
-        Stream::Out => print!("{line}"),
-        Stream::Err => eprint!("{line}"),
+    format::with_line(settings().format, &record, |line| {
+        let _ = match Stream::of(level) {
+            Stream::Out => io::stdout().write_all(line.as_bytes()),
+            Stream::Err => io::stderr().write_all(line.as_bytes()),
+        };
     });
 }
 
