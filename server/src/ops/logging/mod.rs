@@ -118,7 +118,7 @@ pub fn flush(timeout: Duration) -> bool {
 }
 
 /// Before [`start`]: nothing to protect from a slow reader yet. Not `print!`, which panics
-/// when the stream is closed (a server started with `>&-` must still serve).
+/// when the reader is gone (EPIPE): a server whose log collector died must still serve.
 fn write_now(level: Level, target: &str, message: &dyn Display) {
     let record = format::Record { time: SystemTime::now(), level, target, message };
     format::with_line(settings().format, &record, |line| {
