@@ -9,9 +9,11 @@ use std::time::SystemTime;
 
 use log::Level;
 
-use super::text::{append_message, Escape};
+use super::text::{append_message, floor_char_boundary, Escape};
 use super::timestamp::Rfc3339;
 
+/// Most bytes of a record's target (module path) in a line.
+const TARGET_MAX: usize = 128;
 /// This crate's records, whose module path the text format leaves out.
 const OWN_TARGET: &str = "iot_ws_server";
 
@@ -46,7 +48,8 @@ pub struct Record<'a> {
 /// the target is cut too: a line stays under 1.5 KiB in text, 2.2 KiB in JSON (escapes).
 pub fn render(buf: &mut String, format: Format, record: &Record<'_>) {
     buf.clear();
-    let target = cut(record.target, 128);
+    // Module paths are short; a library that logs under a long target still gives a short line.
+    let target = &record.target[..floor_char_boundary(record.target, TARGET_MAX)];
     match format {
         Format::Text => {
             let _ = write!(buf, "{} {:<5} ", Rfc3339(record.time), record.level);
@@ -82,15 +85,6 @@ fn lowercase(level: Level) -> &'static str {
         Level::Debug => "debug",
         Level::Trace => "trace",
     }
-}
-
-/// Module paths are short; a library that logs under a long target still gives a short line.
-fn cut(s: &str, max: usize) -> &str {
-    let mut end = s.len().min(max);
-    while !s.is_char_boundary(end) {
-        end -= 1;
-    }
-    &s[..end]
 }
 
 thread_local! {

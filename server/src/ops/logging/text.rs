@@ -168,7 +168,8 @@ impl fmt::Write for SliceWriter<'_> {
     }
 }
 
-fn floor_char_boundary(s: &str, mut i: usize) -> usize {
+/// The largest character boundary of `s` at or below `i`: where a cut at `i` bytes may fall.
+pub fn floor_char_boundary(s: &str, mut i: usize) -> usize {
     if i >= s.len() {
         return s.len();
     }
