@@ -91,9 +91,9 @@ pub struct Reconnecting {
     client: Option<Client>,
     retry_at: Instant,
     backoff: Duration,
-    reported_down: bool,
-    /// The failure last logged, while no step has worked since: the same failure again (the
-    /// idle check every 5 s on a read-only database) is not logged again.
+    /// The failure last logged, while nothing has worked since: the same failure again (each
+    /// reconnection attempt of an outage, the idle check every 5 s on a read-only database) is
+    /// not logged again.
     reported_failure: Option<String>,
     /// Whose connection this is, for the log.
     role: &'static str,
@@ -108,7 +108,6 @@ impl Reconnecting {
             client: None,
             retry_at: Instant::now(),
             backoff: FIRST_BACKOFF,
-            reported_down: false,
             reported_failure: None,
             role,
             state,
@@ -164,22 +163,15 @@ impl Reconnecting {
             }
             match self.db.connect().and_then(|mut c| setup(&mut c).map(|()| c)) {
                 Ok(client) => {
-                    if self.reported_down {
+                    if self.reported_failure.take().is_some() {
                         log::info!("database ({}): connected again", self.role);
-                        self.reported_failure = None;
                     }
-                    self.reported_down = false;
                     self.backoff = FIRST_BACKOFF;
                     self.client = Some(client);
                     self.worked();
                 }
                 Err(e) => {
-                    let why = format!("database ({}): unavailable ({})", self.role, error_text(&e));
-                    if !self.reported_down {
-                        log::warn!("{why}");
-                    }
-                    self.down(why);
-                    self.reported_down = true;
+                    self.report(format!("database ({}): unavailable ({})", self.role, error_text(&e)));
                     self.retry_at = Instant::now() + self.backoff;
                     self.backoff = (self.backoff * 2).min(MAX_BACKOFF);
                     return None;
@@ -187,6 +179,16 @@ impl Reconnecting {
             }
         }
         self.client.as_mut()
+    }
+
+    /// Says why the connection cannot serve its role: in the log unless that was the last thing
+    /// said there, and in its state (`/ready`, the gauge).
+    fn report(&mut self, why: String) {
+        if self.reported_failure.as_ref() != Some(&why) {
+            log::warn!("{why}");
+            self.reported_failure = Some(why.clone());
+        }
+        self.down(why);
     }
 
     /// Reports a failed statement; a lost connection is dropped so that the next call reconnects.
@@ -197,11 +199,7 @@ impl Reconnecting {
             // Those rows only: the database still works.
             log::warn!("{why}");
         } else {
-            if self.reported_failure.as_ref() != Some(&why) {
-                log::warn!("{why}");
-                self.reported_failure = Some(why.clone());
-            }
-            self.down(why);
+            self.report(why);
         }
         if self.client.as_ref().is_none_or(Client::is_closed) {
             self.client = None;
