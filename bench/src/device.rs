@@ -105,7 +105,7 @@ impl Device {
     ) -> Result<(Device, Duration), String> {
         let t0 = Instant::now();
         let ws = target.connect(index).await.map_err(|e| format!("connect: {e}"))?;
-        let id = DeviceId(spec.id.clone());
+        let id = DeviceId(spec.id.as_str().into());
         let mut client = DeviceClient::new(Millis(0), id, spec.token.clone(), ClientConfig::default());
         client.handle_input(Millis(0), ClientInput::Connected);
         let mut device = Device { index, client, ws };

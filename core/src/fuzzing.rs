@@ -339,7 +339,7 @@ pub fn drive_client(data: &[u8]) {
         initial_backoff_ms: 1 + u64::from(c.byte()) * 100,
         max_backoff_ms: 1 + u64::from(c.byte()) * 10_000,
     };
-    let device = DeviceId(String::from_utf8_lossy(&[b'd', c.byte() % 3 + b'0', c.byte().max(1)]).into_owned());
+    let device = DeviceId(String::from_utf8_lossy(&[b'd', c.byte() % 3 + b'0', c.byte().max(1)]).into());
     let token = c.raw_text();
     let mut now = Millis(u64::from(c.byte()));
     let mut client = DeviceClient::new(now, device.clone(), token.clone(), config);

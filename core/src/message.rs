@@ -6,6 +6,7 @@
 
 use alloc::boxed::Box;
 use alloc::string::String;
+use alloc::sync::Arc;
 use core::fmt;
 use serde::Deserialize;
 use serde_json::value::RawValue;
@@ -14,8 +15,12 @@ use crate::credentials::Credentials;
 
 /// A device's identifier, as the platform assigned it. Any string is just an id: `__proto__` and
 /// `constructor` included.
+///
+/// Shared, not copied: a host keeps a registered device's id in several places (its session,
+/// the route tables both ways, the bindings) and names it in every actuation, so a clone is a
+/// count, not an allocation. `DeviceId("dev-1".into())` from a `&str` or a `String`.
 #[derive(Clone, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
-pub struct DeviceId(pub String);
+pub struct DeviceId(pub Arc<str>);
 
 impl DeviceId {
     /// The id as text.
@@ -264,7 +269,7 @@ fn device_id(raw: Field<'_>, name: &'static str) -> Result<DeviceId, FormatError
     if !fits {
         return Err(FormatError::WrongType(name));
     }
-    Ok(DeviceId(id))
+    Ok(DeviceId(id.into()))
 }
 
 /// What became of an actuation, as told to a sender that asked for `"ack": true`.

@@ -119,7 +119,7 @@ fn replies_have_their_wire_text() {
 
 #[test]
 fn ack_replies_escape_the_device_id() {
-    let reply = Reply::Ack { device: DeviceId("a\"b".to_string()), status: RouteOutcome::Held };
+    let reply = Reply::Ack { device: DeviceId("a\"b".into()), status: RouteOutcome::Held };
     assert_eq!(reply.to_text(), r#"{"code":202,"content":"Held","deviceId":"a\"b"}"#);
     let v: serde_json::Value = serde_json::from_str(&reply.to_text()).unwrap();
     assert_eq!(v["deviceId"], "a\"b");
@@ -128,7 +128,7 @@ fn ack_replies_escape_the_device_id() {
 #[test]
 fn forwarded_ack_names_the_instance() {
     let status = RouteOutcome::Forwarded { server: "gw\"2:5000".to_string() };
-    let reply = Reply::Ack { device: DeviceId("d".to_string()), status };
+    let reply = Reply::Ack { device: DeviceId("d".into()), status };
     assert_eq!(reply.to_text(), r#"{"code":202,"content":"Forwarded","deviceId":"d","server":"gw\"2:5000"}"#);
 }
 
@@ -141,7 +141,7 @@ fn body_from_json_object_accepts_only_objects() {
 
 #[test]
 fn device_ids_and_format_errors_display_as_logs_and_checktoken_print_them() {
-    assert_eq!(DeviceId("gw-7/led".to_string()).to_string(), "gw-7/led");
+    assert_eq!(DeviceId("gw-7/led".into()).to_string(), "gw-7/led");
     let errors = [
         (FormatError::Binary, "binary frame"),
         (FormatError::NotJson, "not JSON"),

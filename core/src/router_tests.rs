@@ -1,7 +1,6 @@
 //! One test per routing rule (see the list at the top of router.rs).
 
 use super::*;
-use alloc::string::ToString;
 use alloc::vec;
 
 /// Acks go to senders named by number.
@@ -14,7 +13,7 @@ fn config(cluster: bool) -> RouterConfig {
 }
 
 fn dev(id: &str) -> DeviceId {
-    DeviceId(id.to_string())
+    DeviceId(id.into())
 }
 
 fn body(n: u32) -> Body {

@@ -207,7 +207,13 @@ impl Session {
 
     /// The next command for the host; call after every `handle_*` until it returns `None`.
     pub fn poll_output(&mut self) -> Option<Output> {
-        self.outputs.pop_front()
+        let output = self.outputs.pop_front();
+        if output.is_none() {
+            // Drained: a session at rest keeps no queue (a host holds thousands of idle ones,
+            // and one message's outputs take 4 slots of 56 bytes).
+            self.outputs = VecDeque::new();
+        }
+        output
     }
 
     /// Whether [`poll_output`](Session::poll_output) has something, without taking it.

@@ -1,7 +1,7 @@
 use super::*;
 use crate::hub::{Hub, SessionId};
 use crate::refusal::FrameError;
-use alloc::string::{String, ToString};
+use alloc::string::String;
 use alloc::vec::Vec;
 
 const CREDS: &str = r#""credentials":{"username":"admin","password":"s3cret"}"#;
@@ -14,7 +14,7 @@ fn config() -> SessionConfig {
 }
 
 fn dev(id: &str) -> DeviceId {
-    DeviceId(id.to_string())
+    DeviceId(id.into())
 }
 
 fn register_text(id: &str) -> String {
@@ -78,6 +78,16 @@ fn close(code: CloseCode) -> Output {
 /// The end of a route that clears the device's binding.
 fn detach(id: &str) -> Output {
     Output::Detach { device: dev(id), clear_binding: true }
+}
+
+#[test]
+fn a_drained_session_keeps_no_output_queue() {
+    let mut h = Harness::registered("d1");
+    assert_eq!(h.s.outputs.capacity(), 0, "after registering");
+    h.s.handle_input(Millis(0), Input::Text(r#"{"type":"ping"}"#));
+    assert!(h.s.outputs.capacity() > 0);
+    assert_eq!(h.take(), [send(Reply::Pong)]);
+    assert_eq!(h.s.outputs.capacity(), 0, "after a ping's answer is taken");
 }
 
 #[test]

@@ -67,7 +67,7 @@ impl WasmDeviceClient {
     /// connect right away (its first output is `{"kind":"connect"}`).
     #[wasm_bindgen(constructor)]
     pub fn new(now_ms: f64, device_id: String, token: String) -> WasmDeviceClient {
-        let inner = DeviceClient::new(millis(now_ms), DeviceId(device_id), token, ClientConfig::default());
+        let inner = DeviceClient::new(millis(now_ms), DeviceId(device_id.into()), token, ClientConfig::default());
         WasmDeviceClient { inner }
     }
 

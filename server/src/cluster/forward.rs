@@ -358,7 +358,7 @@ mod tests {
         assert!(q.push(lookup("d3", 298)).is_ok(), "room again");
         let mut rest = Vec::new();
         while let Some(l) = taken.try_recv() {
-            rest.push(l.device.0);
+            rest.push(l.device.as_str().to_owned());
         }
         assert_eq!(rest, ["d1", "d2", "e", "d3"], "taken in the order queued");
         assert_eq!(q.bytes.load(Ordering::Relaxed), 0);

@@ -122,7 +122,7 @@ fn actuation(row: &postgres::Row) -> Option<Inbound> {
     let hops: i16 = row.try_get(3).ok()?;
     // A count no instance wrote is as far as an actuation may go.
     let hops = u8::try_from(hops).unwrap_or(u8::MAX);
-    Some(Inbound::Actuation { device: DeviceId(device), body, hops })
+    Some(Inbound::Actuation { device: DeviceId(device.into()), body, hops })
 }
 
 /// Prepares a new connection: the lock (false when another process holds it) and LISTEN.
@@ -283,7 +283,7 @@ impl Thread {
         match client.query(crate::db::sql::MOVED_AWAY, &[&moved, &self.server]) {
             Ok(rows) => {
                 for row in rows {
-                    hub.send_blocking(Inbound::Moved(DeviceId(row.get(0)))).map_err(|_| ())?;
+                    hub.send_blocking(Inbound::Moved(DeviceId(row.get::<_, &str>(0).into()))).map_err(|_| ())?;
                 }
             }
             Err(e) => self.db.failed("check moved devices", &e),

@@ -31,7 +31,7 @@ pub fn run(args: &[String]) -> anyhow::Result<ExitCode> {
     println!("{}", claims.as_deref().unwrap_or("(no readable claims)"));
     // Without --device-id the token is checked for the device it names.
     let device = device.or_else(|| claims.as_deref().and_then(subject)).unwrap_or_default();
-    match verifier.verify(&DeviceId(device.clone()), &token, SystemTime::now()) {
+    match verifier.verify(&DeviceId(device.as_str().into()), &token, SystemTime::now()) {
         Ok(()) => {
             println!("valid for device {device:?}");
             Ok(ExitCode::SUCCESS)

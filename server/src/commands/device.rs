@@ -82,7 +82,8 @@ struct Device {
 
 async fn drive(options: DeviceOptions, sink: ActuationSink, signals: Receiver<i32>) -> anyhow::Result<()> {
     let start = Instant::now();
-    let client = DeviceClient::new(Millis(0), DeviceId(options.device.clone()), options.token, ClientConfig::default());
+    let client =
+        DeviceClient::new(Millis(0), DeviceId(options.device.as_str().into()), options.token, ClientConfig::default());
     let mut device = Device {
         url: options.url,
         name: options.device,
