@@ -24,6 +24,9 @@ modes:
              (--restart-signal), launches it again, every device reconnects with the same token:
              time from the launch until every binding is true, reconnect latency, database CPU
              (its processes in /proc) (needs --private-key; never part of all)
+  census     the server's live heap per connection by owner (task, WebSocket, buffers, hub, timer,
+             reactor source...), pending (--census-pending) then registered (--census-devices):
+             needs a server built with `--features heap-census` and --server-pid; never in all
   startup    launches --server-bin itself: time to \"listening on\" and idle RSS
   attack     a quiet baseline, then each attack for --seconds while a legitimate device registers
              and is actuated every 500 ms: its latencies (2 s limit) and the server's RSS
@@ -37,6 +40,8 @@ flags (defaults in brackets):
   --private-key PATH               signs device tokens (the server's key pair)
   --devices N [1000]               fleet size for register, actuate and churn
   --idle-devices LIST [1000,10000] fleet sizes for idle
+  --census-pending N [1000]        census: upgraded connections that never register
+  --census-devices N [10000]       census: registered idle devices
   --storm-devices N [--devices]    fleet size for storm (restart: 19500)
   --concurrency N [256]            registrations in flight at once
   --actuations N [100000]          full-speed actuations

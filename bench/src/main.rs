@@ -10,6 +10,7 @@ mod attack_raw;
 mod attacks;
 mod bench;
 mod bindings;
+mod census;
 mod churn;
 mod device;
 mod floor;
@@ -51,10 +52,12 @@ fn main() -> ExitCode {
     }
 }
 
-const MODES: &[&str] =
-    &["all", "register", "idle", "actuate", "ping", "churn", "storm", "startup", "attack", "floor", "restart"];
-/// Modes `all` leaves out: attack hurts the server, restart starts its own, floor is part of actuate.
-const NOT_IN_ALL: &[&str] = &["attack", "restart", "floor"];
+const MODES: &[&str] = &[
+    "all", "register", "idle", "actuate", "ping", "churn", "storm", "startup", "attack", "floor", "restart", "census",
+];
+/// Modes `all` leaves out: attack hurts the server, restart starts its own, floor is part of
+/// actuate, census needs a server built for it.
+const NOT_IN_ALL: &[&str] = &["attack", "restart", "floor", "census"];
 
 fn run(a: &Args) -> Result<Map<String, Value>, String> {
     if !MODES.contains(&a.mode.as_str()) {
@@ -122,6 +125,10 @@ fn run(a: &Args) -> Result<Map<String, Value>, String> {
         }
         if want("ping") || a.mode == "actuate" {
             report.insert("ping_rtt".into(), actuate::ping(&b, a.number("pings", 2000)?).await?);
+        }
+        if want("census") {
+            let (pending, registered) = (a.number("census-pending", 1000)?, a.number("census-devices", 10_000)?);
+            report.insert("census".into(), census::run(&b, pending as usize, registered as usize).await?);
         }
         if want("idle") && (a.mode == "idle" || b.server.is_some()) {
             report.insert("idle".into(), register::idle(&b, &a.list("idle-devices", &[1000, 10000])?).await?);

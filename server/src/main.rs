@@ -18,6 +18,11 @@ use std::process::ExitCode;
 
 use config::{Command, Config, ConfigError, Flags, Invocation};
 
+/// Bench builds only (`--features heap-census`): every allocation counted by owner (ops/census.rs).
+#[cfg(feature = "heap-census")]
+#[global_allocator]
+static ALLOCATOR: ops::census::Counting = ops::census::Counting;
+
 fn main() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let (command, args) = match config::invocation(&args) {

@@ -20,6 +20,7 @@ use crate::connection::live_config::LiveSessionConfig;
 use crate::connection::{ws_config, Ctx};
 use crate::hub::queue::hub_queue;
 use crate::hub::{HubLimits, HubRequest, HubTask};
+use crate::ops::census::{self, Owner};
 use crate::ops::metrics::Metrics;
 use crate::ops::{actuator_reload, notify};
 use crate::store::Store;
@@ -115,7 +116,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let hub_task = HubTask::new(store.clone(), cluster, metrics.clone(), hub_limits, clock);
     // From here on the serving thread never writes stdout or stderr itself (see ops/logging).
     crate::ops::logging::start()?;
-    let hub_done = ex.spawn(hub_task.run(hub_rx));
+    let hub_done = ex.spawn(census::owned(Owner::Hub, hub_task.run(hub_rx)));
     if let Some(every) = notify::watchdog_interval() {
         // From this thread: its turning is what the watchdog is to see.
         ex.spawn(async move {
@@ -224,13 +225,16 @@ async fn accept_loop(listener: &Async<TcpListener>, ex: &LocalExecutor<'_>, ctx:
             burst = 0;
             future::yield_now().await;
         }
-        match listener.accept().await {
+        match census::owned(Owner::Source, listener.accept()).await {
             Ok((stream, peer)) => {
                 let accepted = Instant::now();
-                match limits.admit(peer.ip()) {
+                match census::scope(Owner::Limits, || limits.admit(peer.ip())) {
                     Ok(slots) => {
                         let _ = stream.get_ref().set_nodelay(true);
-                        ex.spawn(crate::connection::serve_connection(stream, accepted, slots, ctx.clone())).detach();
+                        census::scope(Owner::Task, || {
+                            let connection = crate::connection::serve_connection(stream, accepted, slots, ctx.clone());
+                            ex.spawn(census::owned(Owner::Connection, connection)).detach();
+                        });
                     }
                     Err(_) => {
                         if let Ok(stream) = stream.into_inner() {

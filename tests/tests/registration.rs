@@ -1,10 +1,11 @@
 //! Registration, bindings in PostgreSQL, actuation delivery, supersede, timeouts and acks.
 
+use std::io::Write;
 use std::time::Duration;
 
 use iot_ws_tests::{
-    ack_delivered, ack_not_connected, actuation, actuation_ack, Client, Cluster, Db, Event, Keys, Server, ServerOpts,
-    ACTUATOR, WAIT,
+    ack_delivered, ack_not_connected, actuation, actuation_ack, frame, Client, Cluster, Db, Event, Keys, Server,
+    ServerOpts, ACTUATOR, WAIT,
 };
 use serde_json::json;
 
@@ -54,6 +55,50 @@ fn ping_before_registration_gets_202_pong() {
         json!({"code": 200, "content": "Subscribed"})
     );
     assert_eq!(client.ping(), json!({"code": 202, "content": "PONG"}));
+}
+
+/// The server renews a connection's WebSocket state after its first frame when that frame is
+/// all it has read (to drop the buffer the token grew; connection/mod.rs, `Rebuild`): whatever
+/// the device sent behind it, at once or in pieces, is still read and answered.
+#[test]
+fn frames_behind_a_registration_are_answered_however_the_bytes_arrive() {
+    let server = Server::start(ServerOpts::default());
+    let registration = |device: &str| {
+        let token = Keys::shared().token(device);
+        json!({"type": "device", "deviceId": device, "deviceToken": token}).to_string()
+    };
+    let subscribed = json!({"code": 200, "content": "Subscribed"});
+    let pong = json!({"code": 202, "content": "PONG"});
+
+    // The registration and a ping in one write: the ping waits inside the WebSocket state.
+    let mut together = Client::connect(server.addr);
+    let mut bytes = frame(true, 1, registration("burst-1").as_bytes(), true);
+    bytes.extend(frame(true, 1, br#"{"type":"ping"}"#, true));
+    together.stream().write_all(&bytes).unwrap();
+    assert_eq!(together.recv_json(WAIT), subscribed);
+    assert_eq!(together.recv_json(WAIT), pong);
+
+    // The registration in two writes, the second with the start of a ping: the ping's first
+    // bytes wait in the state, its last ones come later.
+    let mut pieces = Client::connect(server.addr);
+    let first = frame(true, 1, registration("burst-2").as_bytes(), true);
+    let ping = frame(true, 1, br#"{"type":"ping"}"#, true);
+    pieces.stream().write_all(&first[..100]).unwrap();
+    std::thread::sleep(Duration::from_millis(50));
+    pieces.stream().write_all(&[&first[100..], &ping[..5]].concat()).unwrap();
+    assert_eq!(pieces.recv_json(WAIT), subscribed);
+    std::thread::sleep(Duration::from_millis(50));
+    pieces.stream().write_all(&ping[5..]).unwrap();
+    assert_eq!(pieces.recv_json(WAIT), pong);
+
+    // The registration alone, then a ping and an actuation later.
+    let mut alone = Client::registered_on(&server, "burst-3");
+    assert_eq!(alone.ping(), pong);
+    for (device, client) in [("burst-1", &mut together), ("burst-2", &mut pieces), ("burst-3", &mut alone)] {
+        let (message, body) = actuation(ACTUATOR, device, r#""n":1"#);
+        Client::connect(server.addr).send(&message);
+        client.expect_delivery(device, &body);
+    }
 }
 
 #[test]

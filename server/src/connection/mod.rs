@@ -28,12 +28,13 @@ use smol::{Async, Timer};
 
 use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
 use crate::hub::{Address, Mail};
+use crate::ops::census::{self, Owner};
 use crate::ops::logging::Peer;
 use crate::ops::metrics::Metrics;
 use crate::tls::Transport;
 use keepalive::KeepAlive;
 use limits::{OpenSlot, PendingSlot};
-use socket::Socket;
+use socket::{masked_frame_bytes, Socket};
 use transit::Transit;
 
 mod closing;
@@ -80,7 +81,7 @@ pub fn serve_connection(
     // Boxed here, outside the task's own async block: built inside it, the handshake's future
     // would get a slot in the task's state even though it only passes through (rustc keeps
     // space for such temporaries).
-    let handshake = Box::pin(handshake(stream, accepted, slots, ctx));
+    let handshake = Box::pin(census::owned(Owner::Handshake, handshake(stream, accepted, slots, ctx)));
     async move {
         // In a block of its own, so that the connection, moved into its loop's future, keeps no
         // slot of its own in the task beside that future.
@@ -136,7 +137,9 @@ async fn handshake(
                 .await?
                 .ok()?;
             let config = Some(ctx.ws_config);
-            let ws = WebSocketStream::from_partially_read(Socket::new(stream), leftover, Role::Server, config).await;
+            let socket = Socket::new(stream, leftover.len());
+            let ws = WebSocketStream::from_partially_read(socket, leftover, Role::Server, config);
+            let ws = census::owned(Owner::WebSocket, ws).await;
             Some((Connection::new(ws, ctx, session_config, accepted, Box::new(pending)), open))
         }
     }
@@ -162,6 +165,18 @@ async fn within<T>(deadline: Instant, work: impl std::future::Future<Output = T>
         None
     })
     .await
+}
+
+/// What a message asks of the connection besides the session's answer.
+///
+/// tungstenite keeps its read buffer for the connection's life, grown to the largest frame read,
+/// and a device's first frame is its largest: the registration with its token, ~600 bytes, kept
+/// by every idle device for nothing. When that frame is all the connection has read, the
+/// WebSocket state is rebuilt around the same socket.
+#[derive(PartialEq, Eq)]
+enum Rebuild {
+    Nothing,
+    WebSocket,
 }
 
 enum Wake {
@@ -216,7 +231,7 @@ struct Connection {
 
 impl Connection {
     fn new(ws: Ws, ctx: Arc<Ctx>, config: Arc<SessionConfig>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
-        let (mail_tx, mail_rx) = mailbox();
+        let (mail_tx, mail_rx) = census::scope(Owner::Mailbox, mailbox);
         Connection {
             ws,
             session: Session::new(ctx.clock.millis(accepted), config),
@@ -264,7 +279,9 @@ impl Connection {
                 match wake {
                     Wake::Frame(Some(Ok(message))) => {
                         self.keepalive.heard();
-                        self.on_message(message);
+                        if self.on_message(message) == Rebuild::WebSocket {
+                            self = self.with_fresh_websocket();
+                        }
                     }
                     Wake::Frame(Some(Err(error))) => self.on_error(error),
                     Wake::Frame(None) => {
@@ -324,19 +341,19 @@ impl Connection {
                 return Poll::Ready(Wake::Evicted);
             }
             if sending {
-                if let Poll::Ready(result) = ws.get_mut().poll_send(cx) {
+                if let Poll::Ready(result) = census::scope(Owner::Buffers, || ws.get_mut().poll_send(cx)) {
                     return Poll::Ready(Wake::Sent(result));
                 }
             }
-            if let Poll::Ready(wake) = mail.as_mut().poll(cx) {
+            if let Poll::Ready(wake) = census::scope(Owner::Mailbox, || mail.as_mut().poll(cx)) {
                 return Poll::Ready(Wake::Mail(wake));
             }
             if reading {
-                if let Poll::Ready(frame) = Pin::new(&mut *ws).poll_next(cx) {
+                if let Poll::Ready(frame) = census::scope(Owner::WebSocket, || Pin::new(&mut *ws).poll_next(cx)) {
                     return Poll::Ready(Wake::Frame(frame));
                 }
             }
-            if Pin::new(&mut *timer).poll(cx).is_ready() {
+            if census::scope(Owner::Timer, || Pin::new(&mut *timer).poll(cx)).is_ready() {
                 return Poll::Ready(Wake::Tick);
             }
             Poll::Pending
@@ -411,13 +428,17 @@ impl Connection {
         self.session.handle_input(now, input);
     }
 
-    fn on_message(&mut self, message: Message) {
+    fn on_message(&mut self, message: Message) -> Rebuild {
         let now = self.ctx.clock.now();
         match message {
             Message::Text(text) => {
                 // Credentials re-read by SIGHUP apply to connections already open too.
                 self.ctx.session_config.refresh(&mut self.session);
-                self.session.handle_input(now, Input::Text(text.as_str()));
+                let first = self.pending.is_some() && self.ws.get_ref().handed() == masked_frame_bytes(text.len());
+                census::scope(Owner::Session, || self.session.handle_input(now, Input::Text(text.as_str())));
+                if first && !self.session.is_closed() {
+                    return Rebuild::WebSocket;
+                }
             }
             Message::Binary(_) => self.session.handle_input(now, Input::Binary),
             Message::Close(_) => {
@@ -426,6 +447,41 @@ impl Connection {
             }
             Message::Ping(_) | Message::Pong(_) | Message::Frame(_) => {}
         }
+        Rebuild::Nothing
+    }
+
+    /// The same connection around a new WebSocket state, with tungstenite's read buffer back at
+    /// its small start (see [`Rebuild`]). Only when tungstenite holds no byte unread, nothing
+    /// half received and nothing unwritten: after one whole frame that was all it was given
+    /// (a pong it owed is written at once: the socket takes every write).
+    fn with_fresh_websocket(self) -> Self {
+        let Connection {
+            ws,
+            ctx,
+            session,
+            id,
+            mail_tx,
+            mail_rx,
+            keepalive,
+            timer,
+            armed,
+            pending,
+            transit,
+            turns,
+            detach,
+            close_sent,
+            peer_done,
+            gave_up,
+        } = self;
+        let config = Some(ctx.ws_config);
+        let fresh = WebSocketStream::from_raw_socket(ws.into_inner(), Role::Server, config);
+        let ws = census::scope(Owner::WebSocket, || future::block_on(fresh));
+        #[rustfmt::skip]
+        let connection = Connection {
+            ws, ctx, session, id, mail_tx, mail_rx, keepalive, timer, armed, pending, transit, turns, detach,
+            close_sent, peer_done, gave_up,
+        };
+        connection
     }
 
     /// A frame the WebSocket layer refused goes to the session, which closes with its code; any

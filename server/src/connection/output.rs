@@ -11,6 +11,7 @@ use iot_ws_core::{Body, CloseCode, DeviceId, Input, Output, Reply, StoreFailed};
 
 use super::{Connection, GaveUp};
 use crate::hub::{HubRequest, Undelivered};
+use crate::ops::census::{self, Owner};
 use crate::ops::logging::{self, client_text, Kind};
 use crate::ops::metrics::Metrics;
 
@@ -24,7 +25,8 @@ impl Connection {
                 Output::Send(reply) => self.send_reply(reply),
                 Output::Close(code) => self.send_close(code),
                 Output::VerifyToken { device, token } => {
-                    let verdict = self.ctx.verifier.verify(&device, &token, SystemTime::now());
+                    let verify = || self.ctx.verifier.verify(&device, &token, SystemTime::now());
+                    let verdict = census::scope(Owner::TokenCache, verify);
                     if let Err(reason) = verdict {
                         // The reason, never the token.
                         let peer = self.peer();

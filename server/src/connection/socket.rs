@@ -28,6 +28,7 @@ use std::time::Instant;
 
 use futures_lite::{AsyncRead, AsyncWrite};
 
+use crate::ops::census::{self, Owner};
 use crate::tls::Transport;
 
 /// One socket read at most; smaller reads are served from a read this large.
@@ -49,11 +50,14 @@ pub struct Socket {
     /// How far the socket has taken the connection's output stream, in bytes.
     written: u64,
     /// Read from the socket, not yet given to tungstenite (empty and unallocated when idle).
-    read_ahead: Vec<u8>,
-    read_at: usize,
+    read_ahead: Box<[u8]>,
+    read_at: u32,
     /// This turn's reads so far, in bytes and calls.
     turn_bytes: u32,
     turn_reads: u32,
+    /// Bytes given to tungstenite so far, the head's leftover included (saturating): when it is
+    /// exactly what the frames read add up to, tungstenite holds no byte unread.
+    handed: u32,
 }
 
 /// Output waiting for the socket.
@@ -70,8 +74,24 @@ struct OutQueue {
 }
 
 impl Socket {
-    pub fn new(io: Transport) -> Socket {
-        Socket { io, out: None, written: 0, read_ahead: Vec::new(), read_at: 0, turn_bytes: 0, turn_reads: 0 }
+    /// `handed` bytes were read before (the head's leftover) and given to tungstenite directly.
+    pub fn new(io: Transport, handed: usize) -> Socket {
+        let handed = u32::try_from(handed).unwrap_or(u32::MAX);
+        Socket {
+            io,
+            out: None,
+            written: 0,
+            read_ahead: Box::default(),
+            read_at: 0,
+            turn_bytes: 0,
+            turn_reads: 0,
+            handed,
+        }
+    }
+
+    /// Bytes given to tungstenite so far (at most `u32::MAX`).
+    pub fn handed(&self) -> u32 {
+        self.handed
     }
 
     /// Output queued and not yet taken by the socket.
@@ -161,11 +181,12 @@ impl Socket {
 
     /// Gives out what was read ahead; frees the buffer once it is all given.
     fn take_read_ahead(&mut self, buf: &mut [u8]) -> usize {
-        let n = buf.len().min(self.read_ahead.len() - self.read_at);
-        buf[..n].copy_from_slice(&self.read_ahead[self.read_at..self.read_at + n]);
-        self.read_at += n;
-        if self.read_at == self.read_ahead.len() {
-            self.read_ahead = Vec::new();
+        let at = self.read_at as usize;
+        let n = buf.len().min(self.read_ahead.len() - at);
+        buf[..n].copy_from_slice(&self.read_ahead[at..at + n]);
+        self.read_at += n as u32;
+        if at + n == self.read_ahead.len() {
+            self.read_ahead = Box::default();
             self.read_at = 0;
         }
         n
@@ -186,7 +207,7 @@ impl Socket {
     }
 
     fn read_uncounted(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        if self.read_at < self.read_ahead.len() {
+        if (self.read_at as usize) < self.read_ahead.len() {
             return Poll::Ready(Ok(self.take_read_ahead(buf)));
         }
         if buf.len() >= READ_AHEAD {
@@ -198,41 +219,36 @@ impl Socket {
             let given = n.min(buf.len());
             buf[..given].copy_from_slice(&scratch[..given]);
             if n > given {
-                self.read_ahead = scratch[given..n].to_vec();
+                self.read_ahead = scratch[given..n].into();
             }
             Poll::Ready(Ok(given))
         })
     }
-}
 
-impl AsyncRead for Socket {
-    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        if this.ration_spent(cx) {
+    fn rationed_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.ration_spent(cx) {
             return Poll::Pending;
         }
-        match this.read_uncounted(cx, buf) {
+        match self.read_uncounted(cx, buf) {
             Poll::Ready(Ok(n)) => {
-                this.turn_bytes += n as u32;
+                self.turn_bytes += n as u32;
+                self.handed = self.handed.saturating_add(n as u32);
                 Poll::Ready(Ok(n))
             }
             Poll::Pending => {
                 // The peer has nothing more for now: the next burst starts a new ration.
-                this.turn_bytes = 0;
-                this.turn_reads = 0;
+                self.turn_bytes = 0;
+                self.turn_reads = 0;
                 Poll::Pending
             }
             other => other,
         }
     }
-}
 
-impl AsyncWrite for Socket {
-    /// Always takes everything: the connection bounds its queue itself.
-    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
-        let this = self.get_mut();
-        let written = this.written;
-        let q = this.out.get_or_insert_with(|| {
+    /// Queues one write of tungstenite's (a whole frame), remembering where it ends.
+    fn queue(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
+        let written = self.written;
+        let q = self.out.get_or_insert_with(|| {
             Box::new(OutQueue {
                 buf: Vec::new(),
                 at: 0,
@@ -244,6 +260,32 @@ impl AsyncWrite for Socket {
         q.buf.extend_from_slice(buf);
         q.boundaries.push_back(written + (q.buf.len() - q.at) as u64);
         Poll::Ready(Ok(buf.len()))
+    }
+}
+
+/// What one frame from a client (masked) of a `payload`-byte message takes on the wire with the
+/// shortest header: the least tungstenite consumed for it. A longer header, or the message in
+/// several frames, takes more; so when [`Socket::handed`] equals this for the only message read,
+/// tungstenite holds nothing unread.
+pub fn masked_frame_bytes(payload: usize) -> u32 {
+    let length = match payload {
+        0..=125 => 0,
+        126..=65_535 => 2,
+        _ => 8,
+    };
+    u32::try_from(2 + length + 4 + payload).unwrap_or(u32::MAX)
+}
+
+impl AsyncRead for Socket {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        census::scope(Owner::Buffers, || self.get_mut().rationed_read(cx, buf))
+    }
+}
+
+impl AsyncWrite for Socket {
+    /// Always takes everything: the connection bounds its queue itself.
+    fn poll_write(self: Pin<&mut Self>, _cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        census::scope(Owner::Buffers, || self.get_mut().queue(buf))
     }
 
     /// Nothing to do: the connection's task writes the queue out as the socket takes it.
@@ -268,7 +310,7 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let client = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         let (server, _) = listener.accept().unwrap();
-        (Socket::new(Transport::Plain(smol::Async::new(server).unwrap())), client)
+        (Socket::new(Transport::Plain(smol::Async::new(server).unwrap()), 0), client)
     }
 
     fn send_all(socket: &mut Socket) {
@@ -277,6 +319,25 @@ mod tests {
                 future::poll_fn(|cx| socket.poll_send(cx)).await.unwrap();
             }
         });
+    }
+
+    #[test]
+    fn a_masked_frame_takes_its_payload_a_mask_and_the_shortest_length() {
+        for (payload, wire) in [(0, 6), (125, 131), (126, 134), (65_535, 65_543), (65_536, 65_550)] {
+            assert_eq!(masked_frame_bytes(payload), wire, "{payload} bytes");
+            // The same as a client's frame of that size, built the way the tests build them.
+            assert_eq!(wire as usize, client_frame_len(payload));
+        }
+        assert_eq!(masked_frame_bytes(usize::MAX - 100), u32::MAX);
+    }
+
+    /// An independent count: the length of tungstenite's own masked frame of `payload` bytes.
+    fn client_frame_len(payload: usize) -> usize {
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        let mut frame = Frame::message(vec![0u8; payload], OpCode::Data(Data::Text), true);
+        frame.header_mut().mask = Some([1, 2, 3, 4]);
+        frame.len()
     }
 
     #[test]
@@ -398,7 +459,7 @@ mod tests {
         let acceptor = crate::tls::acceptor(crate::tls::Certificate::load(cert.as_ref(), key.as_ref()).unwrap());
         let sent = smol::block_on(async {
             let transport = crate::tls::accept(&acceptor, smol::Async::new(server).unwrap()).await.unwrap();
-            let mut socket = Socket::new(transport);
+            let mut socket = Socket::new(transport, 0);
             let mut sent = 0;
             // Frames until one is taken whole by rustls but not by the full socket.
             loop {

@@ -235,6 +235,7 @@ iot_ws_log_lines_dropped_total {}",
         if let Some(process) = crate::ops::process::Process::read() {
             process.render(&mut out);
         }
+        crate::ops::census::render(&mut out);
         out
     }
 }
