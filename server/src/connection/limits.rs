@@ -21,7 +21,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, Shutdown, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering::Relaxed};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// Why a connection was refused at its accept.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -185,18 +185,20 @@ impl PendingTable {
 impl PendingSlot {
     /// Completes when the slot was given to a fairer claim: the connection must close.
     pub async fn evicted(&self) {
-        poll_fn(|cx| {
-            if self.eviction.evicted.load(Relaxed) {
-                return Poll::Ready(());
-            }
-            *lock(&self.eviction.waker) = Some(cx.waker().clone());
-            if self.eviction.evicted.load(Relaxed) {
-                Poll::Ready(())
-            } else {
-                Poll::Pending
-            }
-        })
-        .await
+        poll_fn(|cx| self.poll_evicted(cx)).await
+    }
+
+    /// [`evicted`](PendingSlot::evicted) as a poll: waiting keeps nothing in the caller's future.
+    pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
+        if self.eviction.evicted.load(Relaxed) {
+            return Poll::Ready(());
+        }
+        *lock(&self.eviction.waker) = Some(cx.waker().clone());
+        if self.eviction.evicted.load(Relaxed) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
     }
 }
 

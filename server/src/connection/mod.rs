@@ -189,6 +189,15 @@ enum Wake {
     Tick,
 }
 
+/// What the loop does after a wake: the steps that await, or that need the connection whole.
+enum Then {
+    Nothing,
+    /// Handle this mail and the mail behind it.
+    Burst(Mail),
+    /// Renew the WebSocket state (see [`Rebuild`]).
+    Rebuild,
+}
+
 /// Why the connection gave up on its peer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum GaveUp {
@@ -275,36 +284,47 @@ impl Connection {
                     future::yield_now().await;
                 }
                 let wake = self.next_wake().await;
-                let now = self.ctx.clock.now();
-                match wake {
-                    Wake::Frame(Some(Ok(message))) => {
-                        self.keepalive.heard();
-                        if self.on_message(message) == Rebuild::WebSocket {
-                            self = self.with_fresh_websocket();
-                        }
-                    }
-                    Wake::Frame(Some(Err(error))) => self.on_error(error),
-                    Wake::Frame(None) => {
-                        self.peer_done = true;
-                        self.session.handle_input(now, Input::PeerGone);
-                    }
-                    Wake::Sent(Ok(_)) => self.on_sent(),
-                    Wake::Sent(Err(_)) => {
-                        self.peer_done = true;
-                        self.session.handle_input(now, Input::PeerGone);
-                    }
-                    Wake::Mail(MailWake::Mail(mail)) => Box::pin(self.mail_burst(mail)).await,
-                    Wake::Mail(MailWake::Overflow) => self.give_up(GaveUp::SendQueueFull),
-                    Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
-                    Wake::Evicted => self.session.handle_input(now, Input::Evicted),
-                    Wake::Tick => {
-                        self.armed = None;
-                        self.on_tick(now);
-                    }
+                // Handled in a plain function, so that no part of the wake (64 bytes) is held
+                // across the burst's await: the task would keep room for it.
+                match self.on_wake(wake) {
+                    Then::Nothing => {}
+                    Then::Burst(mail) => Box::pin(self.mail_burst(mail)).await,
+                    Then::Rebuild => self = self.with_fresh_websocket(),
                 }
             }
             Box::pin(self.finish()).await;
         }
+    }
+
+    fn on_wake(&mut self, wake: Wake) -> Then {
+        let now = self.ctx.clock.now();
+        match wake {
+            Wake::Frame(Some(Ok(message))) => {
+                self.keepalive.heard();
+                if self.on_message(message) == Rebuild::WebSocket {
+                    return Then::Rebuild;
+                }
+            }
+            Wake::Frame(Some(Err(error))) => self.on_error(error),
+            Wake::Frame(None) => {
+                self.peer_done = true;
+                self.session.handle_input(now, Input::PeerGone);
+            }
+            Wake::Sent(Ok(_)) => self.on_sent(),
+            Wake::Sent(Err(_)) => {
+                self.peer_done = true;
+                self.session.handle_input(now, Input::PeerGone);
+            }
+            Wake::Mail(MailWake::Mail(mail)) => return Then::Burst(mail),
+            Wake::Mail(MailWake::Overflow) => self.give_up(GaveUp::SendQueueFull),
+            Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
+            Wake::Evicted => self.session.handle_input(now, Input::Evicted),
+            Wake::Tick => {
+                self.armed = None;
+                self.on_tick(now);
+            }
+        }
+        Then::Nothing
     }
 
     /// Waits for whatever happens first: shutdown, then the socket taking output, then mail,
@@ -322,14 +342,9 @@ impl Connection {
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
         let Connection { ws, mail_rx, ctx, timer, pending, .. } = self;
         // The channel is closed, never written: `recv` fails at once, every time, after a stop.
+        // The only future kept while waiting (every idle connection's task holds room for what
+        // it waits on): the others are polled in place.
         let mut shutdown = pin!(ctx.shutdown.recv());
-        let mut evicted = pin!(async {
-            match pending {
-                Some(slot) => slot.evicted().await,
-                None => future::pending().await,
-            }
-        });
-        let mut mail = pin!(mail_rx.recv(take_actuations, overflow_at));
         // In this order: a stop first; output before mail (writing makes room for it); mail
         // before frames, so that a chatty peer cannot starve its own actuations; and a frame is
         // read only when nothing else is ready (each try is a syscall).
@@ -337,7 +352,7 @@ impl Connection {
             if shutdown.as_mut().poll(cx).is_ready() {
                 return Poll::Ready(Wake::Shutdown);
             }
-            if evicted.as_mut().poll(cx).is_ready() {
+            if pending.as_ref().is_some_and(|slot| slot.poll_evicted(cx).is_ready()) {
                 return Poll::Ready(Wake::Evicted);
             }
             if sending {
@@ -345,7 +360,8 @@ impl Connection {
                     return Poll::Ready(Wake::Sent(result));
                 }
             }
-            if let Poll::Ready(wake) = census::scope(Owner::Mailbox, || mail.as_mut().poll(cx)) {
+            let mail = census::scope(Owner::Mailbox, || mail_rx.poll_recv(cx, take_actuations, overflow_at));
+            if let Poll::Ready(wake) = mail {
                 return Poll::Ready(Wake::Mail(wake));
             }
             if reading {

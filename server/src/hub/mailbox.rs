@@ -9,9 +9,10 @@
 //! one thread, so the lock is never contended.
 
 use std::collections::VecDeque;
+#[cfg(test)]
 use std::future::poll_fn;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::task::{Poll, Waker};
+use std::task::{Context, Poll, Waker};
 
 /// What a mailbox carries.
 pub trait Letter {
@@ -99,21 +100,24 @@ impl<M: Letter> Mailbox<M> {
     /// The next mail it may take, or word of an overflow, waiting for either. Actuations are
     /// taken only if `take_actuations` (the connection has room to write them); other mail
     /// (a supersede, acks) is taken ahead of them then.
+    #[cfg(test)]
     pub async fn recv(&self, take_actuations: bool, overflow_at: usize) -> MailWake<M> {
-        poll_fn(|cx| {
-            let mut shared = lock(&self.0);
-            if shared.bytes > overflow_at {
-                return Poll::Ready(MailWake::Overflow);
+        poll_fn(|cx| self.poll_recv(cx, take_actuations, overflow_at)).await
+    }
+
+    /// [`recv`](Mailbox::recv) as a poll: waiting keeps nothing in the caller's future.
+    pub fn poll_recv(&self, cx: &mut Context<'_>, take_actuations: bool, overflow_at: usize) -> Poll<MailWake<M>> {
+        let mut shared = lock(&self.0);
+        if shared.bytes > overflow_at {
+            return Poll::Ready(MailWake::Overflow);
+        }
+        match take(&mut shared, take_actuations) {
+            Some(mail) => Poll::Ready(MailWake::Mail(mail)),
+            None => {
+                shared.waker = Some(cx.waker().clone());
+                Poll::Pending
             }
-            match take(&mut shared, take_actuations) {
-                Some(mail) => Poll::Ready(MailWake::Mail(mail)),
-                None => {
-                    shared.waker = Some(cx.waker().clone());
-                    Poll::Pending
-                }
-            }
-        })
-        .await
+        }
     }
 
     /// The next mail it may take, if there is one (see [`recv`](Mailbox::recv)).
