@@ -65,7 +65,6 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
     let (hub_tx, hub_rx) = hub_queue();
     let limits = Limits::new(config.max_connections, config.max_pending, config.max_pending_per_address);
     metrics.set_limits(limits.clone());
-    let (shutdown_tx, shutdown_rx) = async_channel::bounded::<()>(1);
     let ctx = Arc::new(Ctx {
         session_config: LiveSessionConfig::new(SessionConfig {
             actuator: config.actuator.clone(),
@@ -78,7 +77,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         metrics_here: metrics_listener.is_none(),
         ws_config: ws_config(config.max_message_bytes),
         next_session: AtomicU64::new(1),
-        shutdown: shutdown_rx,
+        stop: Default::default(),
         clock,
         tls: certificate.clone().map(crate::tls::acceptor),
     });
@@ -142,7 +141,7 @@ pub fn serve(config: Config, verifier: TokenVerifier) -> anyhow::Result<()> {
         notify::send("STOPPING=1");
         log::info!("stopping: closing connections");
         drop(listener);
-        drop(shutdown_tx);
+        ctx.stop.trigger();
         wait_for_connections(&limits).await;
         // Every detach sent so far is handled before the store is flushed.
         let (done_tx, done_rx) = async_channel::bounded(1);

@@ -46,6 +46,7 @@ impl Connection {
     pub(super) async fn finish(mut self) {
         // From here the hub holds the device's actuations instead of handing them over.
         self.mail_rx.close();
+        self.ctx.stop.forget(self.stop_key.take());
         if self.gave_up.is_some() {
             // The close frame, if the socket takes it now; the peer is not waited for.
             if let Some(Ok(_)) = future::poll_once(poll_fn(|cx| self.ws.get_mut().poll_send(cx))).await {

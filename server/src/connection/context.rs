@@ -4,10 +4,10 @@
 use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
-use async_channel::Receiver;
 use async_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use super::live_config::LiveSessionConfig;
+use super::stop::Stop;
 use crate::auth::TokenVerifier;
 use crate::clock::Clock;
 use crate::hub::queue::HubSender;
@@ -27,8 +27,8 @@ pub struct Ctx {
     pub metrics_here: bool,
     pub ws_config: WebSocketConfig,
     pub next_session: AtomicU64,
-    /// Closed (never written) when the server stops: every task wakes up.
-    pub shutdown: Receiver<()>,
+    /// Set when the server stops: every connection wakes up and closes.
+    pub stop: Stop,
     pub clock: Clock,
     /// The listener's TLS (wss://), when it has a certificate.
     pub tls: Option<std::sync::Arc<rustls::ServerConfig>>,

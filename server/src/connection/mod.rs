@@ -12,7 +12,7 @@
 
 use std::future::{poll_fn, Future};
 use std::net::TcpStream;
-use std::pin::{pin, Pin};
+use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
 use std::task::Poll;
@@ -46,6 +46,7 @@ pub mod live_config;
 pub mod metrics_port;
 mod output;
 mod socket;
+mod stop;
 mod transit;
 
 pub use context::{ws_config, Ctx};
@@ -220,6 +221,8 @@ struct Connection {
     timer: Timer,
     /// The deadline `timer` is set for; `None` once it fired.
     armed: Option<Instant>,
+    /// Its place among those the stop wakes ([`stop::Stop`]), once it has slept.
+    stop_key: Option<u32>,
     /// Counted against `--max-pending` until the session stops being pending (boxed: an idle
     /// registered connection keeps 8 bytes for it, not 40).
     pending: Option<Box<PendingSlot>>,
@@ -251,6 +254,7 @@ impl Connection {
             keepalive: KeepAlive::new(Instant::now()),
             timer: Timer::never(),
             armed: None,
+            stop_key: None,
             pending: Some(pending),
             transit: Transit::default(),
             turns: 0,
@@ -340,16 +344,13 @@ impl Connection {
         let reading = !self.peer_done && unsent <= self.read_pause_bytes();
         let take_actuations = self.has_room();
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
-        let Connection { ws, mail_rx, ctx, timer, pending, .. } = self;
-        // The channel is closed, never written: `recv` fails at once, every time, after a stop.
-        // The only future kept while waiting (every idle connection's task holds room for what
-        // it waits on): the others are polled in place.
-        let mut shutdown = pin!(ctx.shutdown.recv());
+        let Connection { ws, mail_rx, ctx, timer, pending, stop_key, .. } = self;
         // In this order: a stop first; output before mail (writing makes room for it); mail
         // before frames, so that a chatty peer cannot starve its own actuations; and a frame is
-        // read only when nothing else is ready (each try is a syscall).
+        // read only when nothing else is ready (each try is a syscall). Everything is polled in
+        // place: an idle connection's task keeps no room for futures it waits on.
         poll_fn(|cx| {
-            if shutdown.as_mut().poll(cx).is_ready() {
+            if ctx.stop.is_stopping() {
                 return Poll::Ready(Wake::Shutdown);
             }
             if pending.as_ref().is_some_and(|slot| slot.poll_evicted(cx).is_ready()) {
@@ -371,6 +372,9 @@ impl Connection {
             }
             if census::scope(Owner::Timer, || Pin::new(&mut *timer).poll(cx)).is_ready() {
                 return Poll::Ready(Wake::Tick);
+            }
+            if ctx.stop.wake_at_stop(stop_key, cx.waker()) {
+                return Poll::Ready(Wake::Shutdown);
             }
             Poll::Pending
         })
@@ -481,6 +485,7 @@ impl Connection {
             keepalive,
             timer,
             armed,
+            stop_key,
             pending,
             transit,
             turns,
@@ -494,8 +499,8 @@ impl Connection {
         let ws = census::scope(Owner::WebSocket, || future::block_on(fresh));
         #[rustfmt::skip]
         let connection = Connection {
-            ws, ctx, session, id, mail_tx, mail_rx, keepalive, timer, armed, pending, transit, turns, detach,
-            close_sent, peer_done, gave_up,
+            ws, ctx, session, id, mail_tx, mail_rx, keepalive, timer, armed, stop_key, pending, transit, turns,
+            detach, close_sent, peer_done, gave_up,
         };
         connection
     }
