@@ -37,7 +37,7 @@ use sha2::Sha256;
 
 // A submodule of auth (not of main): the cache is an implementation detail of the verifier.
 mod token_cache;
-use token_cache::{Admits, TokenCache, DEFAULT_CAPACITY};
+use token_cache::{TokenCache, Window, DEFAULT_CAPACITY};
 
 /// Longest token accepted; real device tokens are well under 2 KiB.
 const MAX_TOKEN_BYTES: usize = 8 * 1024;
@@ -136,19 +136,19 @@ impl TokenVerifier {
         }
         let now = UnixSeconds(now.duration_since(UNIX_EPOCH).map_or(0, |d| d.as_secs() as i64));
         let trusted = self.trusted();
-        let hash = TokenCache::hash(token);
-        if let Some(admits) = trusted.cache.get(&hash) {
-            let verdict = admits.check(device, now);
+        let key = TokenCache::key(device, token);
+        if let Some(window) = trusted.cache.get(&key) {
+            let verdict = window.check(now);
             if verdict == Err(TokenRejected::Expired) {
-                trusted.cache.remove(&hash);
+                trusted.cache.remove(&key);
             }
             return verdict;
         }
-        let claims = trusted.verify_uncached(device, token, now)?;
-        if let Some(admits) = admits(&claims, device) {
-            trusted.cache.insert(hash, admits);
-        }
-        Ok(())
+        trusted.verify_uncached(device, token, now).map(|claims| {
+            if let Some(window) = window(&claims) {
+                trusted.cache.insert(key, window);
+            }
+        })
     }
 
     #[cfg(all(test, feature = "keys"))]
@@ -218,9 +218,9 @@ fn parse_pem(pem: &str) -> Option<Key> {
 }
 
 /// The validity window of claims that `check_claims` accepted, with its leeway applied, so that
-/// [`Admits::check`] decides exactly as `check_claims` would. `None` (not cached) if a time claim
+/// [`Window::check`] decides exactly as `check_claims` would. `None` (not cached) if a time claim
 /// has a shape this cannot read the same way.
-fn admits(claims: &str, device: &DeviceId) -> Option<Admits> {
+fn window(claims: &str) -> Option<Window> {
     #[derive(serde::Deserialize)]
     struct Times {
         #[serde(default)]
@@ -236,14 +236,14 @@ fn admits(claims: &str, device: &DeviceId) -> Option<Admits> {
         _ => None,
     };
     let until = match &times.exp {
-        None => None,
-        Some(v) => Some(seconds(v)?.saturating_add(LEEWAY_SECS)),
+        None => i64::MAX,
+        Some(v) => seconds(v)?.saturating_add(LEEWAY_SECS),
     };
     let from = match &times.nbf {
-        None => None,
-        Some(v) => Some(seconds(v)?.saturating_sub(LEEWAY_SECS)),
+        None => i64::MIN,
+        Some(v) => seconds(v)?.saturating_sub(LEEWAY_SECS),
     };
-    Some(Admits { device: device.clone(), from, until })
+    Some(Window { from, until })
 }
 
 fn decode(part: &str) -> Result<Vec<u8>, TokenRejected> {
