@@ -45,7 +45,9 @@ impl Connection {
     /// all for a peer given up on), then leaves the hub, handing back what was not written.
     pub(super) async fn finish(mut self) {
         // From here the hub holds the device's actuations instead of handing them over.
-        self.mail_rx.close();
+        if let Some(mail) = &self.mail {
+            mail.close();
+        }
         self.ctx.stop.forget(self.stop_key.take());
         if self.gave_up.is_some() {
             // The close frame, if the socket takes it now; the peer is not waited for.
@@ -79,7 +81,8 @@ impl Connection {
         }
         // Oldest first: what stayed in the stream, what was taken back from it, then the mailbox.
         let mut in_stream = std::mem::take(&mut self.transit).into_undelivered();
-        in_stream.extend(std::iter::from_fn(|| self.mail_rx.try_recv(true)).filter_map(|mail| match mail {
+        let queued = std::iter::from_fn(|| self.mail.as_ref().and_then(|m| m.try_recv(true)));
+        in_stream.extend(queued.filter_map(|mail| match mail {
             Mail::Deliver { device, body, ack_to, .. } => Some(Undelivered { device, body, ack_to }),
             _ => None,
         }));

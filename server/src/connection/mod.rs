@@ -26,7 +26,7 @@ use futures_lite::{future, AsyncWriteExt, Stream};
 use iot_ws_core::{FrameError, Input, Session, SessionConfig, SessionId};
 use smol::{Async, Timer};
 
-use crate::hub::mailbox::{mailbox, MailWake, Mailbox};
+use crate::hub::mailbox::{MailWake, Mailbox};
 use crate::hub::{Address, Mail};
 use crate::ops::census::{self, Owner};
 use crate::ops::logging::Peer;
@@ -213,8 +213,9 @@ struct Connection {
     ctx: Arc<Ctx>,
     session: Session,
     id: SessionId,
-    mail_tx: Address,
-    mail_rx: Mailbox<Mail>,
+    /// Made when first needed (a registration, an actuation asking for an ack): a connection
+    /// that never gets that far (most refused and hostile ones) keeps none.
+    mail: Option<Mailbox<Mail>>,
     keepalive: KeepAlive,
     /// Fires at the earliest deadline (session, keepalive, write stall). Kept across wakes and
     /// moved only when the deadline moves: registering a timer costs a reactor wakeup.
@@ -243,14 +244,12 @@ struct Connection {
 
 impl Connection {
     fn new(ws: Ws, ctx: Arc<Ctx>, config: Arc<SessionConfig>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
-        let (mail_tx, mail_rx) = census::scope(Owner::Mailbox, mailbox);
         Connection {
             ws,
             session: Session::new(ctx.clock.millis(accepted), config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
-            mail_tx,
-            mail_rx,
+            mail: None,
             keepalive: KeepAlive::new(Instant::now()),
             timer: Timer::never(),
             armed: None,
@@ -344,7 +343,7 @@ impl Connection {
         let reading = !self.peer_done && unsent <= self.read_pause_bytes();
         let take_actuations = self.has_room();
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
-        let Connection { ws, mail_rx, ctx, timer, pending, stop_key, .. } = self;
+        let Connection { ws, mail, ctx, timer, pending, stop_key, .. } = self;
         // In this order: a stop first; output before mail (writing makes room for it); mail
         // before frames, so that a chatty peer cannot starve its own actuations; and a frame is
         // read only when nothing else is ready (each try is a syscall). Everything is polled in
@@ -361,9 +360,11 @@ impl Connection {
                     return Poll::Ready(Wake::Sent(result));
                 }
             }
-            let mail = census::scope(Owner::Mailbox, || mail_rx.poll_recv(cx, take_actuations, overflow_at));
-            if let Poll::Ready(wake) = mail {
-                return Poll::Ready(Wake::Mail(wake));
+            if let Some(mail) = mail {
+                let polled = census::scope(Owner::Mailbox, || mail.poll_recv(cx, take_actuations, overflow_at));
+                if let Poll::Ready(wake) = polled {
+                    return Poll::Ready(Wake::Mail(wake));
+                }
             }
             if reading {
                 if let Poll::Ready(frame) = census::scope(Owner::WebSocket, || Pin::new(&mut *ws).poll_next(cx)) {
@@ -390,6 +391,11 @@ impl Connection {
             deadline = deadline.min(since + WRITE_STALL);
         }
         deadline
+    }
+
+    /// A sender to this connection's mailbox, made now if it has none yet.
+    fn address(&mut self) -> Address {
+        self.mail.get_or_insert_with(|| census::scope(Owner::Mailbox, Mailbox::default)).sender()
     }
 
     /// The peer, for a log line: asked of the socket (rare) rather than kept per connection.
@@ -430,7 +436,7 @@ impl Connection {
             if self.session.is_closed() || self.close_sent {
                 return;
             }
-            let Some(mail) = self.mail_rx.try_recv(self.has_room()) else { return };
+            let Some(mail) = self.mail.as_ref().and_then(|m| m.try_recv(self.has_room())) else { return };
             self.on_mail(mail);
         }
     }
@@ -480,8 +486,7 @@ impl Connection {
             ctx,
             session,
             id,
-            mail_tx,
-            mail_rx,
+            mail,
             keepalive,
             timer,
             armed,
@@ -499,8 +504,8 @@ impl Connection {
         let ws = census::scope(Owner::WebSocket, || future::block_on(fresh));
         #[rustfmt::skip]
         let connection = Connection {
-            ws, ctx, session, id, mail_tx, mail_rx, keepalive, timer, armed, stop_key, pending, transit, turns,
-            detach, close_sent, peer_done, gave_up,
+            ws, ctx, session, id, mail, keepalive, timer, armed, stop_key, pending, transit, turns, detach,
+            close_sent, peer_done, gave_up,
         };
         connection
     }

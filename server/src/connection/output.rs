@@ -51,7 +51,7 @@ impl Connection {
                 // that says `clear_binding: false` (superseded) no longer is.
                 Output::Detach { .. } => self.detach = true,
                 Output::Route { device, body, ack } => {
-                    let ack_to = ack.then(|| self.mail_tx.clone());
+                    let ack_to = ack.then(|| self.address());
                     self.to_hub(HubRequest::Route { device, body, ack_to }).await;
                 }
                 Output::Undelivered { device, body } => {
@@ -78,7 +78,7 @@ impl Connection {
     fn send_actuation(&mut self, body: Body) {
         let (ack_to, from_hold) = self.transit.next_due();
         let Some(device) = self.session.registered_device().cloned() else { return };
-        let backlog = self.ws.get_ref().unsent() + self.mail_rx.bytes();
+        let backlog = self.ws.get_ref().unsent() + self.mail.as_ref().map_or(0, |m| m.bytes());
         // A backlog from the hold queue is taken as room allows, and never counts as falling
         // behind (see `Mail::bytes`).
         if !from_hold && backlog + body.as_str().len() > self.ctx.send_queue_bytes {
@@ -133,7 +133,7 @@ impl Connection {
     /// Makes this connection the device's route and waits for the binding to be recorded.
     async fn attach(&mut self, device: DeviceId) -> Result<(), StoreFailed> {
         let (reply, answer) = async_channel::bounded(1);
-        let request = HubRequest::Attach { session: self.id, device, mailbox: self.mail_tx.clone(), reply };
+        let request = HubRequest::Attach { session: self.id, device, mailbox: self.address(), reply };
         self.ctx.hub.send(request).await.map_err(|_| StoreFailed)?;
         let store_reply = answer.recv().await.map_err(|_| StoreFailed)?;
         store_reply.recv().await.unwrap_or(Err(StoreFailed))

@@ -51,10 +51,10 @@ impl<M> Clone for MailSender<M> {
 pub struct Mailbox<M>(Arc<Mutex<Shared<M>>>);
 
 /// A new mailbox and a sender to it.
+#[cfg(test)]
 pub fn mailbox<M>() -> (MailSender<M>, Mailbox<M>) {
-    let shared = Shared { queue: VecDeque::new(), bytes: 0, waker: None, closed: false };
-    let shared = Arc::new(Mutex::new(shared));
-    (MailSender(shared.clone()), Mailbox(shared))
+    let mailbox = Mailbox::default();
+    (mailbox.sender(), mailbox)
 }
 
 fn lock<M>(shared: &Mutex<Shared<M>>) -> MutexGuard<'_, Shared<M>> {
@@ -94,6 +94,20 @@ pub enum MailWake<M> {
     Mail(M),
     /// The actuations waiting here passed the given bound: the connection has fallen behind.
     Overflow,
+}
+
+impl<M> Default for Mailbox<M> {
+    fn default() -> Mailbox<M> {
+        let shared = Shared { queue: VecDeque::new(), bytes: 0, waker: None, closed: false };
+        Mailbox(Arc::new(Mutex::new(shared)))
+    }
+}
+
+impl<M> Mailbox<M> {
+    /// Another sender to this mailbox.
+    pub fn sender(&self) -> MailSender<M> {
+        MailSender(self.0.clone())
+    }
 }
 
 impl<M: Letter> Mailbox<M> {
