@@ -54,6 +54,13 @@ impl Body {
         let value: &RawValue = serde_json::from_str(raw).ok()?;
         value.get().starts_with('{').then(|| Body(raw.into()))
     }
+
+    /// The text a device receives for it (`{"code":1024,"content":BODY}`, what
+    /// [`Reply::Actuation`]'s [`to_text`](Reply::to_text) gives), in three pieces, so that a
+    /// host can write it out without building it first.
+    pub fn delivery_text(&self) -> [&str; 3] {
+        ["{\"code\":1024,\"content\":", &self.0, "}"]
+    }
 }
 
 /// A WebSocket close code (RFC 6455 section 7.4).
@@ -353,13 +360,13 @@ impl Reply {
     /// The JSON text sent in a text frame.
     pub fn to_text(&self) -> String {
         let content = match self {
+            Reply::Actuation(body) => return body.delivery_text().concat(),
             Reply::Subscribed => "\"Subscribed\"",
             Reply::Pong => "\"PONG\"",
             Reply::InvalidToken => "\"Invalid device token\"",
             Reply::WrongFormat => "\"Wrong message format\"",
             Reply::InvalidCredentials => "\"Invalid credentials\"",
             Reply::CannotStoreBinding => "\"Cannot record the device binding\"",
-            Reply::Actuation(body) => body.as_str(),
             Reply::Ack { device, status } => {
                 let id = serde_json::to_string(device.as_str()).unwrap_or_default();
                 let (code, word) = (status.code(), status.word());

@@ -385,8 +385,9 @@ impl<A> Router<A> {
 
     /// Delivers here, or asks where the device is.
     fn route(&mut self, parcel: Parcel<A>) {
-        let here = self.hub.route(&parcel.device).is_some();
-        if self.cluster && (!here || self.in_lookup.contains_key(&parcel.device)) {
+        // Alone, the lookup in `route_here` is the only one: one map search per actuation.
+        let ask = || self.hub.route(&parcel.device).is_none() || self.in_lookup.contains_key(&parcel.device);
+        if self.cluster && ask() {
             let number = self.next_lookup;
             self.next_lookup += 1;
             self.in_lookup.entry(parcel.device.clone()).or_default().push_back((number, Turn::Out));

@@ -87,16 +87,16 @@ impl Connection {
             self.transit.take_back(Undelivered { device, body, ack_to });
             return;
         }
-        let reply = Reply::Actuation(body);
-        let text = reply.to_text();
-        // The body is kept (not the frame) in case it must be given back.
-        let Reply::Actuation(body) = reply else { unreachable!("built above") };
-        if self.queue(Message::text(text)) {
-            let end = self.ws.get_ref().queued();
-            self.transit.queued(end, device, body, ack_to);
-        } else {
+        if self.close_sent {
+            // The WebSocket is closing: no data frame may follow our close.
             self.transit.take_back(Undelivered { device, body, ack_to });
+            return;
         }
+        // Framed straight into the socket's queue (see `Socket::queue_text_frame`). The body is
+        // kept, not the frame, in case it must be given back.
+        self.ws.get_mut().queue_text_frame(body.delivery_text());
+        let end = self.ws.get_ref().queued();
+        self.transit.queued(end, device, body, ack_to);
     }
 
     fn send_reply(&mut self, reply: Reply) {

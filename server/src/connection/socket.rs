@@ -247,6 +247,41 @@ impl Socket {
 
     /// Queues one write of tungstenite's (a whole frame), remembering where it ends.
     fn queue(&mut self, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.queue_parts(&[buf]);
+        Poll::Ready(Ok(buf.len()))
+    }
+
+    /// Queues a text frame from the server (unmasked, final) holding `parts` one after the
+    /// other, past tungstenite: an actuation is framed here straight into the queue, without a
+    /// `String`, a `Message` and tungstenite's own output buffer (which would keep the largest
+    /// frame's capacity for the connection's life). Only whole frames go to the queue, so
+    /// tungstenite's frames and these never interleave.
+    pub fn queue_text_frame(&mut self, parts: [&str; 3]) {
+        let length: usize = parts.iter().map(|p| p.len()).sum();
+        let mut header = [0u8; 10];
+        header[0] = 0x81; // FIN, text
+        let header = match length {
+            0..=125 => {
+                header[1] = length as u8;
+                &header[..2]
+            }
+            126..=65_535 => {
+                header[1] = 126;
+                header[2..4].copy_from_slice(&(length as u16).to_be_bytes());
+                &header[..4]
+            }
+            _ => {
+                header[1] = 127;
+                header[2..10].copy_from_slice(&(length as u64).to_be_bytes());
+                &header[..10]
+            }
+        };
+        let pieces = [header, parts[0].as_bytes(), parts[1].as_bytes(), parts[2].as_bytes()];
+        census::scope(Owner::Buffers, || self.queue_parts(&pieces));
+    }
+
+    /// Queues `pieces` as one write: one frame, one boundary after it.
+    fn queue_parts(&mut self, pieces: &[&[u8]]) {
         let written = self.written;
         let q = self.out.get_or_insert_with(|| {
             Box::new(OutQueue {
@@ -257,9 +292,10 @@ impl Socket {
                 progress_at: Instant::now(),
             })
         });
-        q.buf.extend_from_slice(buf);
+        for piece in pieces {
+            q.buf.extend_from_slice(piece);
+        }
         q.boundaries.push_back(written + (q.buf.len() - q.at) as u64);
-        Poll::Ready(Ok(buf.len()))
     }
 }
 
@@ -338,6 +374,23 @@ mod tests {
         let mut frame = Frame::message(vec![0u8; payload], OpCode::Data(Data::Text), true);
         frame.header_mut().mask = Some([1, 2, 3, 4]);
         frame.len()
+    }
+
+    #[test]
+    fn a_text_frame_queued_here_is_the_one_tungstenite_would_write() {
+        use async_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+        use async_tungstenite::tungstenite::protocol::frame::Frame;
+        for length in [0, 1, 125, 126, 127, 65_535, 65_536, 70_000] {
+            let (mut socket, _client) = pair();
+            let text = "x".repeat(length);
+            let (a, b) = text.split_at(length / 3);
+            socket.queue_text_frame(["", a, b]);
+            let mut expected = Vec::new();
+            Frame::message(text.clone(), OpCode::Data(Data::Text), true).format(&mut expected).unwrap();
+            let q = socket.out.as_ref().unwrap();
+            assert_eq!(q.buf, expected, "{length} bytes");
+            assert_eq!(q.boundaries, [expected.len() as u64], "one frame, one boundary");
+        }
     }
 
     #[test]
