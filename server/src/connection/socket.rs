@@ -37,7 +37,7 @@ const READ_AHEAD: usize = 16 * 1024;
 pub const READ_BUDGET: usize = 64 * 1024;
 /// Most reads in one turn: tungstenite asks for 128 bytes at a time, so this and
 /// [`READ_BUDGET`] bite together on a stream of tiny frames (64 KiB, ~11,000 empty frames).
-pub const READS_PER_TURN: u32 = 512;
+pub const READS_PER_TURN: u16 = 512;
 
 thread_local! {
     static SCRATCH: std::cell::RefCell<Vec<u8>> = std::cell::RefCell::new(vec![0; READ_AHEAD]);
@@ -54,7 +54,10 @@ pub struct Socket {
     read_at: u32,
     /// This turn's reads so far, in bytes and calls.
     turn_bytes: u32,
-    turn_reads: u32,
+    turn_reads: u16,
+    /// The last read of the socket found nothing: the next waits until the reactor has seen it
+    /// readable since (see [`Socket::read_socket`]).
+    drained: bool,
     /// Bytes given to tungstenite so far, the head's leftover included (saturating): when it is
     /// exactly what the frames read add up to, tungstenite holds no byte unread.
     handed: u32,
@@ -85,6 +88,7 @@ impl Socket {
             read_at: 0,
             turn_bytes: 0,
             turn_reads: 0,
+            drained: false,
             handed,
         }
     }
@@ -211,11 +215,11 @@ impl Socket {
             return Poll::Ready(Ok(self.take_read_ahead(buf)));
         }
         if buf.len() >= READ_AHEAD {
-            return Pin::new(&mut self.io).poll_read(cx, buf);
+            return self.read_socket(cx, buf);
         }
         SCRATCH.with(|scratch| {
             let mut scratch = scratch.borrow_mut();
-            let n = ready!(Pin::new(&mut self.io).poll_read(cx, &mut scratch))?;
+            let n = ready!(self.read_socket(cx, &mut scratch))?;
             let given = n.min(buf.len());
             buf[..given].copy_from_slice(&scratch[..given]);
             if n > given {
@@ -223,6 +227,19 @@ impl Socket {
             }
             Poll::Ready(Ok(given))
         })
+    }
+
+    /// Reads the socket, but once a read has found nothing, not again until the reactor has
+    /// seen the socket readable since: a device's task wakes for each actuation it is sent, and
+    /// a read that finds nothing costs a syscall each time. (A TLS stream is always read: data
+    /// may wait inside it.)
+    fn read_socket(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
+        if self.drained {
+            ready!(self.io.poll_readable(cx))?;
+        }
+        let read = Pin::new(&mut self.io).poll_read(cx, buf);
+        self.drained = read.is_pending();
+        read
     }
 
     fn rationed_read(&mut self, cx: &mut Context<'_>, buf: &mut [u8]) -> Poll<io::Result<usize>> {
@@ -563,7 +580,7 @@ mod tests {
             }
         }
         assert_eq!(reads, READS_PER_TURN);
-        assert_eq!(total, READS_PER_TURN as usize * 16);
+        assert_eq!(total, usize::from(READS_PER_TURN) * 16);
         // The next turn reads again.
         let n = smol::block_on(socket.read(&mut buf)).unwrap();
         assert_eq!(n, 16);

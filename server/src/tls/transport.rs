@@ -29,6 +29,16 @@ impl Transport {
         }
     }
 
+    /// Whether a read may find something: for clear TCP, whether the reactor has seen the
+    /// socket readable since the last time this said `Pending` (async-io's readiness); TLS may
+    /// hold decrypted data already read, so it is always worth a read.
+    pub fn poll_readable(&self, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self {
+            Transport::Plain(io) => io.poll_readable(cx),
+            Transport::Tls(_) | Transport::TlsClient(_) => Poll::Ready(Ok(())),
+        }
+    }
+
     /// Whether TLS holds records that the socket has not taken yet. A write reports its bytes
     /// taken once they are encrypted, as the kernel does once they are in its buffer; but unlike
     /// the kernel, TLS sends what it holds only when written to or flushed again.
