@@ -21,6 +21,7 @@
 //! moved to wherever their device is bound now, and dropped (and counted) once they are older
 //! than the hold time.
 
+use std::sync::atomic::{AtomicU64, Ordering::SeqCst};
 use std::time::{Duration, Instant};
 
 use async_channel::{Receiver, Sender};
@@ -41,8 +42,11 @@ const POLL: Duration = Duration::from_secs(1);
 pub enum Inbound {
     /// An actuation forwarded here.
     Actuation { device: DeviceId, body: Body, hops: u8 },
-    /// The device registered with another instance since it registered here.
-    Moved(DeviceId),
+    /// The device registered with another instance since it registered here. `attaches_seen`:
+    /// the hub's count of attached registrations when the move was noticed (after the other
+    /// instance's write, before checking it). A registration here numbered above it was sent
+    /// to the bindings after the other one: it is the newer, and stays.
+    Moved { device: DeviceId, attaches_seen: u64 },
 }
 
 /// Connects, takes the instance's lock and starts the thread. The lock still held by another
@@ -54,6 +58,7 @@ pub fn start(
     hold_secs: u64,
     lock_wait_secs: u64,
     metrics: std::sync::Arc<Metrics>,
+    attaches: &std::sync::Arc<AtomicU64>,
 ) -> Result<Receiver<Inbound>, ConfigError> {
     let mut db = Reconnecting::new(config.clone(), "inbox", &metrics);
     if let Ok(mut client) = config.connect() {
@@ -85,7 +90,8 @@ pub fn start(
     }
     // Bounded: the thread waits for the hub rather than piling actuations up in memory.
     let (tx, rx) = async_channel::bounded(TAKE_AT_ONCE as usize);
-    let thread = Thread { db, server, hold_secs, metrics, reported_taken: false };
+    let attaches = attaches.clone();
+    let thread = Thread { db, server, hold_secs, metrics, attaches, reported_taken: false };
     std::thread::Builder::new()
         .name("inbox-db".into())
         .spawn(move || thread.run(tx))
@@ -141,6 +147,7 @@ struct Thread {
     server: String,
     hold_secs: u64,
     metrics: std::sync::Arc<Metrics>,
+    attaches: std::sync::Arc<AtomicU64>,
     reported_taken: bool,
 }
 
@@ -161,7 +168,9 @@ impl Thread {
                 next_sweep = Instant::now() + POLL;
             }
             let moved = self.wait_for_notify();
-            if !moved.is_empty() && self.tell_moved(moved, &hub).is_err() {
+            // Read once the notices are in and before they are checked (see `Inbound::Moved`).
+            let attaches_seen = self.attaches.load(SeqCst);
+            if !moved.is_empty() && self.tell_moved(moved, attaches_seen, &hub).is_err() {
                 return;
             }
         }
@@ -278,12 +287,13 @@ impl Thread {
 
     /// Passes the moves on to the hub, once the bindings confirm them: the device may have come
     /// back here since. Err: the hub is gone.
-    fn tell_moved(&mut self, moved: Vec<String>, hub: &Sender<Inbound>) -> Result<(), ()> {
+    fn tell_moved(&mut self, moved: Vec<String>, attaches_seen: u64, hub: &Sender<Inbound>) -> Result<(), ()> {
         let Some(client) = self.db.current() else { return Ok(()) };
         match client.query(crate::db::sql::MOVED_AWAY, &[&moved, &self.server]) {
             Ok(rows) => {
                 for row in rows {
-                    hub.send_blocking(Inbound::Moved(DeviceId(row.get::<_, &str>(0).into()))).map_err(|_| ())?;
+                    let device = DeviceId(row.get::<_, &str>(0).into());
+                    hub.send_blocking(Inbound::Moved { device, attaches_seen }).map_err(|_| ())?;
                 }
             }
             Err(e) => self.db.failed("check moved devices", &e),

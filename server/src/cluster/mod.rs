@@ -7,6 +7,7 @@
 pub mod forward;
 pub mod inbox;
 
+use std::sync::atomic::AtomicU64;
 use std::sync::Arc;
 
 use async_channel::Receiver;
@@ -22,6 +23,9 @@ pub struct Cluster<A> {
     pub forwarder: Forwarder<A>,
     /// Actuations other instances forwarded here, and devices that moved to them.
     pub inbox: Receiver<Inbound>,
+    /// Registrations the hub has attached so far: a move noticed when it stood at N is older
+    /// than any registration here numbered above N (see [`Inbound::Moved`]).
+    pub attaches: Arc<AtomicU64>,
 }
 
 impl<A: Send + 'static> Cluster<A> {
@@ -35,7 +39,8 @@ impl<A: Send + 'static> Cluster<A> {
         lock_wait_secs: u64,
         metrics: &Arc<Metrics>,
     ) -> Result<Cluster<A>, ConfigError> {
-        let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, lock_wait_secs, metrics.clone())?;
-        Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned(), metrics)?, inbox })
+        let attaches = Arc::new(AtomicU64::new(0));
+        let inbox = inbox::start(db.clone(), server.to_owned(), hold_secs, lock_wait_secs, metrics.clone(), &attaches)?;
+        Ok(Cluster { forwarder: Forwarder::start(db.clone(), server.to_owned(), metrics)?, inbox, attaches })
     }
 }

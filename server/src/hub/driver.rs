@@ -10,7 +10,8 @@
 //! forwarded by other instances come in from the inbox.
 
 use std::collections::HashMap;
-use std::sync::atomic::Ordering::Relaxed;
+use std::sync::atomic::AtomicU64;
+use std::sync::atomic::Ordering::{Relaxed, SeqCst};
 use std::sync::Arc;
 
 use async_channel::Sender;
@@ -32,7 +33,9 @@ const HELD_PER_DEVICE: usize = 256;
 
 pub struct HubTask {
     router: Router<Address>,
-    mailboxes: HashMap<SessionId, Address>,
+    mailboxes: HashMap<SessionId, Attached>,
+    /// Registrations attached so far, shared with the cluster's inbox (see `Inbound::Moved`).
+    attaches: Arc<AtomicU64>,
     /// Where each attaching session hears its binding's record, until the router asks for it.
     store_replies: HashMap<SessionId, Sender<StoreReply>>,
     send_queue_bytes: usize,
@@ -41,6 +44,12 @@ pub struct HubTask {
     cluster: Option<Cluster<Address>>,
     metrics: Arc<Metrics>,
     clock: Clock,
+}
+
+/// A registered session: where its mail goes, and its number among registrations attached.
+struct Attached {
+    mailbox: Address,
+    number: u64,
 }
 
 /// What wakes the hub.
@@ -69,6 +78,7 @@ impl HubTask {
         HubTask {
             router: Router::new(config),
             mailboxes: HashMap::new(),
+            attaches: cluster.as_ref().map(|c| c.attaches.clone()).unwrap_or_default(),
             store_replies: HashMap::new(),
             send_queue_bytes: limits.send_queue_bytes,
             store,
@@ -100,7 +110,7 @@ impl HubTask {
             let request = async { requests.recv().await.map_or(Wake::Stop, Wake::Request) };
             let from_db = async {
                 match &self.cluster {
-                    Some(Cluster { forwarder, inbox }) => {
+                    Some(Cluster { forwarder, inbox, .. }) => {
                         // A database thread that is gone (it never should be) only stops forwarding.
                         let verdict = async {
                             match forwarder.verdicts().recv().await {
@@ -127,7 +137,14 @@ impl HubTask {
                 Wake::Inbound(Inbound::Actuation { device, body, hops }) => {
                     self.fact(Fact::Route(Parcel { device, body, ack: None, hops }));
                 }
-                Wake::Inbound(Inbound::Moved(device)) => self.fact(Fact::MovedAway(device)),
+                Wake::Inbound(Inbound::Moved { device, attaches_seen }) => {
+                    // Registered here again after the move was noticed: this one is newer.
+                    let session = self.router.route_of(&device);
+                    let newer = session.and_then(|s| self.mailboxes.get(&s)).is_some_and(|a| a.number > attaches_seen);
+                    if !newer {
+                        self.fact(Fact::MovedAway(device));
+                    }
+                }
                 Wake::HoldExpired => {
                     armed = None;
                     self.router.handle_timeout(self.clock.now());
@@ -141,7 +158,10 @@ impl HubTask {
     fn handle(&mut self, request: HubRequest) {
         match request {
             HubRequest::Attach { session, device, mailbox, reply } => {
-                self.mailboxes.insert(session, mailbox);
+                // Counted before its binding is written (when the router asks), so that a move
+                // noticed before this count cannot be newer than this registration's write.
+                let number = self.attaches.fetch_add(1, SeqCst) + 1;
+                self.mailboxes.insert(session, Attached { mailbox, number });
                 self.store_replies.insert(session, reply);
                 self.fact(Fact::Attach { session, device });
             }
@@ -177,7 +197,7 @@ impl HubTask {
             Command::Forget(device) => self.store.forget(device),
             Command::Supersede(session) => {
                 if let Some(old) = self.mailboxes.remove(&session) {
-                    let _ = old.try_send(Mail::Superseded);
+                    let _ = old.mailbox.try_send(Mail::Superseded);
                 }
             }
             Command::Deliver { session, parcel, from_hold } => {
@@ -206,7 +226,7 @@ impl HubTask {
     /// that it is about to be closed for it. Handed-over held actuations are not weighed (see
     /// [`Mail::bytes`]).
     fn deliver(&self, session: SessionId, parcel: Parcel<Address>, from_hold: bool) -> Result<(), Parcel<Address>> {
-        let Some(mailbox) = self.mailboxes.get(&session) else { return Err(parcel) };
+        let Some(Attached { mailbox, .. }) = self.mailboxes.get(&session) else { return Err(parcel) };
         if !from_hold && mailbox.queued_bytes() > self.send_queue_bytes {
             return Err(parcel);
         }
