@@ -245,6 +245,11 @@ impl Session {
         self.state == State::Closed
     }
 
+    /// Whether a registration is under way (its token being checked or its binding stored).
+    pub fn is_registering(&self) -> bool {
+        matches!(self.state, State::Verifying { .. } | State::Storing { .. })
+    }
+
     /// The registered device, once its 200 has been sent.
     pub fn registered_device(&self) -> Option<&DeviceId> {
         match &self.state {

@@ -104,6 +104,21 @@ fn ping_when_registered_gets_pong() {
 }
 
 #[test]
+fn a_registration_is_under_way_from_its_message_to_its_answer() {
+    let mut h = Harness::new();
+    assert!(!h.s.is_registering());
+    h.text(&register_text("d1"));
+    assert!(h.s.is_registering(), "verifying");
+    h.input(Input::TokenChecked(Ok(())));
+    assert!(h.s.is_registering(), "storing");
+    h.input(Input::BindingStored(Ok(())));
+    assert!(!h.s.is_registering() && h.s.registered_device().is_some());
+    let mut pinged = Harness::new();
+    pinged.text(r#"{"type":"ping"}"#);
+    assert!(!pinged.s.is_registering());
+}
+
+#[test]
 fn registration_asks_to_verify_then_store_then_replies_200_once() {
     let mut h = Harness::new();
     assert_eq!(h.text(&register_text("d1")), [Output::VerifyToken { device: dev("d1"), token: "tok-d1".into() }]);

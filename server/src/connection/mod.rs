@@ -173,12 +173,17 @@ async fn within<T>(deadline: Instant, work: impl std::future::Future<Output = T>
 /// tungstenite keeps its read buffer for the connection's life, grown to the largest frame read,
 /// and a device's first frame is its largest: the registration with its token, ~600 bytes, kept
 /// by every idle device for nothing. When that frame is all the connection has read, the
-/// WebSocket state is rebuilt around the same socket.
+/// WebSocket state is rebuilt around the same socket, with [`DEVICE_READ_BUFFER`].
 #[derive(PartialEq, Eq)]
 enum Rebuild {
     Nothing,
     WebSocket,
 }
+
+/// tungstenite's read buffer for a registered device, which sends only pongs and pings: none
+/// until it sends one (reads then take a header's 14 bytes at a time). A dashboard's connection,
+/// which streams actuations, keeps the usual 128 bytes: it is never rebuilt.
+const DEVICE_READ_BUFFER: usize = 0;
 
 enum Wake {
     Frame(Option<Result<Message, WsError>>),
@@ -462,7 +467,7 @@ impl Connection {
                 self.ctx.session_config.refresh(&mut self.session);
                 let first = self.pending.is_some() && self.ws.get_ref().handed() == masked_frame_bytes(text.len());
                 census::scope(Owner::Session, || self.session.handle_input(now, Input::Text(text.as_str())));
-                if first && !self.session.is_closed() {
+                if first && self.session.is_registering() {
                     return Rebuild::WebSocket;
                 }
             }
@@ -499,7 +504,7 @@ impl Connection {
             peer_done,
             gave_up,
         } = self;
-        let config = Some(ctx.ws_config);
+        let config = Some(ctx.ws_config.read_buffer_size(DEVICE_READ_BUFFER));
         let fresh = WebSocketStream::from_raw_socket(ws.into_inner(), Role::Server, config);
         let ws = census::scope(Owner::WebSocket, || future::block_on(fresh));
         #[rustfmt::skip]

@@ -74,6 +74,17 @@ impl Connection {
         matches!(sent, Some(Ok(())))
     }
 
+    /// Queues a text frame straight into the socket's queue (see `Socket::queue_text_frame`:
+    /// tungstenite's output buffer would keep the frame's capacity for the connection's life);
+    /// `false` once our close is sent, after which no data frame may follow.
+    fn queue_text(&mut self, parts: [&str; 3]) -> bool {
+        if self.close_sent {
+            return false;
+        }
+        self.ws.get_mut().queue_text_frame(parts);
+        true
+    }
+
     /// Queues an actuation frame, or gives up on a peer that has fallen this far behind.
     fn send_actuation(&mut self, body: Body) {
         let (ack_to, from_hold) = self.transit.next_due();
@@ -87,16 +98,13 @@ impl Connection {
             self.transit.take_back(Undelivered { device, body, ack_to });
             return;
         }
-        if self.close_sent {
-            // The WebSocket is closing: no data frame may follow our close.
+        // The body is kept, not the frame, in case it must be given back.
+        if self.queue_text(body.delivery_text()) {
+            let end = self.ws.get_ref().queued();
+            self.transit.queued(end, device, body, ack_to);
+        } else {
             self.transit.take_back(Undelivered { device, body, ack_to });
-            return;
         }
-        // Framed straight into the socket's queue (see `Socket::queue_text_frame`). The body is
-        // kept, not the frame, in case it must be given back.
-        self.ws.get_mut().queue_text_frame(body.delivery_text());
-        let end = self.ws.get_ref().queued();
-        self.transit.queued(end, device, body, ack_to);
     }
 
     fn send_reply(&mut self, reply: Reply) {
@@ -111,7 +119,7 @@ impl Connection {
             }
             _ => {}
         }
-        if !self.queue(Message::text(reply.to_text())) {
+        if !self.queue_text([&reply.to_text(), "", ""]) {
             self.peer_done = true;
             self.session.handle_input(self.ctx.clock.now(), Input::PeerGone);
             return;
