@@ -275,24 +275,16 @@ impl Socket {
     /// tungstenite's frames and these never interleave.
     pub fn queue_text_frame(&mut self, parts: [&str; 3]) {
         let length: usize = parts.iter().map(|p| p.len()).sum();
+        let extended = extended_length_bytes(length);
         let mut header = [0u8; 10];
         header[0] = 0x81; // FIN, text
-        let header = match length {
-            0..=125 => {
-                header[1] = length as u8;
-                &header[..2]
-            }
-            126..=65_535 => {
-                header[1] = 126;
-                header[2..4].copy_from_slice(&(length as u16).to_be_bytes());
-                &header[..4]
-            }
-            _ => {
-                header[1] = 127;
-                header[2..10].copy_from_slice(&(length as u64).to_be_bytes());
-                &header[..10]
-            }
+        header[1] = match extended {
+            0 => length as u8,
+            2 => 126,
+            _ => 127,
         };
+        header[2..2 + extended].copy_from_slice(&(length as u64).to_be_bytes()[8 - extended..]);
+        let header = &header[..2 + extended];
         let pieces = [header, parts[0].as_bytes(), parts[1].as_bytes(), parts[2].as_bytes()];
         census::scope(Owner::Buffers, || self.queue_parts(&pieces));
     }
@@ -321,12 +313,17 @@ impl Socket {
 /// several frames, takes more; so when [`Socket::handed`] equals this for the only message read,
 /// tungstenite holds nothing unread.
 pub fn masked_frame_bytes(payload: usize) -> u32 {
-    let length = match payload {
+    u32::try_from(2 + extended_length_bytes(payload) + 4 + payload).unwrap_or(u32::MAX)
+}
+
+/// The bytes of the extended payload length a frame of `payload` bytes carries, with the
+/// shortest encoding (RFC 6455, 5.2): none up to 125, 16 bits up to 65,535, else 64 bits.
+fn extended_length_bytes(payload: usize) -> usize {
+    match payload {
         0..=125 => 0,
         126..=65_535 => 2,
         _ => 8,
-    };
-    u32::try_from(2 + length + 4 + payload).unwrap_or(u32::MAX)
+    }
 }
 
 impl AsyncRead for Socket {
