@@ -53,13 +53,16 @@ pub struct Limits {
 /// hold (so the one with the most is found without a scan, under a flood of accepts).
 #[derive(Debug, Default)]
 struct PendingTable {
-    by_address: HashMap<IpAddr, VecDeque<Arc<Eviction>>>,
+    by_address: HashMap<IpAddr, VecDeque<Arc<Pending>>>,
     by_count: BTreeSet<(usize, IpAddr)>,
 }
 
-/// A pending connection's flag, set when its slot is given to a fairer claim.
-#[derive(Debug, Default)]
-struct Eviction {
+/// A pending connection, shared by its slot and the table: the slot's one allocation (every
+/// pending connection keeps it, so it is small and single).
+struct Pending {
+    limits: Arc<Limits>,
+    peer: IpAddr,
+    /// Set when its slot is given to a fairer claim.
     evicted: AtomicBool,
     waker: Mutex<Option<Waker>>,
 }
@@ -70,11 +73,7 @@ pub struct OpenSlot(Arc<Limits>);
 
 /// A pending connection from an address; counted until dropped or evicted.
 #[derive(Debug)]
-pub struct PendingSlot {
-    limits: Arc<Limits>,
-    peer: IpAddr,
-    eviction: Arc<Eviction>,
-}
+pub struct PendingSlot(Arc<Pending>);
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
@@ -116,11 +115,12 @@ impl Limits {
             self.pending.fetch_sub(1, Relaxed);
             self.evicted.fetch_add(1, Relaxed);
         }
-        let eviction = Arc::new(Eviction::default());
-        table.add(peer, eviction.clone());
+        let pending =
+            Arc::new(Pending { limits: self.clone(), peer, evicted: AtomicBool::new(false), waker: Mutex::new(None) });
+        table.add(pending.clone());
         self.open.fetch_add(1, Relaxed);
         self.pending.fetch_add(1, Relaxed);
-        Ok((OpenSlot(self.clone()), PendingSlot { limits: self.clone(), peer, eviction }))
+        Ok((OpenSlot(self.clone()), PendingSlot(pending)))
     }
 
     pub fn open(&self) -> usize {
@@ -146,16 +146,18 @@ impl PendingTable {
         }
     }
 
-    fn add(&mut self, peer: IpAddr, eviction: Arc<Eviction>) {
+    fn add(&mut self, pending: Arc<Pending>) {
+        let peer = pending.peer;
         let queue = self.by_address.entry(peer).or_default();
-        queue.push_back(eviction);
+        queue.push_back(pending);
         let n = queue.len();
         self.set_count(peer, n - 1, n);
     }
 
-    fn remove(&mut self, peer: IpAddr, eviction: &Arc<Eviction>) {
+    fn remove(&mut self, pending: &Arc<Pending>) {
+        let peer = pending.peer;
         let Some(queue) = self.by_address.get_mut(&peer) else { return };
-        let Some(at) = queue.iter().position(|e| Arc::ptr_eq(e, eviction)) else { return };
+        let Some(at) = queue.iter().position(|p| Arc::ptr_eq(p, pending)) else { return };
         queue.remove(at);
         let n = queue.len();
         if n == 0 {
@@ -173,12 +175,19 @@ impl PendingTable {
             return false;
         }
         let Some(victim) = self.by_address.get(&heaviest).and_then(|q| q.front()).cloned() else { return false };
-        self.remove(heaviest, &victim);
+        self.remove(&victim);
         victim.evicted.store(true, Relaxed);
         if let Some(waker) = lock(&victim.waker).take() {
             waker.wake();
         }
         true
+    }
+}
+
+// By hand: `limits` leads back to the table, and from it to this entry.
+impl std::fmt::Debug for Pending {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Pending").field("peer", &self.peer).field("evicted", &self.evicted).finish()
     }
 }
 
@@ -190,11 +199,11 @@ impl PendingSlot {
 
     /// [`evicted`](PendingSlot::evicted) as a poll: waiting keeps nothing in the caller's future.
     pub fn poll_evicted(&self, cx: &mut Context<'_>) -> Poll<()> {
-        if self.eviction.evicted.load(Relaxed) {
+        if self.0.evicted.load(Relaxed) {
             return Poll::Ready(());
         }
-        *lock(&self.eviction.waker) = Some(cx.waker().clone());
-        if self.eviction.evicted.load(Relaxed) {
+        *lock(&self.0.waker) = Some(cx.waker().clone());
+        if self.0.evicted.load(Relaxed) {
             Poll::Ready(())
         } else {
             Poll::Pending
@@ -211,9 +220,11 @@ impl Drop for OpenSlot {
 impl Drop for PendingSlot {
     fn drop(&mut self) {
         // An evicted slot left the counts when it was evicted.
-        if !self.eviction.evicted.load(Relaxed) {
-            self.limits.pending.fetch_sub(1, Relaxed);
-            lock(&self.limits.table).remove(self.peer, &self.eviction);
+        // (The table's own reference goes with it: no cycle through `limits` outlives the slot.)
+        let limits = &self.0.limits;
+        if !self.0.evicted.load(Relaxed) {
+            limits.pending.fetch_sub(1, Relaxed);
+            lock(&limits.table).remove(&self.0);
         }
     }
 }

@@ -100,3 +100,14 @@ fn a_refused_client_reads_503() {
     assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
     assert!(answer.ends_with("\r\n\r\nserver at capacity.\n"), "{answer}");
 }
+
+#[test]
+fn the_caps_print_their_pending_connections_without_going_round_through_them() {
+    // Each pending entry holds the limits, whose table holds the entry: a derived `Debug`
+    // would print forever.
+    let limits = Limits::new(10, 10, 10);
+    let (_open, pending) = limits.admit(host(7)).unwrap();
+    let printed = format!("{limits:?}");
+    assert!(printed.contains("peer: 192.0.2.7") && printed.contains("evicted: false"), "{printed}");
+    assert!(format!("{pending:?}").contains("192.0.2.7"));
+}
