@@ -15,7 +15,7 @@ use std::net::TcpStream;
 use std::pin::Pin;
 use std::sync::atomic::Ordering::Relaxed;
 use std::sync::Arc;
-use std::task::Poll;
+use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 use async_tungstenite::tungstenite::error::ProtocolError;
@@ -23,7 +23,7 @@ use async_tungstenite::tungstenite::protocol::Role;
 use async_tungstenite::tungstenite::{Error as WsError, Message};
 use async_tungstenite::WebSocketStream;
 use futures_lite::{future, AsyncWriteExt, Stream};
-use iot_ws_core::{FrameError, Input, Session, SessionConfig, SessionId};
+use iot_ws_core::{FrameError, Input, Millis, Session, SessionConfig, SessionId};
 use smol::{Async, Timer};
 
 use crate::hub::mailbox::{MailWake, Mailbox};
@@ -86,15 +86,11 @@ pub fn serve_connection(
     async move {
         // In a block of its own, so that the connection, moved into its loop's future, keeps no
         // slot of its own in the task beside that future.
-        let (run, open, ctx) = {
-            let Some((connection, open)) = handshake.await else { return };
-            let ctx = connection.ctx.clone();
-            (connection.run(), open, ctx)
+        let run = {
+            let Some(connection) = handshake.await else { return };
+            connection.run()
         };
-        ctx.metrics.connections.fetch_add(1, Relaxed);
         run.await;
-        drop(open);
-        ctx.metrics.connections.fetch_sub(1, Relaxed);
     }
 }
 
@@ -107,7 +103,7 @@ async fn handshake(
     accepted: Instant,
     (open, pending): (OpenSlot, PendingSlot),
     ctx: Arc<Ctx>,
-) -> Option<(Connection, OpenSlot)> {
+) -> Option<Connection> {
     let session_config = ctx.session_config.current();
     let deadline = accepted + Duration::from_millis(session_config.register_timeout_ms);
     let evicted = async {
@@ -141,7 +137,7 @@ async fn handshake(
             let socket = Socket::new(stream, leftover.len());
             let ws = WebSocketStream::from_partially_read(socket, leftover, Role::Server, config);
             let ws = census::owned(Owner::WebSocket, ws).await;
-            Some((Connection::new(ws, ctx, session_config, accepted, Box::new(pending)), open))
+            Some(Connection::new(ws, ctx, session_config, accepted, (open, pending)))
         }
     }
 }
@@ -204,6 +200,9 @@ enum Then {
     Rebuild,
 }
 
+/// `Connection::armed` when its timer is set for nothing (it fired): no deadline is that late.
+const DISARMED: Millis = Millis(u64::MAX);
+
 /// Why the connection gave up on its peer.
 #[derive(Clone, Copy, PartialEq, Eq)]
 enum GaveUp {
@@ -225,13 +224,14 @@ struct Connection {
     /// Fires at the earliest deadline (session, keepalive, write stall). Kept across wakes and
     /// moved only when the deadline moves: registering a timer costs a reactor wakeup.
     timer: Timer,
-    /// The deadline `timer` is set for; `None` once it fired.
-    armed: Option<Instant>,
+    /// The deadline `timer` is set for; [`DISARMED`] once it fired.
+    armed: Millis,
     /// Its place among those the stop wakes ([`stop::Stop`]), once it has slept.
     stop_key: Option<u32>,
-    /// Counted against `--max-pending` until the session stops being pending (boxed: an idle
-    /// registered connection keeps 8 bytes for it, not 40).
-    pending: Option<Box<PendingSlot>>,
+    /// Counted against `--max-connections` until the connection is dropped.
+    open: OpenSlot,
+    /// Counted against `--max-pending` until the session stops being pending.
+    pending: Option<PendingSlot>,
     /// Actuations fed to the session, queued on the socket (acked "Delivered" once written),
     /// or taken back.
     transit: Transit,
@@ -248,17 +248,25 @@ struct Connection {
 }
 
 impl Connection {
-    fn new(ws: Ws, ctx: Arc<Ctx>, config: Arc<SessionConfig>, accepted: Instant, pending: Box<PendingSlot>) -> Self {
+    fn new(
+        ws: Ws,
+        ctx: Arc<Ctx>,
+        config: Arc<SessionConfig>,
+        accepted: Instant,
+        (open, pending): (OpenSlot, PendingSlot),
+    ) -> Self {
+        let keepalive = KeepAlive::new(ctx.clock.now());
         Connection {
             ws,
             session: Session::new(ctx.clock.millis(accepted), config),
             id: SessionId(ctx.next_session.fetch_add(1, Relaxed)),
             ctx,
             mail: None,
-            keepalive: KeepAlive::new(Instant::now()),
+            keepalive,
             timer: Timer::never(),
-            armed: None,
+            armed: DISARMED,
             stop_key: None,
+            open,
             pending: Some(pending),
             transit: Transit::default(),
             turns: 0,
@@ -274,6 +282,7 @@ impl Connection {
     #[allow(clippy::manual_async_fn)]
     fn run(mut self) -> impl std::future::Future<Output = ()> {
         async move {
+            self.ctx.metrics.connections.fetch_add(1, Relaxed);
             loop {
                 // On the heap, and only when there is something to do: the sending state
                 // would otherwise sit in every idle connection's task.
@@ -292,15 +301,24 @@ impl Connection {
                     future::yield_now().await;
                 }
                 let wake = self.next_wake().await;
-                // Handled in a plain function, so that no part of the wake (64 bytes) is held
-                // across the burst's await: the task would keep room for it.
-                match self.on_wake(wake) {
-                    Then::Nothing => {}
-                    Then::Burst(mail) => Box::pin(self.mail_burst(mail)).await,
-                    Then::Rebuild => self = self.with_fresh_websocket(),
+                // Handled in a plain function, and the burst boxed before it is awaited, so that
+                // neither the wake (64 bytes) nor the mail (48) is held across an await: the
+                // task would keep room for them.
+                let burst = match self.on_wake(wake) {
+                    Then::Nothing => None,
+                    Then::Burst(mail) => Some(Box::pin(self.mail_burst(mail))),
+                    Then::Rebuild => {
+                        self = self.with_fresh_websocket();
+                        None
+                    }
+                };
+                if let Some(burst) = burst {
+                    burst.await;
                 }
             }
+            let ctx = self.ctx.clone();
             Box::pin(self.finish()).await;
+            ctx.metrics.connections.fetch_sub(1, Relaxed);
         }
     }
 
@@ -328,72 +346,74 @@ impl Connection {
             Wake::Shutdown => self.session.handle_input(now, Input::Shutdown),
             Wake::Evicted => self.session.handle_input(now, Input::Evicted),
             Wake::Tick => {
-                self.armed = None;
+                self.armed = DISARMED;
                 self.on_tick(now);
             }
         }
         Then::Nothing
     }
 
-    /// Waits for whatever happens first: shutdown, then the socket taking output, then mail,
-    /// then frames, then the timer. Reading pauses while the peer leaves our output unread.
-    async fn next_wake(&mut self) -> Wake {
+    /// Waits for whatever happens first (see [`Connection::poll_wake`]). The future holds only
+    /// the connection's address: an idle connection's task keeps no room for what it waits on.
+    fn next_wake(&mut self) -> impl Future<Output = Wake> + '_ {
         let deadline = self.next_deadline();
-        if self.armed != Some(deadline) {
-            self.timer.set_at(deadline);
-            self.armed = Some(deadline);
+        if self.armed != deadline {
+            self.timer.set_at(self.ctx.clock.instant(deadline));
+            self.armed = deadline;
         }
+        poll_fn(|cx| self.poll_wake(cx))
+    }
+
+    /// In this order: a stop first; output before mail (writing makes room for it); mail before
+    /// frames, so that a chatty peer cannot starve its own actuations; and a frame is read only
+    /// when nothing else is ready (each try is a syscall). Reading pauses while the peer leaves
+    /// our output unread.
+    fn poll_wake(&mut self, cx: &mut Context<'_>) -> Poll<Wake> {
         let unsent = self.ws.get_ref().unsent();
         let sending = self.ws.get_ref().has_output();
         let reading = !self.peer_done && unsent <= self.read_pause_bytes();
         let take_actuations = self.has_room();
         let overflow_at = self.ctx.send_queue_bytes.saturating_sub(unsent);
         let Connection { ws, mail, ctx, timer, pending, stop_key, .. } = self;
-        // In this order: a stop first; output before mail (writing makes room for it); mail
-        // before frames, so that a chatty peer cannot starve its own actuations; and a frame is
-        // read only when nothing else is ready (each try is a syscall). Everything is polled in
-        // place: an idle connection's task keeps no room for futures it waits on.
-        poll_fn(|cx| {
-            if ctx.stop.is_stopping() {
-                return Poll::Ready(Wake::Shutdown);
+        if ctx.stop.is_stopping() {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        if pending.as_ref().is_some_and(|slot| slot.poll_evicted(cx).is_ready()) {
+            return Poll::Ready(Wake::Evicted);
+        }
+        if sending {
+            if let Poll::Ready(result) = census::scope(Owner::Buffers, || ws.get_mut().poll_send(cx)) {
+                return Poll::Ready(Wake::Sent(result));
             }
-            if pending.as_ref().is_some_and(|slot| slot.poll_evicted(cx).is_ready()) {
-                return Poll::Ready(Wake::Evicted);
+        }
+        if let Some(mail) = mail {
+            let polled = census::scope(Owner::Mailbox, || mail.poll_recv(cx, take_actuations, overflow_at));
+            if let Poll::Ready(wake) = polled {
+                return Poll::Ready(Wake::Mail(wake));
             }
-            if sending {
-                if let Poll::Ready(result) = census::scope(Owner::Buffers, || ws.get_mut().poll_send(cx)) {
-                    return Poll::Ready(Wake::Sent(result));
-                }
+        }
+        if reading {
+            if let Poll::Ready(frame) = census::scope(Owner::WebSocket, || Pin::new(&mut *ws).poll_next(cx)) {
+                return Poll::Ready(Wake::Frame(frame));
             }
-            if let Some(mail) = mail {
-                let polled = census::scope(Owner::Mailbox, || mail.poll_recv(cx, take_actuations, overflow_at));
-                if let Poll::Ready(wake) = polled {
-                    return Poll::Ready(Wake::Mail(wake));
-                }
-            }
-            if reading {
-                if let Poll::Ready(frame) = census::scope(Owner::WebSocket, || Pin::new(&mut *ws).poll_next(cx)) {
-                    return Poll::Ready(Wake::Frame(frame));
-                }
-            }
-            if census::scope(Owner::Timer, || Pin::new(&mut *timer).poll(cx)).is_ready() {
-                return Poll::Ready(Wake::Tick);
-            }
-            if ctx.stop.wake_at_stop(stop_key, cx.waker()) {
-                return Poll::Ready(Wake::Shutdown);
-            }
-            Poll::Pending
-        })
-        .await
+        }
+        if census::scope(Owner::Timer, || Pin::new(&mut *timer).poll(cx)).is_ready() {
+            return Poll::Ready(Wake::Tick);
+        }
+        if ctx.stop.wake_at_stop(stop_key, cx.waker()) {
+            return Poll::Ready(Wake::Shutdown);
+        }
+        Poll::Pending
     }
 
-    fn next_deadline(&self) -> Instant {
+    fn next_deadline(&self) -> Millis {
         let mut deadline = self.keepalive.deadline();
         if let Some(at) = self.session.poll_timeout() {
-            deadline = deadline.min(self.ctx.clock.instant(at));
+            deadline = deadline.min(at);
         }
         if let Some(since) = self.ws.get_ref().waiting_since() {
-            deadline = deadline.min(since + WRITE_STALL);
+            // Rounded up: the tick must find the stall complete.
+            deadline = deadline.min(self.ctx.clock.millis(since + WRITE_STALL).plus(1));
         }
         deadline
     }
@@ -496,6 +516,7 @@ impl Connection {
             timer,
             armed,
             stop_key,
+            open,
             pending,
             transit,
             turns,
@@ -509,8 +530,8 @@ impl Connection {
         let ws = census::scope(Owner::WebSocket, || future::block_on(fresh));
         #[rustfmt::skip]
         let connection = Connection {
-            ws, ctx, session, id, mail, keepalive, timer, armed, stop_key, pending, transit, turns, detach,
-            close_sent, peer_done, gave_up,
+            ws, ctx, session, id, mail, keepalive, timer, armed, stop_key, open, pending, transit, turns,
+            detach, close_sent, peer_done, gave_up,
         };
         connection
     }
@@ -539,13 +560,13 @@ impl Connection {
         self.session.handle_input(self.ctx.clock.now(), input);
     }
 
-    fn on_tick(&mut self, now: iot_ws_core::Millis) {
+    fn on_tick(&mut self, now: Millis) {
         if self.ws.get_ref().waiting_since().is_some_and(|since| Instant::now() >= since + WRITE_STALL) {
             self.give_up(GaveUp::WriteStalled);
             return;
         }
         self.session.handle_timeout(now);
-        match self.keepalive.on_tick() {
+        match self.keepalive.on_tick(now) {
             keepalive::Action::Nothing => {}
             keepalive::Action::Ping => {
                 self.queue(Message::Ping(Default::default()));
