@@ -7,8 +7,8 @@
 # held actuations, refusals, token claims, the device client, the HTTP head) and the server's pure
 # parts with fast unit tests (configuration and its secret files, token verification and its
 # cache, the clock, the TLS certificate and its reload, the server end of TLS over loopback, the
-# TLS settings read out of a database URL, the channel binding hash, the sessions' live settings
-# and the actuator password's reload).
+# TLS settings read out of a database URL, the channel binding hash, the sessions' live settings,
+# the actuator password's reload, the keepalive, and the caps on open and pending connections).
 #
 # CI mutates only the lines changed since the commit in .ci/mutants-base, the last one whose
 # whole mutation step passed (a full run of every file above took ~21 of CI's 43 minutes). A
@@ -60,6 +60,7 @@ run() {
 SERVER_FILES=(server/src/config/mod.rs server/src/config/secret_file.rs server/src/auth/mod.rs
   server/src/auth/token_cache.rs server/src/clock.rs server/src/tls/mod.rs server/src/tls/server_stream.rs
   server/src/db/sslmode.rs server/src/db/channel_binding.rs server/src/connection/live_config.rs
+  server/src/connection/keepalive.rs server/src/connection/limits.rs
   server/src/ops/actuator_reload.rs server/src/ops/logging/filter.rs server/src/ops/logging/format.rs
   server/src/ops/logging/text.rs server/src/ops/logging/timestamp.rs)
 

@@ -137,10 +137,9 @@ impl PendingTable {
         self.by_address.get(peer).map_or(0, VecDeque::len)
     }
 
+    /// `peer` held `from` pending connections (no entry when 0) and now holds `to`.
     fn set_count(&mut self, peer: IpAddr, from: usize, to: usize) {
-        if from > 0 {
-            self.by_count.remove(&(from, peer));
-        }
+        self.by_count.remove(&(from, peer));
         if to > 0 {
             self.by_count.insert((to, peer));
         }

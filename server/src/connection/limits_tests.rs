@@ -52,6 +52,8 @@ fn one_address_gets_its_share_of_pending_slots_and_others_still_get_in() {
     assert_eq!(limits.admit(mapped).unwrap_err(), Refused::PendingPerAddress);
     let other = limits.admit(host(2)).unwrap();
     assert_eq!(limits.refused_pending_per_address.load(Relaxed), 2);
+    // One count per address, the current one: the table stays as small as the addresses.
+    assert_eq!(lock(&limits.table).by_count.iter().copied().collect::<Vec<_>>(), [(1, host(2)), (2, host(1))]);
     drop(mine);
     assert!(limits.admit(host(1)).is_ok());
     drop(other);
