@@ -36,9 +36,10 @@ impl KeepAlive {
 
     /// When [`on_tick`](KeepAlive::on_tick) has something to do.
     pub fn deadline(&self) -> Millis {
-        match self.unanswered {
-            true => self.silence_limit(),
-            false => self.next_ping,
+        if self.unanswered {
+            self.silence_limit()
+        } else {
+            self.next_ping
         }
     }
 
