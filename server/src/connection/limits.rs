@@ -232,10 +232,9 @@ impl Drop for PendingSlot {
 const UNAVAILABLE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain\r\n\
 Content-Length: 20\r\nRetry-After: 5\r\nConnection: close\r\n\r\nserver at capacity.\n";
 
-/// Answers 503 if the socket takes it at once, and closes. Never waits: the point of refusing
-/// is to spend nothing on the connection.
+/// Answers 503 if the socket takes it at once, and closes. Never waits (the socket is accepted
+/// non-blocking): the point of refusing is to spend nothing on the connection.
 pub fn refuse(mut stream: TcpStream) {
-    let _ = stream.set_nonblocking(true);
     let _ = stream.write(UNAVAILABLE);
     let _ = stream.shutdown(Shutdown::Write);
     // Whatever the client already sent: read, so that the close is a FIN after the 503 rather

@@ -96,7 +96,10 @@ fn a_refused_client_reads_503() {
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let mut client = TcpStream::connect(listener.local_addr().unwrap()).unwrap();
     client.write_all(b"GET / HTTP/1.1\r\n\r\n").unwrap();
-    refuse(listener.accept().unwrap().0);
+    // As the server accepts it: non-blocking.
+    let (accepted, _) = listener.accept().unwrap();
+    accepted.set_nonblocking(true).unwrap();
+    refuse(accepted);
     let mut answer = String::new();
     client.read_to_string(&mut answer).unwrap();
     assert!(answer.starts_with("HTTP/1.1 503 Service Unavailable\r\n"), "{answer}");
