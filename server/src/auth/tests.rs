@@ -111,6 +111,22 @@ fn garbage_is_malformed() {
 }
 
 #[test]
+fn parts_in_base64_other_than_unpadded_base64url_are_malformed() {
+    let token = mint_token(&pair().private_pem, "dev-1", 3600).unwrap();
+    let parts: Vec<&str> = token.split('.').collect();
+    let signature = parts[2];
+    // 256 bytes: 342 characters, padded to 344 by standard base64.
+    let padded = format!("{signature}==");
+    // `+` and `/` are standard base64's, not base64url's.
+    let standard = format!("+/{}", &signature[2..]);
+    for signature in [padded, standard] {
+        let token = format!("{}.{}.{signature}", parts[0], parts[1]);
+        assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Malformed), "{signature}");
+    }
+    assert_eq!(verifier().verify(&dev(), &token, now()), Ok(()));
+}
+
+#[test]
 fn critical_header_extensions_are_refused() {
     let token = sign_raw(r#"{"alg":"RS256","crit":["exp"]}"#, r#"{"sub":"dev-1"}"#);
     assert_eq!(verifier().verify(&dev(), &token, now()), Err(TokenRejected::Malformed));

@@ -8,7 +8,8 @@ use std::io::Read;
 use std::process::ExitCode;
 use std::time::SystemTime;
 
-use ct_codecs::{Base64UrlSafeNoPadding, Decoder};
+use base64::engine::general_purpose::URL_SAFE_NO_PAD;
+use base64::Engine;
 use iot_ws_core::DeviceId;
 
 use crate::auth::TokenVerifier;
@@ -64,7 +65,7 @@ fn read_stdin() -> Result<String, ConfigError> {
 /// The token's payload as text, unverified: what it claims, to be read beside the verdict.
 fn claims_text(token: &str) -> Option<String> {
     let payload = token.split('.').nth(1)?;
-    let bytes = Base64UrlSafeNoPadding::decode_to_vec(payload, None).ok()?;
+    let bytes = URL_SAFE_NO_PAD.decode(payload).ok()?;
     String::from_utf8(bytes).ok()
 }
 

@@ -13,7 +13,8 @@ use std::time::Duration;
 use async_tungstenite::tungstenite::handshake::derive_accept_key;
 use async_tungstenite::tungstenite::protocol::{Role, WebSocketConfig};
 use async_tungstenite::WebSocketStream;
-use ct_codecs::{Base64, Encoder};
+use base64::engine::general_purpose::STANDARD;
+use base64::Engine;
 use futures_lite::{future, AsyncReadExt, AsyncWriteExt};
 use futures_rustls::TlsConnector;
 use rustls_pki_types::ServerName;
@@ -147,7 +148,7 @@ async fn tcp_connect(url: &ServerUrl) -> Result<Async<TcpStream>, String> {
 async fn handshake(stream: &mut Transport, url: &ServerUrl) -> Result<Vec<u8>, String> {
     let mut nonce = [0u8; 16];
     getrandom::getrandom(&mut nonce).map_err(|e| format!("no random source: {e}"))?;
-    let key = Base64::encode_to_string(nonce).map_err(|e| e.to_string())?;
+    let key = STANDARD.encode(nonce);
     let request = format!(
         "GET {} HTTP/1.1\r\nHost: {}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
          Sec-WebSocket-Key: {key}\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Protocol: echo-protocol\r\n\r\n",
