@@ -45,25 +45,6 @@ pub fn run_time(pid: u32) -> Option<Duration> {
     nanos.map(Duration::from_nanos)
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn run_time_counts_this_process_to_well_under_a_tick() {
-        let pid = std::process::id();
-        let before = run_time(pid).expect("schedstat is readable on Linux");
-        // Spin for 3 ms of this thread's CPU: less than one 10 ms tick, which stat would miss.
-        let spun = crate::floor::thread_cpu();
-        while crate::floor::thread_cpu() - spun < Duration::from_millis(3) {
-            std::hint::black_box(0u64);
-        }
-        let ran = run_time(pid).unwrap() - before;
-        assert!(ran >= Duration::from_millis(3), "{ran:?}");
-        assert!(run_time(u32::MAX).is_none());
-    }
-}
-
 /// User + system CPU time of process `pid`; with `reaped_children`, plus that of the children it
 /// has waited for (a PostgreSQL postmaster's ended backends).
 pub fn cpu_time(pid: u32, reaped_children: bool) -> Option<Duration> {
@@ -140,4 +121,23 @@ pub fn raise_file_limit() -> u64 {
         }
     }
     limit.rlim_cur
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_time_counts_this_process_to_well_under_a_tick() {
+        let pid = std::process::id();
+        let before = run_time(pid).expect("schedstat is readable on Linux");
+        // Spin for 3 ms of this thread's CPU: less than one 10 ms tick, which stat would miss.
+        let spun = crate::floor::thread_cpu();
+        while crate::floor::thread_cpu() - spun < Duration::from_millis(3) {
+            std::hint::black_box(0u64);
+        }
+        let ran = run_time(pid).unwrap() - before;
+        assert!(ran >= Duration::from_millis(3), "{ran:?}");
+        assert!(run_time(u32::MAX).is_none());
+    }
 }
