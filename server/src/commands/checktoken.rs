@@ -73,3 +73,27 @@ fn subject(claims: &str) -> Option<String> {
     let claims: serde_json::Value = serde_json::from_str(claims).ok()?;
     claims["sub"].as_str().map(str::to_string)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_claims_are_the_payload_read_whatever_the_signature() {
+        // {"alg":"RS256"} . {"sub":"dev-1","exp":4102444800} . no signature at all
+        let token = "eyJhbGciOiJSUzI1NiJ9.eyJzdWIiOiJkZXYtMSIsImV4cCI6NDEwMjQ0NDgwMH0.AAAA";
+        let claims = claims_text(token).unwrap();
+        assert_eq!(claims, r#"{"sub":"dev-1","exp":4102444800}"#);
+        assert_eq!(subject(&claims).as_deref(), Some("dev-1"));
+        assert_eq!(subject(r#"{"iss":"someone"}"#), None);
+    }
+
+    #[test]
+    fn a_token_without_a_readable_payload_has_no_claims() {
+        for token in ["", "no-dots", "eyJhbGciOiJSUzI1NiJ9.!!!.AAAA", "eyJhbGciOiJSUzI1NiJ9.eyJ=.AAAA"] {
+            assert_eq!(claims_text(token), None, "{token:?}");
+        }
+        // Base64 of bytes that are not UTF-8 (0xff 0xfe).
+        assert_eq!(claims_text("a.__4.c"), None);
+    }
+}
