@@ -165,7 +165,7 @@ pub fn bound_socket(source: IpAddr, to: SocketAddr) -> io::Result<Socket> {
 /// the whole four-tuple. Without it, `bind` must find a port no other socket on the address holds,
 /// a search through every bound port under a lock: with tens of thousands of the bench's sockets
 /// bound (a storm after a storm) it took most of both cores in the kernel, slowing the server it
-/// measured (the restart storm took 3–10 s instead of 1.6 in 5 of 15 runs).
+/// measured (the restart storm took 3–10 s instead of 1.6 in 6 of 15 runs).
 fn defer_port_to_connect(socket: &Socket) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let on: libc::c_int = 1;
